@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+#
+# nginx-chat: build the modules against Debian's nginx and run the stack.
+#
+#   ./build.sh deps     install every package the build and the stack need
+#   ./build.sh build    configure once against /usr/share/nginx/src, make modules
+#   ./build.sh run      build, start MariaDB + Redis + MongoDB + nginx, print URL
+#   ./build.sh test     same set-up, then the whole suite (prove -r t/)
+#   ./build.sh bench    benchmarks in bench/ against a running stack
+#   ./build.sh stop     stop exactly the processes run/test started
+#
+# Options (environment):
+#   CHAT_HTTP_PORT (8080)   gateway listener; service listeners are
+#   CHAT_USER_PORT (8005) CHAT_FRIEND_PORT (8003) CHAT_MSG_PORT (8002)
+#   CHAT_NOTIFY_PORT (8004)
+#   CHAT_MYSQL_PORT (13306) CHAT_REDIS_PORT (16379) CHAT_MONGO_PORT (27117)
+#   CHAT_RATE_LIMIT         requests per minute per client address on the
+#                           gateway (100); 0 disables the limit
+#   CHAT_WORK               work directory (.work inside the repository)
+#   CHAT_VALGRIND=1         `test` runs nginx under valgrind memcheck
+
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+WORK=${CHAT_WORK:-$TOP/.work}
+BUILD=$WORK/build
+RUN=$WORK/run
+NGX_SRC=/usr/share/nginx/src
+NGINX=${CHAT_NGINX_BINARY:-/usr/sbin/nginx}
+
+: "${CHAT_HTTP_PORT:=8080}"
+: "${CHAT_USER_PORT:=8005}"
+: "${CHAT_FRIEND_PORT:=8003}"
+: "${CHAT_MSG_PORT:=8002}"
+: "${CHAT_NOTIFY_PORT:=8004}"
+: "${CHAT_MYSQL_PORT:=13306}"
+: "${CHAT_REDIS_PORT:=16379}"
+: "${CHAT_MONGO_PORT:=27117}"
+: "${CHAT_RATE_LIMIT:=100}"
+: "${CHAT_JWT_SECRET:=change-me-nginx-chat-secret}"
+
+MODULES="core"
+
+APT_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
+    libbson-dev libcjson-dev libjwt-dev libssl-dev libcrypt-dev
+    mariadb-server mariadb-client redis-server redis-tools
+    libtest-base-perl libwww-perl libtext-diff-perl libtest-longstring-perl
+    libipc-run-perl liblist-moreutils-perl liburi-perl
+    wrk build-essential pkg-config valgrind procps curl"
+
+# the MongoDB-wire-compatible in-memory server used where no mongod exists
+CONGO_PKG="@push.rocks/smartmongo@2.2.0"
+CONGO_DEPS="bson@^6.10.0 mingo@^7.2.0 @push.rocks/smartfs@^1.3.1
+    @push.rocks/smartpath@^5.0.11 @push.rocks/smartpromise@^4.0.3
+    @push.rocks/smartrx@^3.0.0"
+
+
+log() { printf '>>> %s\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
+
+
+# ---------------------------------------------------------------- deps
+
+deps() {
+    local missing=() p
+
+    for p in $APT_PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
+            | grep -q 'install ok installed' || missing+=("$p")
+    done
+
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        missing+=(nodejs npm)
+    fi
+
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "apt-get install ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+            >/dev/null
+    fi
+
+    if ! command -v mongod >/dev/null; then
+        congo_install
+    fi
+}
+
+
+congo_install() {
+    local dir=$WORK/congo
+
+    [ -f "$dir/lib/congodb/index.js" ] && return 0
+
+    log "installing the MongoDB-compatible test server ($CONGO_PKG)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    (
+        cd "$dir"
+        echo '{"name":"chat-congo","private":true,"type":"module"}' \
+            > package.json
+        # shellcheck disable=SC2086
+        npm install --ignore-scripts --no-audit --no-fund --loglevel=error \
+            $CONGO_DEPS >/dev/null
+        npm pack --loglevel=error "$CONGO_PKG" >/dev/null
+        tar xzf push.rocks-smartmongo-*.tgz
+        mkdir -p lib
+        cp -a package/dist_ts/congodb lib/
+        rm -rf package push.rocks-smartmongo-*.tgz
+    )
+}
+
+
+# ---------------------------------------------------------------- build
+
+build() {
+    local stamp=$BUILD/.configured sum
+
+    sum=$(cat "$TOP/config" | md5sum | cut -d' ' -f1)
+
+    if [ ! -f "$BUILD/Makefile" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]
+    then
+        log "configuring against $NGX_SRC"
+        mkdir -p "$BUILD"
+        (
+            cd "$NGX_SRC"
+            # shellcheck disable=SC1091
+            . ./conf_flags
+            ./configure \
+                --with-cc-opt="-g -O2 -fPIC -fstack-protector-strong" \
+                --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
+                "${NGX_CONF_FLAGS[@]}" \
+                --add-dynamic-module="$TOP" \
+                --builddir="$BUILD" >"$BUILD/configure.log" 2>&1
+        ) || { tail -20 "$BUILD/configure.log"; die "configure failed"; }
+        echo "$sum" > "$stamp"
+    fi
+
+    log "make modules"
+    make -s -f "$BUILD/Makefile" -C "$NGX_SRC" modules
+    write_load_snippets
+}
+
+
+# mod-http-chat-*.conf: load_module lines in Debian's modules-enabled style
+write_load_snippets() {
+    local m
+
+    mkdir -p "$BUILD/modules-available"
+    for m in $MODULES; do
+        echo "load_module $BUILD/ngx_http_chat_${m}_module.so;" \
+            > "$BUILD/modules-available/mod-http-chat-$m.conf"
+    done
+}
+
+
+load_modules_list() {
+    local m out=""
+
+    for m in $MODULES; do
+        out="$out $BUILD/ngx_http_chat_${m}_module.so"
+    done
+    echo "${out# }"
+}
+
+
+# ---------------------------------------------------------------- datastores
+
+pid_alive() {
+    local f=$1
+
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+
+wait_port() {
+    local port=$1 what=$2 i
+
+    for i in $(seq 1 150); do
+        port_open "$port" && return 0
+        sleep 0.1
+    done
+    die "$what did not start listening on port $port"
+}
+
+
+start_mariadb() {
+    local dir=$WORK/mariadb
+
+    pid_alive "$RUN/mariadb.pid" && return 0
+    mkdir -p "$dir" "$RUN"
+
+    if [ ! -d "$dir/data/mysql" ]; then
+        log "initialising MariaDB in $dir"
+        mariadb-install-db --no-defaults --datadir="$dir/data" --user=root \
+            --auth-root-authentication-method=normal --skip-test-db \
+            >"$dir/install.log" 2>&1 || die "mariadb-install-db failed"
+    fi
+
+    log "starting MariaDB on 127.0.0.1:$CHAT_MYSQL_PORT"
+    mariadbd --no-defaults --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+        --port="$CHAT_MYSQL_PORT" --bind-address=127.0.0.1 \
+        --pid-file="$RUN/mariadb.pid" --user=root --log-error="$dir/error.log" \
+        --innodb-buffer-pool-size=128M --skip-log-bin --max-connections=500 \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+        >/dev/null 2>&1 &
+    echo $! > "$RUN/mariadb.pid"
+    wait_port "$CHAT_MYSQL_PORT" MariaDB
+}
+
+
+mysql_root() {
+    mariadb --no-defaults -uroot -h127.0.0.1 -P"$CHAT_MYSQL_PORT" --protocol=tcp \
+        "$@"
+}
+
+
+# create the database, the user and the schema (idempotent)
+prepare_database() {
+    local db=$1 i
+
+    for i in $(seq 1 50); do
+        mysql_root -e 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+
+    mysql_root <<EOF
+CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS 'chat'@'%' IDENTIFIED BY 'chatpw';
+GRANT ALL ON \`$db\`.* TO 'chat'@'%';
+EOF
+    mysql_root "$db" < "$TOP/conf/schema.sql"
+}
+
+
+start_redis() {
+    pid_alive "$RUN/redis.pid" && return 0
+    mkdir -p "$WORK/redis" "$RUN"
+
+    log "starting Redis on 127.0.0.1:$CHAT_REDIS_PORT"
+    redis-server --port "$CHAT_REDIS_PORT" --bind 127.0.0.1 --save '' \
+        --appendonly no --dir "$WORK/redis" --daemonize no \
+        --logfile "$WORK/redis/redis.log" >/dev/null 2>&1 &
+    echo $! > "$RUN/redis.pid"
+    wait_port "$CHAT_REDIS_PORT" Redis
+}
+
+
+start_mongo() {
+    pid_alive "$RUN/mongo.pid" && return 0
+    mkdir -p "$WORK/mongo" "$RUN"
+
+    if command -v mongod >/dev/null; then
+        log "starting mongod on 127.0.0.1:$CHAT_MONGO_PORT"
+        mongod --bind_ip 127.0.0.1 --port "$CHAT_MONGO_PORT" \
+            --dbpath "$WORK/mongo" --logpath "$WORK/mongo/mongod.log" \
+            >/dev/null 2>&1 &
+    else
+        congo_install
+        log "starting the MongoDB-compatible server on 127.0.0.1:$CHAT_MONGO_PORT"
+        CONGO_LIB="$WORK/congo/lib/congodb/index.js" PORT=$CHAT_MONGO_PORT \
+            node "$TOP/t/mongo-server.mjs" >"$WORK/mongo/server.log" 2>&1 &
+    fi
+    echo $! > "$RUN/mongo.pid"
+    wait_port "$CHAT_MONGO_PORT" MongoDB
+}
+
+
+start_datastores() {
+    start_mariadb
+    start_redis
+    start_mongo
+}
+
+
+# ---------------------------------------------------------------- nginx
+
+# conf/nginx.conf is a template: @NAME@ tokens are replaced by the values
+# of the stack being started
+render_conf() {
+    local prefix=$1 limit_key='$binary_remote_addr' rate=$CHAT_RATE_LIMIT
+
+    if [ "$rate" = 0 ]; then
+        limit_key='""'
+        rate=100
+    fi
+
+    mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp" "$prefix/uploads"
+    cp "$TOP"/conf/*.types "$prefix/conf/" 2>/dev/null || true
+
+    sed -e "s|@PREFIX@|$prefix|g" \
+        -e "s|@LOAD_MODULES@|$(load_modules_list | sed 's|\([^ ]*\)|load_module \1;|g')|" \
+        -e "s|@HTTP_PORT@|$CHAT_HTTP_PORT|g" \
+        -e "s|@USER_PORT@|$CHAT_USER_PORT|g" \
+        -e "s|@FRIEND_PORT@|$CHAT_FRIEND_PORT|g" \
+        -e "s|@MSG_PORT@|$CHAT_MSG_PORT|g" \
+        -e "s|@NOTIFY_PORT@|$CHAT_NOTIFY_PORT|g" \
+        -e "s|@MYSQL_PORT@|$CHAT_MYSQL_PORT|g" \
+        -e "s|@MYSQL_DATABASE@|$CHAT_DATABASE|g" \
+        -e "s|@REDIS_PORT@|$CHAT_REDIS_PORT|g" \
+        -e "s|@MONGO_PORT@|$CHAT_MONGO_PORT|g" \
+        -e "s|@MONGO_DATABASE@|$CHAT_DATABASE|g" \
+        -e "s|@JWT_SECRET@|$CHAT_JWT_SECRET|g" \
+        -e "s|@RATE_LIMIT@|$rate|g" \
+        -e "s|@LIMIT_KEY@|$limit_key|g" \
+        "$TOP/conf/nginx.conf" > "$prefix/conf/nginx.conf"
+}
+
+
+start_nginx() {
+    local prefix=$1
+
+    if pid_alive "$prefix/logs/nginx.pid"; then
+        log "nginx already running in $prefix, reloading its configuration"
+        render_conf "$prefix"
+        "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log -s reload
+        return 0
+    fi
+
+    render_conf "$prefix"
+    "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log -t -q \
+        || die "nginx -t failed for $prefix/conf/nginx.conf"
+    log "starting nginx on 127.0.0.1:$CHAT_HTTP_PORT"
+    "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log
+    wait_port "$CHAT_HTTP_PORT" nginx
+}
+
+
+stop_pidfile() {
+    local f=$1 sig=${2:-TERM} pid i
+
+    [ -f "$f" ] || return 0
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -CONT "$pid" 2>/dev/null || true
+        kill -"$sig" "$pid" 2>/dev/null || true
+        for i in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+}
+
+
+stop() {
+    stop_pidfile "$WORK/nginx/logs/nginx.pid" QUIT
+    stop_pidfile "$WORK/nginx-test/logs/nginx.pid" QUIT
+    stop_pidfile "$RUN/mongo.pid"
+    stop_pidfile "$RUN/redis.pid"
+    stop_pidfile "$RUN/mariadb.pid"
+}
+
+
+# ---------------------------------------------------------------- commands
+
+run() {
+    export CHAT_DATABASE=chat
+    deps
+    build
+    start_datastores
+    prepare_database "$CHAT_DATABASE"
+    start_nginx "$WORK/nginx"
+    echo "nginx-chat is running: http://127.0.0.1:$CHAT_HTTP_PORT"
+    echo "  (services on :$CHAT_USER_PORT :$CHAT_FRIEND_PORT :$CHAT_MSG_PORT" \
+         ":$CHAT_NOTIFY_PORT; stop with ./build.sh stop)"
+}
+
+
+test_env() {
+    export TEST_NGINX_BINARY=$NGINX
+    export TEST_NGINX_LOAD_MODULES
+    TEST_NGINX_LOAD_MODULES=$(load_modules_list)
+    export TEST_NGINX_MYSQL_HOST=127.0.0.1
+    export TEST_NGINX_MYSQL_PORT=$CHAT_MYSQL_PORT
+    export TEST_NGINX_MYSQL_DATABASE=$CHAT_DATABASE
+    export TEST_NGINX_REDIS_PORT=$CHAT_REDIS_PORT
+    export TEST_NGINX_MONGO_PORT=$CHAT_MONGO_PORT
+    export TEST_NGINX_MONGO_DATABASE=$CHAT_DATABASE
+    export TEST_NGINX_JWT_SECRET=$CHAT_JWT_SECRET
+    export TEST_NGINX_MARIADB_PID=$RUN/mariadb.pid
+    export TEST_NGINX_REDIS_PID=$RUN/redis.pid
+    export TEST_NGINX_MONGO_PID=$RUN/mongo.pid
+    export TEST_NGINX_STACK_PORT=$CHAT_HTTP_PORT
+    export TEST_NGINX_SERVROOT=$WORK/servroot
+    if [ "${CHAT_VALGRIND:-0}" = 1 ]; then
+        export TEST_NGINX_USE_VALGRIND=1
+    fi
+}
+
+
+run_tests() {
+    # the test stack: own database, own ports, no rate limit except where
+    # a test sets one up itself
+    export CHAT_DATABASE=chat_test
+    export CHAT_HTTP_PORT=${CHAT_TEST_HTTP_PORT:-18080}
+    export CHAT_USER_PORT=18005 CHAT_FRIEND_PORT=18003 CHAT_MSG_PORT=18002
+    export CHAT_NOTIFY_PORT=18004
+    export CHAT_RATE_LIMIT=${CHAT_TEST_RATE_LIMIT:-0}
+
+    deps
+    build
+    start_datastores
+    mysql_root -e "DROP DATABASE IF EXISTS chat_test" 2>/dev/null || true
+    prepare_database chat_test
+    start_nginx "$WORK/nginx-test"
+    test_env
+
+    cd "$TOP"
+    local rc=0
+    prove -I t/lib -r "${@:-t/}" || rc=$?
+    stop_pidfile "$WORK/nginx-test/logs/nginx.pid" QUIT
+    return $rc
+}
+
+
+case "${1:-}" in
+    deps)   deps ;;
+    build)  deps; build ;;
+    run)    run ;;
+    test)   shift; run_tests "$@" ;;
+    bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
+    stop)   stop ;;
+    *)      sed -n '3,20p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,466 @@
+
+/*
+ * Authentication: Bearer parsing, HS256 tokens with the original's claims
+ * (API.md 2.4, 2.5), revocation of logged-out tokens in Redis, and bcrypt
+ * hashing in the CPU thread pool.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+#include <jwt.h>
+#include <crypt.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+
+#define NGX_HTTP_CHAT_TOKEN_MAX     4096
+#define NGX_HTTP_CHAT_REVOKED       "chat:revoked:"
+
+
+typedef struct {
+    ngx_http_chat_bcrypt_t     *bcrypt;
+    struct crypt_data          *data;
+    ngx_uint_t                  verify;
+} ngx_http_chat_bcrypt_task_t;
+
+
+static ngx_int_t ngx_http_chat_revoked_key(ngx_http_request_t *r,
+    ngx_str_t *token, ngx_str_t *key);
+static ngx_int_t ngx_http_chat_revocation_checked(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
+static ngx_int_t ngx_http_chat_bcrypt_run(void *data);
+static ngx_int_t ngx_http_chat_bcrypt_post(ngx_http_request_t *r,
+    ngx_http_chat_bcrypt_t *b, ngx_uint_t verify,
+    ngx_http_chat_thread_done_pt done);
+
+
+/* "Authorization: <scheme> <token>": two parts, scheme "bearer" in any case */
+
+ngx_int_t
+ngx_http_chat_bearer(ngx_http_request_t *r, ngx_str_t *token)
+{
+    u_char  *p, *last, *scheme;
+
+    if (r->headers_in.authorization == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = r->headers_in.authorization->value.data;
+    last = p + r->headers_in.authorization->value.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    scheme = p;
+
+    while (p < last && *p != ' ' && *p != '\t') {
+        p++;
+    }
+
+    if (p - scheme != 6 || ngx_strncasecmp(scheme, (u_char *) "bearer", 6)) {
+        return NGX_DECLINED;
+    }
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    token->data = p;
+
+    while (p < last && *p != ' ' && *p != '\t') {
+        p++;
+    }
+
+    token->len = p - token->data;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (token->len == 0 || p != last) {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
+    ngx_str_t *email, ngx_str_t *token)
+{
+    char                            *s, *mail;
+    u_char                           sub[NGX_INT_T_LEN + 1];
+    jwt_t                           *jwt;
+    ngx_int_t                        rc;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    mail = ngx_pnalloc(r->pool, email->len + 1);
+    if (mail == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(mail, email->data, email->len) = '\0';
+    *ngx_sprintf(sub, "%i", user_id) = '\0';
+
+    if (jwt_new(&jwt) != 0) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_ERROR;
+    s = NULL;
+
+    if (jwt_add_grant(jwt, "sub", (char *) sub) == 0
+        && jwt_add_grant(jwt, "email", mail) == 0
+        && jwt_add_grant_int(jwt, "exp", ngx_time() + cmcf->jwt_lifetime)
+           == 0
+        && jwt_add_grant(jwt, "type", "access") == 0
+        && jwt_set_alg(jwt, JWT_ALG_HS256, cmcf->jwt_secret.data,
+                       cmcf->jwt_secret.len)
+           == 0)
+    {
+        s = jwt_encode_str(jwt);
+    }
+
+    if (s) {
+        token->len = ngx_strlen(s);
+        token->data = ngx_pnalloc(r->pool, token->len);
+
+        if (token->data) {
+            ngx_memcpy(token->data, s, token->len);
+            rc = NGX_OK;
+        }
+
+        free(s);
+    }
+
+    jwt_free(jwt);
+
+    return rc;
+}
+
+
+/*
+ * Only HS256 with our secret is accepted: libjwt takes the algorithm from
+ * the token's header, so the algorithm it found is checked afterwards.
+ * Then "exp" in the future, "type" "access", "sub" a positive decimal id.
+ */
+
+ngx_int_t
+ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_http_chat_ctx_t *ctx)
+{
+    long                             exp;
+    char                            *s;
+    jwt_t                           *jwt;
+    int64_t                          id;
+    ngx_str_t                        sub;
+    ngx_int_t                        rc;
+    const char                      *v;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    if (token->len == 0 || token->len > NGX_HTTP_CHAT_TOKEN_MAX) {
+        return NGX_DECLINED;
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    s = ngx_pnalloc(r->pool, token->len + 1);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    *ngx_cpymem(s, token->data, token->len) = '\0';
+
+    if (jwt_decode(&jwt, s, cmcf->jwt_secret.data, cmcf->jwt_secret.len)
+        != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_DECLINED;
+
+    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+        goto done;
+    }
+
+    errno = 0;
+    exp = jwt_get_grant_int(jwt, "exp");
+
+    if (errno != 0 || exp <= ngx_time()) {
+        goto done;
+    }
+
+    v = jwt_get_grant(jwt, "type");
+
+    if (v == NULL || ngx_strcmp(v, "access") != 0) {
+        goto done;
+    }
+
+    v = jwt_get_grant(jwt, "sub");
+
+    if (v == NULL) {
+        goto done;
+    }
+
+    sub.data = (u_char *) v;
+    sub.len = ngx_strlen(v);
+
+    if (ngx_http_chat_parse_id(&sub, &id) != NGX_OK
+        || id <= 0 || id > NGX_MAX_INT32_VALUE)
+    {
+        goto done;
+    }
+
+    ctx->user_id = id;
+    ctx->token = *token;
+    ctx->token_exp = exp;
+
+    v = jwt_get_grant(jwt, "email");
+
+    if (v) {
+        ctx->email.len = ngx_strlen(v);
+        ctx->email.data = ngx_pnalloc(r->pool, ctx->email.len);
+
+        if (ctx->email.data == NULL) {
+            rc = NGX_ERROR;
+            goto done;
+        }
+
+        ngx_memcpy(ctx->email.data, v, ctx->email.len);
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    jwt_free(jwt);
+
+    return rc;
+}
+
+
+/* the Redis key of a revoked token: its SHA-256, never the token itself */
+
+static ngx_int_t
+ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_str_t *key)
+{
+    u_char  *p;
+    u_char   md[SHA256_DIGEST_LENGTH];
+
+    SHA256(token->data, token->len, md);
+
+    key->len = sizeof(NGX_HTTP_CHAT_REVOKED) - 1 + 2 * SHA256_DIGEST_LENGTH;
+    key->data = ngx_pnalloc(r->pool, key->len);
+    if (key->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(key->data, NGX_HTTP_CHAT_REVOKED,
+                   sizeof(NGX_HTTP_CHAT_REVOKED) - 1);
+    ngx_hex_dump(p, md, SHA256_DIGEST_LENGTH);
+
+    return NGX_OK;
+}
+
+
+/* a valid token not revoked by logout; then next(r, ctx) */
+
+ngx_int_t
+ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_str_t *token, ngx_http_chat_handler_pt next)
+{
+    ngx_int_t    rc;
+    ngx_str_t    key;
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    rc = ngx_http_chat_jwt_verify(r, token, ctx);
+
+    if (rc == NGX_ERROR) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat: invalid or expired token");
+        return ngx_http_chat_send_unauthorized(r);
+    }
+
+    if (ngx_http_chat_revoked_key(r, token, &key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->next = next;
+
+    argv[0] = "EXISTS";
+    argvlen[0] = sizeof("EXISTS") - 1;
+    argv[1] = (const char *) key.data;
+    argvlen[1] = key.len;
+
+    if (ngx_http_chat_redis(r, ngx_http_chat_revocation_checked, 2, argv,
+                            argvlen)
+        != NGX_DONE)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DONE;
+}
+
+
+/* the revocation list is in Redis: without Redis no token is accepted */
+
+static ngx_int_t
+ngx_http_chat_revocation_checked(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+        return ngx_http_chat_send_unavailable(r);
+    }
+
+    if (reply->integer != 0) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat: revoked token of user %i", ctx->user_id);
+        return ngx_http_chat_send_unauthorized(r);
+    }
+
+    return ctx->next(r, ctx);
+}
+
+
+/* logout: the token is refused until it would have expired anyway */
+
+ngx_int_t
+ngx_http_chat_revoke(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_http_chat_redis_pt handler)
+{
+    u_char       ttl[NGX_TIME_T_LEN];
+    time_t       left;
+    ngx_str_t    key;
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    if (ngx_http_chat_revoked_key(r, &ctx->token, &key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    left = ctx->token_exp - ngx_time();
+    if (left < 1) {
+        left = 1;
+    }
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key.data;
+    argvlen[1] = key.len;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = "EX";
+    argvlen[3] = 2;
+    argv[4] = (const char *) ttl;
+    argvlen[4] = ngx_sprintf(ttl, "%T", left) - ttl;
+
+    return ngx_http_chat_redis(r, handler, 5, argv, argvlen);
+}
+
+
+ngx_int_t
+ngx_http_chat_bcrypt_hash(ngx_http_request_t *r, ngx_http_chat_bcrypt_t *b,
+    ngx_http_chat_thread_done_pt done)
+{
+    u_char  rnd[16];
+
+    if (RAND_bytes(rnd, sizeof(rnd)) != 1
+        || crypt_gensalt_rn("$2b$", 12, (const char *) rnd, sizeof(rnd),
+                            b->setting, sizeof(b->setting))
+           == NULL)
+    {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, ngx_errno,
+                      "chat: bcrypt salt generation failed");
+        return NGX_ERROR;
+    }
+
+    return ngx_http_chat_bcrypt_post(r, b, 0, done);
+}
+
+
+ngx_int_t
+ngx_http_chat_bcrypt_verify(ngx_http_request_t *r, ngx_http_chat_bcrypt_t *b,
+    ngx_http_chat_thread_done_pt done)
+{
+    return ngx_http_chat_bcrypt_post(r, b, 1, done);
+}
+
+
+static ngx_int_t
+ngx_http_chat_bcrypt_post(ngx_http_request_t *r, ngx_http_chat_bcrypt_t *b,
+    ngx_uint_t verify, ngx_http_chat_thread_done_pt done)
+{
+    ngx_http_chat_bcrypt_task_t     *t;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    t = ngx_palloc(r->pool, sizeof(ngx_http_chat_bcrypt_task_t));
+    if (t == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* crypt_r() wants its large work area zeroed */
+
+    t->data = ngx_pcalloc(r->pool, sizeof(struct crypt_data));
+    if (t->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    t->bcrypt = b;
+    t->verify = verify;
+    b->match = 0;
+
+    return ngx_http_chat_thread(r, cmcf->cpu_pool, ngx_http_chat_bcrypt_run,
+                                t, done);
+}
+
+
+/* in a pool thread */
+
+static ngx_int_t
+ngx_http_chat_bcrypt_run(void *data)
+{
+    ngx_http_chat_bcrypt_task_t *t = data;
+
+    size_t                   n;
+    char                    *h;
+    ngx_http_chat_bcrypt_t  *b;
+
+    b = t->bcrypt;
+
+    h = crypt_r(b->password, t->verify ? b->hash : b->setting, t->data);
+
+    if (h == NULL || h[0] == '*') {
+        return NGX_ERROR;
+    }
+
+    n = strlen(h);
+
+    if (t->verify) {
+        b->match = (n == strlen(b->hash)
+                    && CRYPTO_memcmp(h, b->hash, n) == 0);
+        return NGX_OK;
+    }
+
+    if (n >= sizeof(b->hash)) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(b->hash, h, n + 1);
+
+    return NGX_OK;
+}

@@ -1,0 +1,794 @@
+
+/*
+ * nginx-chat core module: directives, worker start and stop of the
+ * datastore clients, and the health and readiness handlers.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+static void *ngx_http_chat_core_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_chat_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
+    in_port_t default_port, ngx_str_t *host, ngx_uint_t *port);
+static ngx_int_t ngx_http_chat_health_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_info_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_ready_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_core_init_process(ngx_cycle_t *cycle);
+static void ngx_http_chat_core_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_chat_core_commands[] = {
+
+    { ngx_string("chat_mysql"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_mysql_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_mysql_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, mysql_connect_timeout),
+      NULL },
+
+    { ngx_string("chat_mysql_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, mysql_timeout),
+      NULL },
+
+    { ngx_string("chat_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("chat_mongo"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_chat_mongo_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_mongo_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, mongo_pool_name),
+      NULL },
+
+    { ngx_string("chat_thread_pool"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, cpu_pool_name),
+      NULL },
+
+    { ngx_string("chat_jwt_secret"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, jwt_secret),
+      NULL },
+
+    { ngx_string("chat_jwt_secret_file"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_jwt_secret_file,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_jwt_lifetime"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, jwt_lifetime),
+      NULL },
+
+    { ngx_string("chat_cors_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, cors_origins),
+      NULL },
+
+    { ngx_string("chat_json_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, json_max_size),
+      NULL },
+
+    { ngx_string("chat_events_maxlen"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, events_maxlen),
+      NULL },
+
+    { ngx_string("chat_sse_keepalive"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, sse_keepalive),
+      NULL },
+
+    { ngx_string("chat_service_name"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_loc_conf_t, service_name),
+      NULL },
+
+    { ngx_string("chat_internal"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_loc_conf_t, internal),
+      NULL },
+
+    { ngx_string("chat_health"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_health_handler },
+
+    { ngx_string("chat_info"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_info_handler },
+
+    { ngx_string("chat_ready"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_ready_handler },
+
+    { ngx_string("chat_diagnostics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_diag_handler },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_chat_core_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_chat_core_create_main_conf,   /* create main configuration */
+    ngx_http_chat_core_init_main_conf,     /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_chat_core_create_loc_conf,    /* create location configuration */
+    ngx_http_chat_core_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_chat_core_module = {
+    NGX_MODULE_V1,
+    &ngx_http_chat_core_module_ctx,        /* module context */
+    ngx_http_chat_core_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_chat_core_init_process,       /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_chat_core_exit_process,       /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_core_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->mysql_host = { 0, NULL };
+     *     cmcf->redis_host = { 0, NULL };
+     *     cmcf->mongo_uri = { 0, NULL };
+     *     cmcf->jwt_secret = { 0, NULL };
+     *     ...
+     */
+
+    cmcf->mysql_pool_size = NGX_CONF_UNSET_UINT;
+    cmcf->mysql_queue_size = NGX_CONF_UNSET_UINT;
+    cmcf->mysql_connect_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->mysql_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->redis_db = NGX_CONF_UNSET;
+    cmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->jwt_lifetime = NGX_CONF_UNSET;
+    cmcf->cors_origins = NGX_CONF_UNSET_PTR;
+    cmcf->json_max_size = NGX_CONF_UNSET_SIZE;
+    cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
+    cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
+
+    return cmcf;
+}
+
+
+static char *
+ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_chat_core_main_conf_t  *cmcf = conf;
+
+    static ngx_str_t  default_pool = ngx_string("default");
+
+    ngx_conf_init_uint_value(cmcf->mysql_pool_size, 8);
+    ngx_conf_init_uint_value(cmcf->mysql_queue_size, 1024);
+    ngx_conf_init_msec_value(cmcf->mysql_connect_timeout, 3000);
+    ngx_conf_init_msec_value(cmcf->mysql_timeout, 5000);
+    ngx_conf_init_value(cmcf->redis_db, 0);
+    ngx_conf_init_msec_value(cmcf->redis_timeout, 3000);
+    ngx_conf_init_value(cmcf->jwt_lifetime, 2 * 60 * 60);
+    ngx_conf_init_ptr_value(cmcf->cors_origins, NULL);
+    ngx_conf_init_size_value(cmcf->json_max_size, 64 * 1024);
+    ngx_conf_init_uint_value(cmcf->events_maxlen, 100000);
+    ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
+
+    if (cmcf->mongo_database.len == 0) {
+        ngx_str_set(&cmcf->mongo_database, "bigtech_chat");
+    }
+
+    if (cmcf->mongo_pool_name.len == 0) {
+        cmcf->mongo_pool_name = default_pool;
+    }
+
+    if (cmcf->cpu_pool_name.len == 0) {
+        cmcf->cpu_pool_name = default_pool;
+    }
+
+    /* nginx creates a pool at configuration time if none is declared */
+
+    cmcf->cpu_pool = ngx_thread_pool_add(cf, &cmcf->cpu_pool_name);
+    if (cmcf->cpu_pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (cmcf->mongo_uri.len) {
+        cmcf->mongo_pool = ngx_thread_pool_add(cf, &cmcf->mongo_pool_name);
+        if (cmcf->mongo_pool == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (cmcf->configured && cmcf->jwt_secret.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat: \"chat_jwt_secret\" or "
+                           "\"chat_jwt_secret_file\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_chat_core_loc_conf_t  *clcf;
+
+    clcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_core_loc_conf_t));
+    if (clcf == NULL) {
+        return NULL;
+    }
+
+    clcf->internal = NGX_CONF_UNSET;
+
+    return clcf;
+}
+
+
+static char *
+ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_chat_core_loc_conf_t *prev = parent;
+    ngx_http_chat_core_loc_conf_t *conf = child;
+
+    ngx_conf_merge_str_value(conf->service_name, prev->service_name,
+                             "nginx-chat");
+    ngx_conf_merge_value(conf->internal, prev->internal, 0);
+
+    return NGX_CONF_OK;
+}
+
+
+/* "host:port" resolved now, once: the client libraries resolve blocking */
+
+static ngx_int_t
+ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
+    in_port_t default_port, ngx_str_t *host, ngx_uint_t *port)
+{
+    u_char     *p;
+    ngx_url_t   u;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+    u.default_port = default_port;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat: invalid address \"%V\"%s%s", value,
+                           u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    host->len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, p,
+                              NGX_SOCKADDR_STRLEN, 0);
+    host->data = p;
+    p[host->len] = '\0';
+
+    *port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_param(ngx_str_t *arg, const char *name, ngx_str_t *value)
+{
+    size_t  n;
+
+    n = ngx_strlen(name);
+
+    if (arg->len > n && ngx_strncmp(arg->data, name, n) == 0
+        && arg->data[n] == '=')
+    {
+        value->data = arg->data + n + 1;
+        value->len = arg->len - n - 1;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static char *
+ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    ngx_int_t    n;
+    ngx_str_t   *value, v;
+    ngx_uint_t   i;
+
+    if (cmcf->mysql_host.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_chat_parse_address(cf, &value[1], 3306, &cmcf->mysql_host,
+                                    &cmcf->mysql_port)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_http_chat_param(&value[i], "user", &cmcf->mysql_user)
+            == NGX_OK
+            || ngx_http_chat_param(&value[i], "password",
+                                   &cmcf->mysql_password)
+               == NGX_OK
+            || ngx_http_chat_param(&value[i], "database",
+                                   &cmcf->mysql_database)
+               == NGX_OK)
+        {
+            continue;
+        }
+
+        if (ngx_http_chat_param(&value[i], "pool", &v) == NGX_OK) {
+            n = ngx_atoi(v.data, v.len);
+            if (n <= 0) {
+                goto invalid;
+            }
+            cmcf->mysql_pool_size = n;
+            continue;
+        }
+
+        if (ngx_http_chat_param(&value[i], "queue", &v) == NGX_OK) {
+            n = ngx_atoi(v.data, v.len);
+            if (n < 0) {
+                goto invalid;
+            }
+            cmcf->mysql_queue_size = n;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (cmcf->mysql_user.len == 0 || cmcf->mysql_database.len == 0) {
+        return "needs \"user=\" and \"database=\"";
+    }
+
+    cmcf->configured = 1;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "chat: invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    ngx_str_t   *value, v;
+    ngx_uint_t   i;
+
+    if (cmcf->redis_host.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_chat_parse_address(cf, &value[1], 6379, &cmcf->redis_host,
+                                    &cmcf->redis_port)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_http_chat_param(&value[i], "password", &cmcf->redis_password)
+            == NGX_OK)
+        {
+            continue;
+        }
+
+        if (ngx_http_chat_param(&value[i], "db", &v) == NGX_OK) {
+            cmcf->redis_db = ngx_atoi(v.data, v.len);
+            if (cmcf->redis_db == NGX_ERROR) {
+                goto invalid;
+            }
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    cmcf->configured = 1;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "chat: invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    u_char      *p;
+    ngx_str_t   *value;
+
+    if (cmcf->mongo_uri.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    /* mongoc wants a NUL-terminated string */
+
+    p = ngx_pnalloc(cf->pool, value[1].len + 1);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memcpy(p, value[1].data, value[1].len);
+    p[value[1].len] = '\0';
+
+    cmcf->mongo_uri.data = p;
+    cmcf->mongo_uri.len = value[1].len;
+
+    if (cf->args->nelts == 3
+        && ngx_http_chat_param(&value[2], "database", &cmcf->mongo_database)
+           != NGX_OK)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat: invalid parameter \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    u_char      *p;
+    ssize_t      n;
+    ngx_str_t   *value;
+    ngx_file_t   file;
+
+    if (cmcf->jwt_secret.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_conf_full_name(cf->cycle, &value[1], 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&file, sizeof(ngx_file_t));
+
+    file.name = value[1];
+    file.log = cf->log;
+
+    file.fd = ngx_open_file(value[1].data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (file.fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           ngx_open_file_n " \"%V\" failed", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_pnalloc(cf->pool, 4096);
+    if (p == NULL) {
+        ngx_close_file(file.fd);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&file, p, 4096, 0);
+
+    ngx_close_file(file.fd);
+
+    if (n == NGX_ERROR) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* a trailing newline is not part of the secret */
+
+    while (n > 0 && (p[n - 1] == LF || p[n - 1] == CR)) {
+        n--;
+    }
+
+    if (n == 0) {
+        return "is empty";
+    }
+
+    cmcf->jwt_secret.data = p;
+    cmcf->jwt_secret.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_chat_set_handler(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = (ngx_http_handler_pt) cmd->post;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_health_handler(ngx_http_request_t *r)
+{
+    cJSON                          *json;
+    ngx_http_chat_core_loc_conf_t  *clcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_chat_send_method_not_allowed(r, "GET");
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || cJSON_AddStringToObject(json, "status", "healthy") == NULL
+        || ngx_http_chat_json_nstr(json, "service", &clcf->service_name)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+}
+
+
+static ngx_int_t
+ngx_http_chat_info_handler(ngx_http_request_t *r)
+{
+    cJSON                          *json;
+    ngx_http_chat_core_loc_conf_t  *clcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_chat_send_method_not_allowed(r, "GET");
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || ngx_http_chat_json_nstr(json, "service", &clcf->service_name)
+           == NULL
+        || cJSON_AddStringToObject(json, "version", "1.0.0") == NULL
+        || cJSON_AddStringToObject(json, "status", "running") == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+}
+
+
+/* readiness: what this worker knows of each datastore, 503 unless all up */
+
+static ngx_int_t
+ngx_http_chat_ready_handler(ngx_http_request_t *r)
+{
+    cJSON       *json, *stores;
+    ngx_uint_t   i, all;
+
+    static const char  *names[] = { "down", "connecting", "up" };
+    static const char  *stores_names[] = { "mysql", "redis", "mongo" };
+
+    ngx_uint_t  states[3];
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_chat_send_method_not_allowed(r, "GET");
+    }
+
+    states[0] = ngx_http_chat_mysql_state();
+    states[1] = ngx_http_chat_redis_state();
+    states[2] = ngx_http_chat_mongo_state();
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    all = 1;
+
+    for (i = 0; i < 3; i++) {
+        if (states[i] != NGX_HTTP_CHAT_UP) {
+            all = 0;
+        }
+    }
+
+    if (cJSON_AddStringToObject(json, "status", all ? "ready" : "degraded")
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    stores = cJSON_AddObjectToObject(json, "datastores");
+    if (stores == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < 3; i++) {
+        if (cJSON_AddStringToObject(stores, stores_names[i],
+                                    names[states[i]])
+            == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    return ngx_http_chat_send_json(r, all ? NGX_HTTP_OK
+                                          : NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   json);
+}
+
+
+ngx_int_t
+ngx_http_chat_event_interest(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t want)
+{
+    if (want && !ev->active) {
+        return ngx_add_event(ev, event, NGX_LEVEL_EVENT);
+    }
+
+    if (!want && ev->active) {
+        return ngx_del_event(ev, event, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_chat_core_module);
+    if (cmcf == NULL) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_chat_mysql_init_process(cycle, cmcf) != NGX_OK
+        || ngx_http_chat_redis_init_process(cycle, cmcf) != NGX_OK
+        || ngx_http_chat_mongo_init_process(cycle, cmcf) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_core_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_chat_mysql_exit_process(cycle);
+    ngx_http_chat_redis_exit_process(cycle);
+    ngx_http_chat_mongo_exit_process(cycle);
+}

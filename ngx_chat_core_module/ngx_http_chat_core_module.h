@@ -1,0 +1,325 @@
+
+/*
+ * nginx-chat core module: the runtime every service module stands on.
+ *
+ * Datastore clients (MariaDB, Redis, MongoDB) driven by nginx events or the
+ * thread pool, JSON bodies and responses in the contract's shapes, request
+ * routing, Bearer/JWT authentication and event publishing.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/hiredis.h>
+#include <mongoc/mongoc.h>
+
+
+#define NGX_HTTP_UNPROCESSABLE_ENTITY  422
+
+
+/* route flags */
+#define NGX_HTTP_CHAT_AUTH          0x01    /* Bearer token required */
+#define NGX_HTTP_CHAT_JSON          0x02    /* JSON body, parsed first */
+#define NGX_HTTP_CHAT_BODY          0x04    /* raw body read (form, multipart) */
+#define NGX_HTTP_CHAT_INTERNAL      0x08    /* service listener only */
+
+#define NGX_HTTP_CHAT_MAX_PARAMS    4
+
+/* SQL argument types */
+#define NGX_HTTP_CHAT_SQL_NULL      0
+#define NGX_HTTP_CHAT_SQL_INT       1
+#define NGX_HTTP_CHAT_SQL_STR       2
+
+/* datastore states reported by the readiness view */
+#define NGX_HTTP_CHAT_DOWN          0
+#define NGX_HTTP_CHAT_CONNECTING    1
+#define NGX_HTTP_CHAT_UP            2
+
+
+typedef struct ngx_http_chat_ctx_s  ngx_http_chat_ctx_t;
+
+typedef ngx_int_t (*ngx_http_chat_handler_pt)(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+typedef struct {
+    ngx_uint_t                  method;     /* NGX_HTTP_GET, ... */
+    ngx_str_t                   path;       /* "/api/users/{}/exists" */
+    ngx_uint_t                  flags;
+    ngx_http_chat_handler_pt    handler;
+} ngx_http_chat_route_t;
+
+
+typedef struct {
+    ngx_uint_t                  type;
+    int64_t                     num;
+    ngx_str_t                   str;
+} ngx_http_chat_sql_arg_t;
+
+
+typedef struct {
+    ngx_int_t                   rc;         /* NGX_OK, NGX_ERROR: SQL error,
+                                               NGX_DECLINED: unavailable */
+    ngx_uint_t                  errnum;     /* server error number */
+    uint64_t                    insert_id;
+    uint64_t                    affected;
+    ngx_uint_t                  nrows;
+    ngx_uint_t                  ncols;
+    ngx_str_t                  *cells;      /* nrows * ncols, r->pool;
+                                               data == NULL: SQL NULL */
+} ngx_http_chat_sql_res_t;
+
+
+/* completion handlers return what the request is finalized with */
+
+typedef ngx_int_t (*ngx_http_chat_sql_pt)(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
+
+/* reply == NULL: Redis unavailable or timed out */
+typedef ngx_int_t (*ngx_http_chat_redis_pt)(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
+
+/* runs in a pool thread: library work only, no nginx pools or events */
+typedef ngx_int_t (*ngx_http_chat_thread_pt)(void *data);
+typedef ngx_int_t (*ngx_http_chat_mongo_pt)(mongoc_database_t *db,
+    void *data);
+
+/* rc: what the thread function returned, or NGX_DECLINED when the task
+ * could not run (queue full, no MongoDB client) */
+typedef ngx_int_t (*ngx_http_chat_thread_done_pt)(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
+
+/* pub/sub message for a subscribed channel, in the worker */
+typedef void (*ngx_http_chat_message_pt)(ngx_str_t *channel,
+    ngx_str_t *payload, void *data);
+
+
+/* per-request state shared by the core and a service module */
+
+struct ngx_http_chat_ctx_s {
+    ngx_http_chat_route_t      *route;
+    ngx_str_t                   params[NGX_HTTP_CHAT_MAX_PARAMS];
+    ngx_uint_t                  nparams;
+
+    cJSON                      *json;       /* parsed JSON body */
+    ngx_str_t                   body;       /* raw body (NGX_HTTP_CHAT_BODY) */
+
+    /* the authenticated caller */
+    ngx_int_t                   user_id;
+    ngx_str_t                   email;
+    ngx_str_t                   token;
+    time_t                      token_exp;
+
+    ngx_http_chat_handler_pt    next;       /* after authentication */
+
+    /* service module's own state */
+    void                       *data;
+    ngx_uint_t                  state;
+
+    ngx_http_chat_sql_pt        sql_handler;
+    ngx_http_chat_redis_pt      redis_handler;
+    ngx_http_chat_thread_done_pt  thread_done;
+};
+
+
+typedef struct {
+    /* MariaDB */
+    ngx_str_t                   mysql_host;     /* numeric address */
+    ngx_uint_t                  mysql_port;
+    ngx_str_t                   mysql_user;
+    ngx_str_t                   mysql_password;
+    ngx_str_t                   mysql_database;
+    ngx_uint_t                  mysql_pool_size;
+    ngx_uint_t                  mysql_queue_size;
+    ngx_msec_t                  mysql_connect_timeout;
+    ngx_msec_t                  mysql_timeout;
+
+    /* Redis */
+    ngx_str_t                   redis_host;     /* numeric address */
+    ngx_uint_t                  redis_port;
+    ngx_str_t                   redis_password;
+    ngx_int_t                   redis_db;
+    ngx_msec_t                  redis_timeout;
+
+    /* MongoDB */
+    ngx_str_t                   mongo_uri;
+    ngx_str_t                   mongo_database;
+    ngx_str_t                   mongo_pool_name;
+    ngx_thread_pool_t          *mongo_pool;
+
+    /* CPU work (bcrypt) */
+    ngx_str_t                   cpu_pool_name;
+    ngx_thread_pool_t          *cpu_pool;
+
+    /* JWT */
+    ngx_str_t                   jwt_secret;
+    time_t                      jwt_lifetime;
+
+    ngx_array_t                *cors_origins;   /* of ngx_str_t */
+    size_t                      json_max_size;
+    ngx_uint_t                  events_maxlen;
+    ngx_msec_t                  sse_keepalive;
+
+    ngx_uint_t                  configured;     /* any chat_* datastore */
+} ngx_http_chat_core_main_conf_t;
+
+
+typedef struct {
+    ngx_str_t                   service_name;
+    ngx_flag_t                  internal;       /* service listener */
+} ngx_http_chat_core_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_chat_core_module;
+
+
+/* request plumbing (ngx_http_chat_request.c) */
+
+ngx_int_t ngx_http_chat_dispatch(ngx_http_request_t *r,
+    ngx_http_chat_route_t *routes);
+ngx_http_chat_ctx_t *ngx_http_chat_get_ctx(ngx_http_request_t *r);
+void ngx_http_chat_park(ngx_http_request_t *r);
+void ngx_http_chat_unpark(ngx_http_request_t *r);
+void ngx_http_chat_finish(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_chat_form_arg(ngx_http_request_t *r, ngx_str_t *form,
+    const char *name, ngx_str_t *value);
+ngx_int_t ngx_http_chat_query_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value);
+
+
+/* JSON responses and error shapes (ngx_http_chat_json.c) */
+
+cJSON *ngx_http_chat_json_object(ngx_http_request_t *r);
+cJSON *ngx_http_chat_json_array(ngx_http_request_t *r);
+cJSON *ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len);
+cJSON *ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s);
+cJSON *ngx_http_chat_json_nstr(cJSON *obj, const char *name, ngx_str_t *s);
+ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    cJSON *json);
+ngx_int_t ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *json);
+ngx_int_t ngx_http_chat_send_detail(ngx_http_request_t *r,
+    ngx_uint_t status, const char *detail);
+ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *error, const char *message, cJSON *details);
+ngx_int_t ngx_http_chat_send_flat_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *error, const char *message);
+ngx_int_t ngx_http_chat_send_unauthorized(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_send_unavailable(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_send_method_not_allowed(ngx_http_request_t *r,
+    const char *allow);
+
+/* 422 with the application-level list (E-B') */
+cJSON *ngx_http_chat_app_invalid(ngx_http_request_t *r, cJSON *errors,
+    const char *field, const char *message, cJSON *value);
+ngx_int_t ngx_http_chat_send_app_invalid(ngx_http_request_t *r,
+    const char *message, cJSON *errors);
+
+/* 422 with a pydantic-style detail array (E-C) */
+cJSON *ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
+    const char *where, const char *field, const char *type, const char *msg,
+    cJSON *input);
+ngx_int_t ngx_http_chat_send_invalid(ngx_http_request_t *r, cJSON *errors);
+
+ngx_int_t ngx_http_chat_utf8_length(ngx_str_t *s);
+ngx_int_t ngx_http_chat_parse_id(ngx_str_t *s, int64_t *id);
+u_char *ngx_http_chat_iso_time(u_char *p, time_t sec, ngx_uint_t usec);
+ngx_int_t ngx_http_chat_iso_now(ngx_pool_t *pool, ngx_str_t *s);
+cJSON *ngx_http_chat_json_sql_time(cJSON *obj, const char *name,
+    ngx_str_t *cell);
+
+
+/* authentication (ngx_http_chat_auth.c) */
+
+ngx_int_t ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
+    ngx_str_t *email, ngx_str_t *token);
+ngx_int_t ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_bearer(ngx_http_request_t *r, ngx_str_t *token);
+ngx_int_t ngx_http_chat_authenticate(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *token,
+    ngx_http_chat_handler_pt next);
+ngx_int_t ngx_http_chat_revoke(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_redis_pt handler);
+
+/* bcrypt in the CPU thread pool */
+
+typedef struct {
+    char                        password[80];   /* NUL-terminated */
+    char                        hash[128];      /* stored or computed */
+    char                        setting[64];
+    ngx_uint_t                  match;
+} ngx_http_chat_bcrypt_t;
+
+ngx_int_t ngx_http_chat_bcrypt_hash(ngx_http_request_t *r,
+    ngx_http_chat_bcrypt_t *b, ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_bcrypt_verify(ngx_http_request_t *r,
+    ngx_http_chat_bcrypt_t *b, ngx_http_chat_thread_done_pt done);
+
+
+/* MariaDB (ngx_http_chat_mysql.c) */
+
+ngx_int_t ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler);
+ngx_int_t ngx_http_chat_mysql_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+void ngx_http_chat_mysql_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_chat_mysql_state(void);
+
+
+/* Redis (ngx_http_chat_redis.c) */
+
+ngx_int_t ngx_http_chat_redis(ngx_http_request_t *r,
+    ngx_http_chat_redis_pt handler, int argc, const char **argv,
+    const size_t *argvlen);
+ngx_int_t ngx_http_chat_redis_send(int argc, const char **argv,
+    const size_t *argvlen);
+ngx_int_t ngx_http_chat_redis_subscribe(ngx_str_t *channel,
+    ngx_http_chat_message_pt handler, void *data);
+ngx_int_t ngx_http_chat_redis_unsubscribe(ngx_str_t *channel, void *data);
+ngx_int_t ngx_http_chat_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+void ngx_http_chat_redis_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_chat_redis_state(void);
+
+
+/* thread pool: CPU work and MongoDB (ngx_http_chat_mongo.c) */
+
+ngx_int_t ngx_http_chat_thread(ngx_http_request_t *r,
+    ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data,
+    ngx_http_chat_thread_done_pt done);
+
+ngx_int_t ngx_http_chat_mongo(ngx_http_request_t *r,
+    ngx_http_chat_mongo_pt run, void *data,
+    ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_mongo_error(bson_error_t *error);
+ngx_int_t ngx_http_chat_mongo_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+void ngx_http_chat_mongo_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_http_chat_mongo_state(void);
+
+
+/* events to Redis Streams (ngx_http_chat_event.c) */
+
+ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
+    const char *topic, int64_t key, const char *type, cJSON *fields);
+
+
+ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
+
+
+/* the core's datastore connection helper: level-triggered interest in one
+ * direction of a connection's fd */
+ngx_int_t ngx_http_chat_event_interest(ngx_event_t *ev, ngx_int_t event,
+    ngx_uint_t want);
+
+
+#endif /* _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_ */

@@ -1,0 +1,237 @@
+
+/*
+ * Domain events (API.md 2.10, 9) published to Redis Streams named after
+ * the original's Kafka topics.  An entry has two fields, "key" and
+ * "value", as a Kafka message has; the value is the original's envelope
+ * as Python's json.dumps() writes it: ", " and ": " separators, non-ASCII
+ * escaped as \uXXXX, "timestamp" first and "__event_type__" last.
+ *
+ * Publishing never changes a response: failures are logged and counted.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+static u_char *ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v);
+static u_char *ngx_http_chat_py_string(u_char *p, u_char *last,
+    const char *s);
+
+
+ngx_atomic_t  ngx_http_chat_events_published;
+ngx_atomic_t  ngx_http_chat_events_failed;
+
+
+ngx_int_t
+ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
+    int64_t key, const char *type, cJSON *fields)
+{
+    u_char                          *p, *last, *value;
+    u_char                           keybuf[NGX_INT64_LEN];
+    u_char                           maxlen[NGX_INT_T_LEN];
+    size_t                           size;
+    cJSON                           *f;
+    ngx_str_t                        now;
+    const char                      *argv[10];
+    size_t                           argvlen[10];
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    if (ngx_http_chat_iso_now(r->pool, &now) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* \uXXXX takes at most 12 bytes for a 4-byte UTF-8 sequence */
+
+    size = 256 + ngx_strlen(type);
+
+    for (f = fields ? fields->child : NULL; f; f = f->next) {
+        size += ngx_strlen(f->string) + 16;
+
+        if (cJSON_IsString(f)) {
+            size += 6 * ngx_strlen(f->valuestring);
+
+        } else if (cJSON_IsArray(f)) {
+            size += 32 * cJSON_GetArraySize(f);
+        }
+    }
+
+    value = ngx_pnalloc(r->pool, size);
+    if (value == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = value + size;
+
+    p = ngx_slprintf(value, last, "{\"timestamp\": \"%V\"", &now);
+
+    for (f = fields ? fields->child : NULL; f; f = f->next) {
+        p = ngx_slprintf(p, last, ", ");
+        p = ngx_http_chat_py_string(p, last, f->string);
+        p = ngx_slprintf(p, last, ": ");
+        p = ngx_http_chat_py_value(p, last, f);
+    }
+
+    p = ngx_slprintf(p, last, ", \"__event_type__\": ");
+    p = ngx_http_chat_py_string(p, last, type);
+    p = ngx_slprintf(p, last, "}");
+
+    if (p == last) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "chat: event %s too large", type);
+        return NGX_ERROR;
+    }
+
+    argv[0] = "XADD";
+    argvlen[0] = 4;
+    argv[1] = topic;
+    argvlen[1] = ngx_strlen(topic);
+    argv[2] = "MAXLEN";
+    argvlen[2] = 6;
+    argv[3] = "~";
+    argvlen[3] = 1;
+    argv[4] = (const char *) maxlen;
+    argvlen[4] = ngx_sprintf(maxlen, "%ui", cmcf->events_maxlen) - maxlen;
+    argv[5] = "*";
+    argvlen[5] = 1;
+    argv[6] = "key";
+    argvlen[6] = 3;
+    argv[7] = (const char *) keybuf;
+    argvlen[7] = ngx_sprintf(keybuf, "%L", key) - keybuf;
+    argv[8] = "value";
+    argvlen[8] = 5;
+    argv[9] = (const char *) value;
+    argvlen[9] = p - value;
+
+    if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
+        (void) ngx_atomic_fetch_add(&ngx_http_chat_events_failed, 1);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "chat: event %s not published to \"%s\": "
+                      "Redis unavailable", type, topic);
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_chat_events_published, 1);
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v)
+{
+    cJSON  *item;
+
+    if (cJSON_IsString(v)) {
+        return ngx_http_chat_py_string(p, last, v->valuestring);
+    }
+
+    if (cJSON_IsTrue(v)) {
+        return ngx_slprintf(p, last, "true");
+    }
+
+    if (cJSON_IsFalse(v)) {
+        return ngx_slprintf(p, last, "false");
+    }
+
+    if (cJSON_IsNumber(v)) {
+        if (v->valuedouble == (double) (int64_t) v->valuedouble) {
+            return ngx_slprintf(p, last, "%L", (int64_t) v->valuedouble);
+        }
+
+        return ngx_slprintf(p, last, "%.6f", v->valuedouble);
+    }
+
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        p = ngx_slprintf(p, last, cJSON_IsArray(v) ? "[" : "{");
+
+        for (item = v->child; item; item = item->next) {
+            if (item != v->child) {
+                p = ngx_slprintf(p, last, ", ");
+            }
+
+            if (cJSON_IsObject(v)) {
+                p = ngx_http_chat_py_string(p, last, item->string);
+                p = ngx_slprintf(p, last, ": ");
+            }
+
+            p = ngx_http_chat_py_value(p, last, item);
+        }
+
+        return ngx_slprintf(p, last, cJSON_IsArray(v) ? "]" : "}");
+    }
+
+    return ngx_slprintf(p, last, "null");
+}
+
+
+/* a JSON string with json.dumps()'s ensure_ascii escaping */
+
+static u_char *
+ngx_http_chat_py_string(u_char *p, u_char *last, const char *s)
+{
+    u_char    *c, *end;
+    uint32_t   ch;
+
+    c = (u_char *) s;
+    end = c + ngx_strlen(s);
+
+    p = ngx_slprintf(p, last, "\"");
+
+    while (c < end && p < last) {
+
+        if (*c >= 0x80) {
+            ch = ngx_utf8_decode(&c, end - c);
+
+            if (ch > 0x10ffff) {
+                p = ngx_slprintf(p, last, "\\ufffd");
+
+            } else if (ch >= 0x10000) {
+                ch -= 0x10000;
+                p = ngx_slprintf(p, last, "\\u%04xD\\u%04xD",
+                                 0xd800 + (ch >> 10), 0xdc00 + (ch & 0x3ff));
+
+            } else {
+                p = ngx_slprintf(p, last, "\\u%04xD", ch);
+            }
+
+            continue;
+        }
+
+        switch (*c) {
+        case '"':
+            p = ngx_slprintf(p, last, "\\\"");
+            break;
+        case '\\':
+            p = ngx_slprintf(p, last, "\\\\");
+            break;
+        case '\n':
+            p = ngx_slprintf(p, last, "\\n");
+            break;
+        case '\r':
+            p = ngx_slprintf(p, last, "\\r");
+            break;
+        case '\t':
+            p = ngx_slprintf(p, last, "\\t");
+            break;
+        case '\b':
+            p = ngx_slprintf(p, last, "\\b");
+            break;
+        case '\f':
+            p = ngx_slprintf(p, last, "\\f");
+            break;
+        default:
+            if (*c < 0x20 || *c == 0x7f) {
+                p = ngx_slprintf(p, last, "\\u%04xD", (uint32_t) *c);
+
+            } else {
+                *p++ = *c;
+            }
+        }
+
+        c++;
+    }
+
+    return ngx_slprintf(p, last, "\"");
+}

@@ -1,0 +1,643 @@
+
+/*
+ * JSON documents tied to request pools, responses in the contract's error
+ * shapes (API.md 2.7), and the small value helpers every service needs.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+static void ngx_http_chat_json_cleanup(void *data);
+static cJSON *ngx_http_chat_json_track(ngx_http_request_t *r, cJSON *json);
+static cJSON *ngx_http_chat_json_string(ngx_str_t *s);
+
+
+static void
+ngx_http_chat_json_cleanup(void *data)
+{
+    cJSON_Delete(data);
+}
+
+
+/* cJSON allocates with malloc(): the tree is freed with the request pool */
+
+static cJSON *
+ngx_http_chat_json_track(ngx_http_request_t *r, cJSON *json)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (json == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+
+    cln->handler = ngx_http_chat_json_cleanup;
+    cln->data = json;
+
+    return json;
+}
+
+
+cJSON *
+ngx_http_chat_json_object(ngx_http_request_t *r)
+{
+    return ngx_http_chat_json_track(r, cJSON_CreateObject());
+}
+
+
+cJSON *
+ngx_http_chat_json_array(ngx_http_request_t *r)
+{
+    return ngx_http_chat_json_track(r, cJSON_CreateArray());
+}
+
+
+cJSON *
+ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
+{
+    return ngx_http_chat_json_track(r,
+                                    cJSON_ParseWithLength((char *) p, len));
+}
+
+
+/* a string node from a counted string (cJSON copies C strings only) */
+
+static cJSON *
+ngx_http_chat_json_string(ngx_str_t *s)
+{
+    char   *v;
+    cJSON  *item;
+
+    v = cJSON_malloc(s->len + 1);
+    if (v == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(v, s->data, s->len);
+    v[s->len] = '\0';
+
+    item = cJSON_CreateString("");
+    if (item == NULL) {
+        cJSON_free(v);
+        return NULL;
+    }
+
+    cJSON_free(item->valuestring);
+    item->valuestring = v;
+
+    return item;
+}
+
+
+cJSON *
+ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s)
+{
+    cJSON  *item;
+
+    item = ngx_http_chat_json_string(s);
+    if (item == NULL) {
+        return NULL;
+    }
+
+    if (cJSON_IsArray(obj)) {
+        cJSON_AddItemToArray(obj, item);
+
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+
+    return item;
+}
+
+
+/* a string, or null when the value is absent (SQL NULL) */
+
+cJSON *
+ngx_http_chat_json_nstr(cJSON *obj, const char *name, ngx_str_t *s)
+{
+    if (s->data == NULL) {
+        return cJSON_AddNullToObject(obj, name);
+    }
+
+    return ngx_http_chat_json_str(obj, name, s);
+}
+
+
+/* MariaDB "YYYY-MM-DD HH:MM:SS" as the contract's "YYYY-MM-DDTHH:MM:SS" */
+
+cJSON *
+ngx_http_chat_json_sql_time(cJSON *obj, const char *name, ngx_str_t *cell)
+{
+    u_char     buf[32];
+    ngx_str_t  s;
+
+    if (cell->data == NULL) {
+        return cJSON_AddNullToObject(obj, name);
+    }
+
+    s.len = ngx_min(cell->len, sizeof(buf));
+    s.data = buf;
+
+    ngx_memcpy(buf, cell->data, s.len);
+
+    if (s.len > 10 && buf[10] == ' ') {
+        buf[10] = 'T';
+    }
+
+    return ngx_http_chat_json_str(obj, name, &s);
+}
+
+
+ngx_int_t
+ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *json)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = json->len;
+
+    /* nginx has no reason phrase of its own for 422 */
+
+    if (status == NGX_HTTP_UNPROCESSABLE_ENTITY) {
+        ngx_str_set(&r->headers_out.status_line, "422 Unprocessable Entity");
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (r->method == NGX_HTTP_HEAD || json->len == 0) {
+        r->header_only = 1;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = json->data;
+    b->last = json->data + json->len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_int_t
+ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    cJSON *json)
+{
+    char       *p;
+    ngx_str_t   s;
+
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = cJSON_PrintUnformatted(json);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s.len = ngx_strlen(p);
+    s.data = ngx_pnalloc(r->pool, s.len);
+
+    if (s.data == NULL) {
+        cJSON_free(p);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(s.data, p, s.len);
+    cJSON_free(p);
+
+    return ngx_http_chat_send_raw(r, status, &s);
+}
+
+
+/* E-A: {"detail":"..."} */
+
+ngx_int_t
+ngx_http_chat_send_detail(ngx_http_request_t *r, ngx_uint_t status,
+    const char *detail)
+{
+    cJSON  *json;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || cJSON_AddStringToObject(json, "detail", detail) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, status, json);
+}
+
+
+static cJSON *
+ngx_http_chat_error_body(cJSON *obj, ngx_uint_t status, const char *error,
+    const char *message, const char *extra, cJSON *details)
+{
+    if (cJSON_AddStringToObject(obj, "error", error) == NULL
+        || cJSON_AddStringToObject(obj, "message", message) == NULL)
+    {
+        cJSON_Delete(details);
+        return NULL;
+    }
+
+    if (details) {
+        cJSON_AddItemToObject(obj, extra, details);
+
+    } else if (cJSON_AddNullToObject(obj, extra) == NULL) {
+        return NULL;
+    }
+
+    return cJSON_AddNumberToObject(obj, "status_code", status);
+}
+
+
+/* E-B: {"detail":{"error","message","details","status_code"}};
+ * details (may be NULL) becomes part of the response */
+
+ngx_int_t
+ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *error, const char *message, cJSON *details)
+{
+    cJSON  *json, *detail;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL) {
+        cJSON_Delete(details);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    detail = cJSON_AddObjectToObject(json, "detail");
+    if (detail == NULL
+        || ngx_http_chat_error_body(detail, status, error, message,
+                                    "details", details)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, status, json);
+}
+
+
+/* E-D: {"error","message","details":null,"status_code"} */
+
+ngx_int_t
+ngx_http_chat_send_flat_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *error, const char *message)
+{
+    cJSON  *json;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || ngx_http_chat_error_body(json, status, error, message,
+                                    "details", NULL)
+           == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, status, json);
+}
+
+
+ngx_int_t
+ngx_http_chat_send_unauthorized(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+    ngx_str_set(&h->value, "Bearer");
+
+    return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
+                                     "Not authenticated");
+}
+
+
+ngx_int_t
+ngx_http_chat_send_unavailable(ngx_http_request_t *r)
+{
+    return ngx_http_chat_send_flat_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                 "database_error",
+                                 "Database connection or operation failed");
+}
+
+
+ngx_int_t
+ngx_http_chat_send_method_not_allowed(ngx_http_request_t *r,
+    const char *allow)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Allow");
+    h->value.data = (u_char *) allow;
+    h->value.len = ngx_strlen(allow);
+
+    return ngx_http_chat_send_detail(r, NGX_HTTP_NOT_ALLOWED,
+                                     "Method Not Allowed");
+}
+
+
+/*
+ * E-C: one pydantic-style item {"type","loc":[where, field],"msg","input"}
+ * appended to errors (created on first use); input is consumed
+ */
+
+cJSON *
+ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
+    const char *where, const char *field, const char *type, const char *msg,
+    cJSON *input)
+{
+    cJSON  *item, *loc;
+
+    if (errors == NULL) {
+        errors = ngx_http_chat_json_array(r);
+        if (errors == NULL) {
+            cJSON_Delete(input);
+            return NULL;
+        }
+    }
+
+    item = cJSON_CreateObject();
+    if (item == NULL) {
+        cJSON_Delete(input);
+        return NULL;
+    }
+
+    cJSON_AddItemToArray(errors, item);
+
+    if (cJSON_AddStringToObject(item, "type", type) == NULL) {
+        cJSON_Delete(input);
+        return NULL;
+    }
+
+    loc = cJSON_AddArrayToObject(item, "loc");
+    if (loc == NULL) {
+        cJSON_Delete(input);
+        return NULL;
+    }
+
+    cJSON_AddItemToArray(loc, cJSON_CreateString(where));
+
+    if (field) {
+        cJSON_AddItemToArray(loc, cJSON_CreateString(field));
+    }
+
+    if (cJSON_AddStringToObject(item, "msg", msg) == NULL) {
+        cJSON_Delete(input);
+        return NULL;
+    }
+
+    if (input == NULL) {
+        input = cJSON_CreateNull();
+    }
+
+    cJSON_AddItemToObject(item, "input", input);
+
+    return errors;
+}
+
+
+ngx_int_t
+ngx_http_chat_send_invalid(ngx_http_request_t *r, cJSON *errors)
+{
+    cJSON  *json;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL || errors == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the array now belongs to the response document */
+
+    cJSON_AddItemReferenceToObject(json, "detail", errors);
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_UNPROCESSABLE_ENTITY, json);
+}
+
+
+/* E-B': {"field","message","value"} appended; value is consumed */
+
+cJSON *
+ngx_http_chat_app_invalid(ngx_http_request_t *r, cJSON *errors,
+    const char *field, const char *message, cJSON *value)
+{
+    cJSON  *item;
+
+    if (errors == NULL) {
+        errors = ngx_http_chat_json_array(r);
+        if (errors == NULL) {
+            cJSON_Delete(value);
+            return NULL;
+        }
+    }
+
+    item = cJSON_CreateObject();
+    if (item == NULL) {
+        cJSON_Delete(value);
+        return NULL;
+    }
+
+    cJSON_AddItemToArray(errors, item);
+
+    if (value == NULL) {
+        value = cJSON_CreateNull();
+    }
+
+    if (cJSON_AddStringToObject(item, "field", field) == NULL
+        || cJSON_AddStringToObject(item, "message", message) == NULL)
+    {
+        cJSON_Delete(value);
+        return NULL;
+    }
+
+    cJSON_AddItemToObject(item, "value", value);
+
+    return errors;
+}
+
+
+ngx_int_t
+ngx_http_chat_send_app_invalid(ngx_http_request_t *r, const char *message,
+    cJSON *errors)
+{
+    cJSON  *json, *detail;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL || errors == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    detail = cJSON_AddObjectToObject(json, "detail");
+    if (detail == NULL
+        || cJSON_AddStringToObject(detail, "error", "validation_error")
+           == NULL
+        || cJSON_AddStringToObject(detail, "message", message) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cJSON_AddItemReferenceToObject(detail, "validation_errors", errors);
+
+    if (cJSON_AddNumberToObject(detail, "status_code",
+                                NGX_HTTP_UNPROCESSABLE_ENTITY)
+        == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_UNPROCESSABLE_ENTITY, json);
+}
+
+
+/* code points in a UTF-8 string, or NGX_ERROR when it is not valid UTF-8 */
+
+ngx_int_t
+ngx_http_chat_utf8_length(ngx_str_t *s)
+{
+    u_char     *p, *last;
+    uint32_t    ch;
+    ngx_int_t   n;
+
+    p = s->data;
+    last = p + s->len;
+
+    for (n = 0; p < last; n++) {
+
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+
+        ch = ngx_utf8_decode(&p, last - p);
+
+        if (ch > 0x10ffff || (ch >= 0xd800 && ch <= 0xdfff)) {
+            return NGX_ERROR;
+        }
+    }
+
+    return n;
+}
+
+
+/* a decimal integer with an optional sign, int64 range; NGX_ERROR if not */
+
+ngx_int_t
+ngx_http_chat_parse_id(ngx_str_t *s, int64_t *id)
+{
+    u_char     *p, *last;
+    uint64_t    v, cutoff;
+    ngx_uint_t  neg;
+
+    p = s->data;
+    last = p + s->len;
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    neg = 0;
+
+    if (*p == '-' || *p == '+') {
+        neg = (*p == '-');
+        p++;
+    }
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    cutoff = neg ? (uint64_t) INT64_MAX + 1 : (uint64_t) INT64_MAX;
+
+    for (v = 0; p < last; p++) {
+        if (*p < '0' || *p > '9') {
+            return NGX_ERROR;
+        }
+
+        if (v > (cutoff - (*p - '0')) / 10) {
+            return NGX_ERROR;
+        }
+
+        v = v * 10 + (*p - '0');
+    }
+
+    *id = neg ? (int64_t) (0 - v) : (int64_t) v;
+
+    return NGX_OK;
+}
+
+
+/* "YYYY-MM-DDTHH:MM:SS[.ffffff]", UTC, as the original prints datetimes */
+
+u_char *
+ngx_http_chat_iso_time(u_char *p, time_t sec, ngx_uint_t usec)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(sec, &tm);
+
+    p = ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    if (usec) {
+        p = ngx_sprintf(p, ".%06ui", usec);
+    }
+
+    return p;
+}
+
+
+ngx_int_t
+ngx_http_chat_iso_now(ngx_pool_t *pool, ngx_str_t *s)
+{
+    u_char          *p;
+    struct timeval   tv;
+
+    p = ngx_pnalloc(pool, sizeof("YYYY-MM-DDTHH:MM:SS.ffffff") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_gettimeofday(&tv);
+
+    s->data = p;
+    s->len = ngx_http_chat_iso_time(p, tv.tv_sec, tv.tv_usec) - p;
+
+    return NGX_OK;
+}

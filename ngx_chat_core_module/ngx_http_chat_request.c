@@ -1,0 +1,480 @@
+
+/*
+ * Request plumbing for the service modules: route matching, 404/405 in
+ * JSON, body reading and JSON parsing, authentication, and parking a
+ * request while a datastore works for it.
+ *
+ * The order of checks follows the original (API.md 2.4): a body that is
+ * not JSON is a 422 before authentication, then 401, then the handler's
+ * own validation.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+static ngx_http_chat_route_t *ngx_http_chat_match(ngx_http_request_t *r,
+    ngx_http_chat_route_t *routes, ngx_http_chat_ctx_t *ctx,
+    u_char *allow, size_t *allow_len);
+static ngx_int_t ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
+    ngx_http_chat_ctx_t *ctx);
+static void ngx_http_chat_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_read_body(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_run(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+ngx_http_chat_ctx_t *
+ngx_http_chat_get_ctx(ngx_http_request_t *r)
+{
+    ngx_http_chat_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_chat_core_module);
+    }
+
+    return ctx;
+}
+
+
+/*
+ * A parked request waits for a datastore.  "blocked" keeps nginx from
+ * freeing it if the client goes away meanwhile, so datastore code may keep
+ * pointers into r->pool until it completes; completions are bounded by the
+ * datastore timeouts.
+ */
+
+void
+ngx_http_chat_park(ngx_http_request_t *r)
+{
+    r->main->count++;
+    r->main->blocked++;
+}
+
+
+void
+ngx_http_chat_unpark(ngx_http_request_t *r)
+{
+    r->main->blocked--;
+}
+
+
+/* called from datastore events: finalize, then what the request posted */
+
+void
+ngx_http_chat_finish(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
+{
+    u_char                          allow[64];
+    size_t                          allow_len;
+    ngx_int_t                       rc;
+    ngx_http_chat_ctx_t            *ctx;
+    ngx_http_chat_route_t          *route;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    ctx = ngx_http_chat_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    route = ngx_http_chat_match(r, routes, ctx, allow, &allow_len);
+
+    if (route == NULL) {
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (allow_len) {
+            allow[allow_len] = '\0';
+            return ngx_http_chat_send_method_not_allowed(r,
+                                                 (const char *) allow);
+        }
+
+        return ngx_http_chat_send_detail(r, NGX_HTTP_NOT_FOUND, "Not Found");
+    }
+
+    ctx->route = route;
+
+    if (!(route->flags & (NGX_HTTP_CHAT_JSON|NGX_HTTP_CHAT_BODY))) {
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_chat_run(r, ctx);
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    if ((route->flags & NGX_HTTP_CHAT_JSON)
+        && r->headers_in.content_length_n > (off_t) cmcf->json_max_size)
+    {
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        return ngx_http_chat_send_detail(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "Request body too large");
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_chat_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_http_chat_route_t *
+ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
+    ngx_http_chat_ctx_t *ctx, u_char *allow, size_t *allow_len)
+{
+    u_char                 *p, *last;
+    ngx_uint_t              method;
+    ngx_http_chat_route_t  *route;
+
+    p = allow;
+    last = allow + 63;
+    *allow_len = 0;
+
+    method = r->method;
+
+    for (route = routes; route->handler; route++) {
+
+        if (ngx_http_chat_match_path(&route->path, &r->uri, ctx) != NGX_OK) {
+            continue;
+        }
+
+        if (route->method & method
+            || (method == NGX_HTTP_HEAD && route->method & NGX_HTTP_GET))
+        {
+            return route;
+        }
+
+        /* the path exists with another method: remember it for 405 */
+
+        if (p != allow) {
+            p = ngx_slprintf(p, last, ", ");
+        }
+
+        switch (route->method) {
+        case NGX_HTTP_GET:
+            p = ngx_slprintf(p, last, "GET");
+            break;
+        case NGX_HTTP_POST:
+            p = ngx_slprintf(p, last, "POST");
+            break;
+        case NGX_HTTP_PUT:
+            p = ngx_slprintf(p, last, "PUT");
+            break;
+        case NGX_HTTP_DELETE:
+            p = ngx_slprintf(p, last, "DELETE");
+            break;
+        default:
+            p = ngx_slprintf(p, last, "PATCH");
+            break;
+        }
+    }
+
+    *allow_len = p - allow;
+    ctx->nparams = 0;
+
+    return NULL;
+}
+
+
+/* "/api/users/{}/exists": "{}" takes one non-empty path segment */
+
+static ngx_int_t
+ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
+    ngx_http_chat_ctx_t *ctx)
+{
+    u_char  *p, *pe, *u, *ue, *s;
+
+    p = pattern->data;
+    pe = p + pattern->len;
+    u = uri->data;
+    ue = u + uri->len;
+
+    ctx->nparams = 0;
+
+    while (p < pe && u < ue) {
+
+        if (pe - p >= 2 && p[0] == '{' && p[1] == '}') {
+            s = u;
+
+            while (u < ue && *u != '/') {
+                u++;
+            }
+
+            if (u == s || ctx->nparams == NGX_HTTP_CHAT_MAX_PARAMS) {
+                return NGX_DECLINED;
+            }
+
+            ctx->params[ctx->nparams].data = s;
+            ctx->params[ctx->nparams].len = u - s;
+            ctx->nparams++;
+
+            p += 2;
+            continue;
+        }
+
+        if (*p != *u) {
+            return NGX_DECLINED;
+        }
+
+        p++;
+        u++;
+    }
+
+    return (p == pe && u == ue) ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_chat_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_http_chat_ctx_t  *ctx;
+
+    ctx = ngx_http_chat_get_ctx(r);
+
+    rc = ngx_http_chat_read_body(r, ctx);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_chat_run(r, ctx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/* the body as one string in r->pool, JSON-parsed for JSON routes */
+
+static ngx_int_t
+ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    u_char                          *p;
+    size_t                           len;
+    ssize_t                          n;
+    cJSON                           *errors;
+    ngx_buf_t                       *b;
+    ngx_chain_t                     *cl;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    if (r->request_body == NULL) {
+        return NGX_OK;
+    }
+
+    len = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        len += ngx_buf_size(cl->buf);
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    if ((ctx->route->flags & NGX_HTTP_CHAT_JSON) && len > cmcf->json_max_size)
+    {
+        return ngx_http_chat_send_detail(r,
+                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                         "Request body too large");
+    }
+
+    p = ngx_pnalloc(r->pool, len + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->body.data = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (!b->in_file) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        /* a body larger than client_body_buffer_size was spooled */
+
+        n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                          b->file_pos);
+        if (n != b->file_last - b->file_pos) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        p += n;
+    }
+
+    ctx->body.len = p - ctx->body.data;
+    *p = '\0';
+
+    if (!(ctx->route->flags & NGX_HTTP_CHAT_JSON)) {
+        return NGX_OK;
+    }
+
+    if (ctx->body.len == 0) {
+        errors = ngx_http_chat_invalid(r, NULL, "body", NULL, "missing",
+                                       "Field required", NULL);
+        return ngx_http_chat_send_invalid(r, errors);
+    }
+
+    ctx->json = ngx_http_chat_json_parse(r, ctx->body.data, ctx->body.len);
+
+    if (ctx->json == NULL) {
+        errors = ngx_http_chat_invalid(r, NULL, "body", NULL, "json_invalid",
+                                       "JSON decode error",
+                                       cJSON_CreateObject());
+        return ngx_http_chat_send_invalid(r, errors);
+    }
+
+    if (!cJSON_IsObject(ctx->json)) {
+        errors = ngx_http_chat_invalid(r, NULL, "body", NULL,
+                                "model_attributes_type",
+                                "Input should be a valid dictionary or "
+                                "object to extract fields from",
+                                cJSON_Duplicate(ctx->json, 1));
+        return ngx_http_chat_send_invalid(r, errors);
+    }
+
+    return NGX_OK;
+}
+
+
+/* authentication if the route needs it, then the route's handler */
+
+static ngx_int_t
+ngx_http_chat_run(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    ngx_str_t                       token;
+    ngx_uint_t                      flags;
+    ngx_http_chat_core_loc_conf_t  *clcf;
+
+    flags = ctx->route->flags;
+
+    /* internal endpoints on a public listener still need a caller */
+
+    if (flags & NGX_HTTP_CHAT_INTERNAL) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+        if (!clcf->internal) {
+            flags |= NGX_HTTP_CHAT_AUTH;
+        }
+    }
+
+    if (!(flags & NGX_HTTP_CHAT_AUTH)) {
+        return ctx->route->handler(r, ctx);
+    }
+
+    if (ngx_http_chat_bearer(r, &token) != NGX_OK) {
+        return ngx_http_chat_send_unauthorized(r);
+    }
+
+    return ngx_http_chat_authenticate(r, ctx, &token, ctx->route->handler);
+}
+
+
+/* a form or query value: "+" is a space, then percent-decoding */
+
+static ngx_int_t
+ngx_http_chat_unescape(ngx_http_request_t *r, u_char *p, u_char *last,
+    ngx_str_t *value)
+{
+    u_char  *dst, *src;
+    size_t   n;
+
+    dst = ngx_pnalloc(r->pool, last - p + 1);
+    if (dst == NULL) {
+        return NGX_ERROR;
+    }
+
+    value->data = dst;
+
+    while (p < last) {
+        *dst++ = (*p == '+') ? ' ' : *p;
+        p++;
+    }
+
+    n = dst - value->data;
+    src = value->data;
+    dst = value->data;
+
+    ngx_unescape_uri(&dst, &src, n, 0);
+
+    value->len = dst - value->data;
+    *dst = '\0';
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_query_arg(ngx_http_request_t *r, const char *name,
+    ngx_str_t *value)
+{
+    ngx_str_t  raw;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &raw) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_chat_unescape(r, raw.data, raw.data + raw.len, value);
+}
+
+
+/* a field of an application/x-www-form-urlencoded body */
+
+ngx_int_t
+ngx_http_chat_form_arg(ngx_http_request_t *r, ngx_str_t *form,
+    const char *name, ngx_str_t *value)
+{
+    u_char  *p, *last, *end, *eq;
+    size_t   n;
+
+    n = ngx_strlen(name);
+    p = form->data;
+    last = p + form->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '&');
+        if (end == NULL) {
+            end = last;
+        }
+
+        eq = ngx_strlchr(p, end, '=');
+
+        if (eq && (size_t) (eq - p) == n && ngx_strncmp(p, name, n) == 0) {
+            return ngx_http_chat_unescape(r, eq + 1, end, value);
+        }
+
+        p = end + 1;
+    }
+
+    return NGX_DECLINED;
+}
