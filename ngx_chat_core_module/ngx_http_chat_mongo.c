@@ -43,6 +43,9 @@ static ngx_thread_task_t     *ngx_http_chat_mongo_ping_task;
 static ngx_event_t            ngx_http_chat_mongo_ping_timer;
 static ngx_uint_t             ngx_http_chat_mongo_ping_busy;
 
+/* timer events log the fd of their "connection" */
+static ngx_connection_t       ngx_http_chat_mongo_dummy;
+
 /* written by pool threads, read by the worker for readiness */
 static volatile ngx_atomic_t  ngx_http_chat_mongo_status
                                   = NGX_HTTP_CHAT_CONNECTING;
@@ -276,6 +279,9 @@ ngx_http_chat_mongo_init_process(ngx_cycle_t *cycle,
                                               ngx_http_chat_mongo_ping_done;
     ngx_http_chat_mongo_ping_task->event.log = cycle->log;
 
+    ngx_http_chat_mongo_dummy.fd = (ngx_socket_t) -1;
+
+    ngx_http_chat_mongo_ping_timer.data = &ngx_http_chat_mongo_dummy;
     ngx_http_chat_mongo_ping_timer.handler = ngx_http_chat_mongo_ping_handler;
     ngx_http_chat_mongo_ping_timer.log = cycle->log;
     ngx_http_chat_mongo_ping_timer.cancelable = 1;

@@ -20,7 +20,7 @@ static ngx_int_t ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
     ngx_http_chat_ctx_t *ctx);
 static void ngx_http_chat_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_read_body(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx);
+    ngx_http_chat_ctx_t *ctx, ngx_int_t *rc);
 static ngx_int_t ngx_http_chat_run(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 
@@ -264,9 +264,7 @@ ngx_http_chat_body_handler(ngx_http_request_t *r)
 
     ctx = ngx_http_chat_get_ctx(r);
 
-    rc = ngx_http_chat_read_body(r, ctx);
-
-    if (rc == NGX_OK) {
+    if (ngx_http_chat_read_body(r, ctx, &rc) == NGX_OK) {
         rc = ngx_http_chat_run(r, ctx);
     }
 
@@ -274,26 +272,27 @@ ngx_http_chat_body_handler(ngx_http_request_t *r)
 }
 
 
-/* the body as one string in r->pool, JSON-parsed for JSON routes */
+/*
+ * the body as one string in r->pool, JSON-parsed for JSON routes;
+ * NGX_DONE when a response was made instead, *rc is then its result
+ */
 
 static ngx_int_t
-ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_int_t *rc)
 {
     u_char                          *p;
     size_t                           len;
     ssize_t                          n;
     cJSON                           *errors;
     ngx_buf_t                       *b;
-    ngx_chain_t                     *cl;
+    ngx_chain_t                     *cl, *bufs;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
-    if (r->request_body == NULL) {
-        return NGX_OK;
-    }
-
+    bufs = r->request_body ? r->request_body->bufs : NULL;
     len = 0;
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = bufs; cl; cl = cl->next) {
         len += ngx_buf_size(cl->buf);
     }
 
@@ -301,19 +300,21 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     if ((ctx->route->flags & NGX_HTTP_CHAT_JSON) && len > cmcf->json_max_size)
     {
-        return ngx_http_chat_send_detail(r,
-                                         NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                         "Request body too large");
+        *rc = ngx_http_chat_send_detail(r,
+                                        NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                        "Request body too large");
+        return NGX_DONE;
     }
 
     p = ngx_pnalloc(r->pool, len + 1);
     if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DONE;
     }
 
     ctx->body.data = p;
 
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+    for (cl = bufs; cl; cl = cl->next) {
         b = cl->buf;
 
         if (!b->in_file) {
@@ -326,7 +327,8 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
         n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
                           b->file_pos);
         if (n != b->file_last - b->file_pos) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_DONE;
         }
 
         p += n;
@@ -342,7 +344,8 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     if (ctx->body.len == 0) {
         errors = ngx_http_chat_invalid(r, NULL, "body", NULL, "missing",
                                        "Field required", NULL);
-        return ngx_http_chat_send_invalid(r, errors);
+        *rc = ngx_http_chat_send_invalid(r, errors);
+        return NGX_DONE;
     }
 
     ctx->json = ngx_http_chat_json_parse(r, ctx->body.data, ctx->body.len);
@@ -351,7 +354,8 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
         errors = ngx_http_chat_invalid(r, NULL, "body", NULL, "json_invalid",
                                        "JSON decode error",
                                        cJSON_CreateObject());
-        return ngx_http_chat_send_invalid(r, errors);
+        *rc = ngx_http_chat_send_invalid(r, errors);
+        return NGX_DONE;
     }
 
     if (!cJSON_IsObject(ctx->json)) {
@@ -360,7 +364,8 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
                                 "Input should be a valid dictionary or "
                                 "object to extract fields from",
                                 cJSON_Duplicate(ctx->json, 1));
-        return ngx_http_chat_send_invalid(r, errors);
+        *rc = ngx_http_chat_send_invalid(r, errors);
+        return NGX_DONE;
     }
 
     return NGX_OK;

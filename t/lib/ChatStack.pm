@@ -1,0 +1,155 @@
+package ChatStack;
+
+# What every nginx-chat test file shares: the core module's configuration
+# for the datastores that "./build.sh test" started (passed in TEST_NGINX_*
+# variables), a block preprocessor that adds it, tokens made by hand
+# (forged, expired, alg:none), and access to the datastores themselves
+# (redis-cli, mariadb, SIGSTOP/SIGCONT of a server).
+
+use strict;
+use warnings;
+
+use Digest::SHA qw(hmac_sha256);
+use MIME::Base64 qw(encode_base64url);
+use JSON::PP ();
+use Time::HiRes ();
+
+use Exporter 'import';
+our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
+                 make_jwt redis_cmd mysql_cmd freeze thaw json_decode
+                 json_encode unique_name);
+
+sub env {
+    my ($name, $default) = @_;
+    my $v = $ENV{"TEST_NGINX_$name"};
+    return defined $v && $v ne '' ? $v : $default;
+}
+
+sub chat_main_config {
+    return "thread_pool chat_cpu threads=2;\n"
+         . "thread_pool chat_mongo threads=4;\n";
+}
+
+# the datastore part of http{}; timeouts short so outage tests stay quick
+sub chat_http_config {
+    my (%opt) = @_;
+    my $mysql_timeout = $opt{mysql_timeout} // '3s';
+    my $redis_timeout = $opt{redis_timeout} // '2s';
+    my $mongo_port = env('MONGO_PORT', 27117);
+    my $mongo_db = env('MONGO_DATABASE', 'chat_test');
+
+    return <<"EOF";
+    chat_mysql 127.0.0.1:@{[env('MYSQL_PORT', 13306)]} user=chat password=chatpw database=@{[env('MYSQL_DATABASE', 'chat_test')]} pool=4;
+    chat_mysql_timeout $mysql_timeout;
+    chat_mysql_connect_timeout 1s;
+    chat_redis 127.0.0.1:@{[env('REDIS_PORT', 16379)]};
+    chat_redis_timeout $redis_timeout;
+    chat_mongo "mongodb://127.0.0.1:$mongo_port/?serverSelectionTimeoutMS=2000&connectTimeoutMS=1000&socketTimeoutMS=3000" database=$mongo_db;
+    chat_thread_pool chat_cpu;
+    chat_mongo_thread_pool chat_mongo;
+    chat_jwt_secret "@{[env('JWT_SECRET', 'change-me-nginx-chat-secret')]}";
+EOF
+}
+
+# for add_block_preprocessor(): prepend the shared configuration
+sub chat_preprocessor {
+    my (%opt) = @_;
+
+    return sub {
+        my $block = shift;
+        my $http = $block->http_config // '';
+        my $main = $block->main_config // '';
+
+        $block->set_value(http_config => chat_http_config(%opt) . $http);
+        $block->set_value(main_config => chat_main_config() . $main);
+    };
+}
+
+# an HS256 (or any) JWT; header and claims are hashrefs
+sub make_jwt {
+    my ($header, $claims, $secret) = @_;
+    my $json = JSON::PP->new->canonical;
+    my $h = encode_base64url($json->encode($header));
+    my $c = encode_base64url($json->encode($claims));
+    my $alg = $header->{alg} // '';
+    my $sig = '';
+
+    if ($alg eq 'HS256') {
+        $sig = encode_base64url(hmac_sha256("$h.$c", $secret));
+    }
+
+    return "$h.$c.$sig";
+}
+
+sub json_decode {
+    my ($text) = @_;
+    return eval { JSON::PP->new->utf8->allow_nonref->decode($text) };
+}
+
+sub json_encode {
+    my ($data) = @_;
+    return JSON::PP->new->utf8->canonical->encode($data);
+}
+
+sub redis_cmd {
+    my (@args) = @_;
+    my $port = env('REDIS_PORT', 16379);
+    open(my $fh, '-|', 'redis-cli', '-p', $port, '--raw', @args)
+        or die "redis-cli: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    $out //= '';
+    chomp $out;
+    return $out;
+}
+
+sub mysql_cmd {
+    my ($sql) = @_;
+    my $port = env('MYSQL_PORT', 13306);
+    my $db = env('MYSQL_DATABASE', 'chat_test');
+    open(my $fh, '-|', 'mariadb', '--no-defaults', '-uchat', '-pchatpw',
+         '-h127.0.0.1', "-P$port", '--protocol=tcp', '-N', '-B', $db,
+         '-e', $sql)
+        or die "mariadb: $!";
+    local $/;
+    my $out = <$fh>;
+    close $fh;
+    $out //= '';
+    chomp $out;
+    return $out;
+}
+
+sub server_pid {
+    my ($which) = @_;
+    my $file = env(uc($which) . '_PID', '');
+    die "no pid file for $which (TEST_NGINX_" . uc($which) . "_PID)\n"
+        unless $file && -f $file;
+    open(my $fh, '<', $file) or die "$file: $!";
+    my $pid = <$fh>;
+    close $fh;
+    chomp $pid;
+    return $pid;
+}
+
+# SIGSTOP a datastore: it keeps its sockets but answers nothing
+sub freeze {
+    my ($which) = @_;
+    kill 'STOP', server_pid($which);
+}
+
+sub thaw {
+    my ($which) = @_;
+    kill 'CONT', server_pid($which);
+}
+
+my $seq = 0;
+
+# names unique across runs, so tests never collide with earlier data
+sub unique_name {
+    my ($prefix) = @_;
+    $seq++;
+    return sprintf('%s%x%x%d', $prefix // 'u', time(), $$, $seq);
+}
+
+1;
