@@ -1,0 +1,1760 @@
+
+/*
+ * MariaDB client of the chat core: a per-worker pool of connections driven
+ * by Connector/C's non-blocking API on nginx events, one query in flight per
+ * connection, and a FIFO of operations waiting for a free connection.
+ *
+ * The library owns the sockets.  Each one is wrapped in an nginx connection
+ * only to receive its events; the wrapper is released before the library
+ * closes the socket, or, when the library closed it on its own, without
+ * touching the descriptor again.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+#include <mysql.h>
+#include <errmsg.h>
+#include <mysqld_error.h>
+
+
+/* connection states */
+#define NGX_HTTP_CHAT_MYSQL_CLOSED       0
+#define NGX_HTTP_CHAT_MYSQL_CONNECTING   1
+#define NGX_HTTP_CHAT_MYSQL_IDLE         2
+#define NGX_HTTP_CHAT_MYSQL_QUERY        3
+#define NGX_HTTP_CHAT_MYSQL_STORE        4
+
+#define NGX_HTTP_CHAT_MYSQL_BACKOFF_MIN  100
+#define NGX_HTTP_CHAT_MYSQL_BACKOFF_MAX  5000
+
+/*
+ * bound on the steps of an operation being abandoned: on a socket that is
+ * shut down every step fails at once, so this is never reached in practice
+ */
+#define NGX_HTTP_CHAT_MYSQL_ABORT_STEPS  16
+
+#define NGX_HTTP_CHAT_MYSQL_INIT_COMMAND                                      \
+    "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', "       \
+    "time_zone='+00:00'"
+
+
+typedef struct ngx_http_chat_mysql_conn_s  ngx_http_chat_mysql_conn_t;
+
+
+typedef struct {
+    ngx_http_request_t            *request;
+    ngx_http_chat_ctx_t           *ctx;
+
+    u_char                        *sql;
+    size_t                         sql_len;
+    ngx_http_chat_sql_arg_t       *args;
+    ngx_uint_t                     nargs;
+
+    u_char                        *query;
+    size_t                         query_len;
+
+    ngx_http_chat_mysql_conn_t    *conn;        /* running on */
+    ngx_queue_t                    queue;       /* waiting */
+
+    ngx_event_t                    deadline;
+    ngx_event_t                    done;        /* posted completion */
+
+    ngx_http_chat_sql_res_t        res;
+
+    unsigned                       queued:1;
+} ngx_http_chat_mysql_op_t;
+
+
+struct ngx_http_chat_mysql_conn_s {
+    MYSQL                         *mysql;
+    ngx_connection_t              *conn;        /* events of the socket */
+    ngx_http_chat_mysql_op_t      *op;
+
+    ngx_uint_t                     index;
+    ngx_uint_t                     state;
+    int                            wait;        /* MYSQL_WAIT_* pending */
+    ngx_msec_t                     backoff;
+
+    ngx_event_t                    timer;       /* connect timeout, retry */
+    ngx_event_t                    lib_timer;   /* MYSQL_WAIT_TIMEOUT */
+
+    unsigned                       failed:1;    /* since last connected */
+};
+
+
+typedef struct {
+    ngx_log_t                     *log;
+
+    char                          *host;
+    char                          *user;
+    char                          *password;
+    char                          *database;
+    unsigned int                   port;
+
+    ngx_msec_t                     connect_timeout;
+    ngx_msec_t                     timeout;
+    ngx_uint_t                     queue_size;
+
+    ngx_http_chat_mysql_conn_t    *conns;
+    ngx_uint_t                     nconns;
+
+    ngx_queue_t                    queue;
+    ngx_uint_t                     nqueued;
+
+    unsigned                       ever_up:1;
+    unsigned                       logged:1;    /* trouble reported */
+} ngx_http_chat_mysql_pool_t;
+
+
+static void ngx_http_chat_mysql_free_pool(ngx_http_chat_mysql_pool_t *pool);
+static char *ngx_http_chat_mysql_strdup(ngx_str_t *s, ngx_log_t *log);
+
+static void ngx_http_chat_mysql_connect(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_connected(ngx_http_chat_mysql_conn_t *mc,
+    int status, MYSQL *ret);
+static void ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op);
+static void ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc,
+    int status, int err);
+static void ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc,
+    int status, MYSQL_RES *res);
+static void ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_finish(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_fail(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t backoff);
+static void ngx_http_chat_mysql_retry(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_close(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t abort);
+
+static ngx_int_t ngx_http_chat_mysql_attach(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_release(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t closed);
+static ngx_int_t ngx_http_chat_mysql_wait(ngx_http_chat_mysql_conn_t *mc,
+    int status);
+static ngx_int_t ngx_http_chat_mysql_watch_idle(
+    ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_resume(ngx_http_chat_mysql_conn_t *mc,
+    int ready);
+
+static void ngx_http_chat_mysql_read_handler(ngx_event_t *rev);
+static void ngx_http_chat_mysql_write_handler(ngx_event_t *wev);
+static void ngx_http_chat_mysql_timer_handler(ngx_event_t *ev);
+static void ngx_http_chat_mysql_lib_timer_handler(ngx_event_t *ev);
+static void ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev);
+static void ngx_http_chat_mysql_done_handler(ngx_event_t *ev);
+
+static ngx_int_t ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op);
+static ngx_int_t ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op,
+    MYSQL_RES *res);
+static void ngx_http_chat_mysql_complete(ngx_http_chat_mysql_op_t *op);
+static void ngx_http_chat_mysql_dispatch(void);
+static void ngx_http_chat_mysql_flush(void);
+static ngx_http_chat_mysql_conn_t *ngx_http_chat_mysql_idle_conn(void);
+static ngx_uint_t ngx_http_chat_mysql_available(void);
+static ngx_uint_t ngx_http_chat_mysql_lost(ngx_uint_t errnum);
+
+
+static ngx_http_chat_mysql_pool_t  *ngx_http_chat_mysql_pool;
+
+
+ngx_int_t
+ngx_http_chat_mysql_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf)
+{
+    ngx_uint_t                   i;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    if (ngx_http_chat_mysql_pool != NULL
+        || cmcf == NULL
+        || cmcf->mysql_host.len == 0)
+    {
+        return NGX_OK;
+    }
+
+    /* cache manager and loader processes run init_process too */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    if (mysql_library_init(0, NULL, NULL) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "chat mysql: mysql_library_init() failed");
+        return NGX_ERROR;
+    }
+
+    pool = ngx_calloc(sizeof(ngx_http_chat_mysql_pool_t), cycle->log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    pool->log = cycle->log;
+    pool->port = (unsigned int) cmcf->mysql_port;
+    pool->connect_timeout = cmcf->mysql_connect_timeout;
+    pool->timeout = cmcf->mysql_timeout;
+    pool->queue_size = cmcf->mysql_queue_size;
+    pool->nconns = cmcf->mysql_pool_size;
+
+    ngx_queue_init(&pool->queue);
+
+    pool->host = ngx_http_chat_mysql_strdup(&cmcf->mysql_host, cycle->log);
+    pool->user = ngx_http_chat_mysql_strdup(&cmcf->mysql_user, cycle->log);
+    pool->password = ngx_http_chat_mysql_strdup(&cmcf->mysql_password,
+                                                cycle->log);
+
+    if (pool->host == NULL || pool->user == NULL || pool->password == NULL) {
+        goto failed;
+    }
+
+    if (cmcf->mysql_database.len) {
+        pool->database = ngx_http_chat_mysql_strdup(&cmcf->mysql_database,
+                                                    cycle->log);
+        if (pool->database == NULL) {
+            goto failed;
+        }
+    }
+
+    if (pool->nconns) {
+        pool->conns = ngx_calloc(pool->nconns
+                                 * sizeof(ngx_http_chat_mysql_conn_t),
+                                 cycle->log);
+        if (pool->conns == NULL) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < pool->nconns; i++) {
+        mc = &pool->conns[i];
+
+        mc->index = i;
+
+        mc->timer.handler = ngx_http_chat_mysql_timer_handler;
+        mc->timer.data = mc;
+        mc->timer.log = cycle->log;
+        mc->timer.cancelable = 1;
+
+        mc->lib_timer.handler = ngx_http_chat_mysql_lib_timer_handler;
+        mc->lib_timer.data = mc;
+        mc->lib_timer.log = cycle->log;
+        mc->lib_timer.cancelable = 1;
+    }
+
+    ngx_http_chat_mysql_pool = pool;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "chat mysql: %ui connections to %s:%ud",
+                   pool->nconns, pool->host, pool->port);
+
+    for (i = 0; i < pool->nconns; i++) {
+        ngx_http_chat_mysql_connect(&pool->conns[i]);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    if (pool) {
+        ngx_http_chat_mysql_free_pool(pool);
+    }
+
+    mysql_library_end();
+
+    return NGX_ERROR;
+}
+
+
+void
+ngx_http_chat_mysql_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                   i;
+    ngx_queue_t                 *q;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (pool == NULL) {
+        return;
+    }
+
+    /*
+     * requests still waiting are abandoned with the process; only their
+     * timers, which point into our structures' neighbourhood, are removed
+     */
+
+    while (!ngx_queue_empty(&pool->queue)) {
+        q = ngx_queue_head(&pool->queue);
+        ngx_queue_remove(q);
+
+        op = ngx_queue_data(q, ngx_http_chat_mysql_op_t, queue);
+        op->queued = 0;
+
+        if (op->deadline.timer_set) {
+            ngx_del_timer(&op->deadline);
+        }
+    }
+
+    for (i = 0; i < pool->nconns; i++) {
+        mc = &pool->conns[i];
+
+        op = mc->op;
+
+        if (op) {
+            mc->op = NULL;
+            op->conn = NULL;
+
+            if (op->deadline.timer_set) {
+                ngx_del_timer(&op->deadline);
+            }
+        }
+
+        ngx_http_chat_mysql_close(mc, mc->state != NGX_HTTP_CHAT_MYSQL_IDLE);
+    }
+
+    ngx_http_chat_mysql_pool = NULL;
+
+    ngx_http_chat_mysql_free_pool(pool);
+
+    mysql_library_end();
+}
+
+
+ngx_uint_t
+ngx_http_chat_mysql_state(void)
+{
+    ngx_uint_t                   i, connecting;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (pool == NULL) {
+        return NGX_HTTP_CHAT_DOWN;
+    }
+
+    connecting = 0;
+
+    for (i = 0; i < pool->nconns; i++) {
+        mc = &pool->conns[i];
+
+        switch (mc->state) {
+
+        case NGX_HTTP_CHAT_MYSQL_IDLE:
+        case NGX_HTTP_CHAT_MYSQL_QUERY:
+        case NGX_HTTP_CHAT_MYSQL_STORE:
+            return NGX_HTTP_CHAT_UP;
+
+        case NGX_HTTP_CHAT_MYSQL_CONNECTING:
+            if (!mc->failed) {
+                connecting = 1;
+            }
+            break;
+        }
+    }
+
+    if (connecting && !pool->ever_up) {
+        return NGX_HTTP_CHAT_CONNECTING;
+    }
+
+    return NGX_HTTP_CHAT_DOWN;
+}
+
+
+ngx_int_t
+ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler)
+{
+    u_char                      *p;
+    size_t                       len;
+    ngx_uint_t                   i, n;
+    ngx_http_chat_ctx_t         *ctx;
+    ngx_http_chat_sql_arg_t     *a;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    ctx = ngx_http_chat_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_strlen(sql);
+
+    n = 0;
+    for (p = (u_char *) sql; *p; p++) {
+        if (*p == '?') {
+            n++;
+        }
+    }
+
+    if (n != nargs) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "chat mysql: %ui arguments for %ui placeholders in "
+                      "\"%s\"", nargs, n, sql);
+        return NGX_ERROR;
+    }
+
+    op = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_mysql_op_t));
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the caller's arguments may live on its stack: keep our own copy */
+
+    if (nargs) {
+        a = ngx_palloc(r->pool, nargs * sizeof(ngx_http_chat_sql_arg_t));
+        if (a == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < nargs; i++) {
+            a[i] = args[i];
+
+            if (args[i].type != NGX_HTTP_CHAT_SQL_STR || args[i].str.len == 0)
+            {
+                continue;
+            }
+
+            a[i].str.data = ngx_pnalloc(r->pool, args[i].str.len);
+            if (a[i].str.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memcpy(a[i].str.data, args[i].str.data, args[i].str.len);
+        }
+
+        op->args = a;
+        op->nargs = nargs;
+    }
+
+    op->request = r;
+    op->ctx = ctx;
+    op->sql = (u_char *) sql;
+    op->sql_len = len;
+
+    /* whatever ends an operation without a reply means "unavailable" */
+    op->res.rc = NGX_DECLINED;
+
+    op->done.handler = ngx_http_chat_mysql_done_handler;
+    op->done.data = op;
+    op->done.log = r->connection->log;
+
+    op->deadline.handler = ngx_http_chat_mysql_deadline_handler;
+    op->deadline.data = op;
+    op->deadline.log = r->connection->log;
+
+    ctx->sql_handler = handler;
+
+    ngx_http_chat_park(r);
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (pool == NULL) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "chat mysql: not configured in this process");
+        ngx_http_chat_mysql_complete(op);
+        return NGX_DONE;
+    }
+
+    if (pool->timeout) {
+        ngx_add_timer(&op->deadline, pool->timeout);
+    }
+
+    if (ngx_queue_empty(&pool->queue)) {
+        mc = ngx_http_chat_mysql_idle_conn();
+
+        if (mc) {
+            ngx_http_chat_mysql_start(mc, op);
+            return NGX_DONE;
+        }
+    }
+
+    if (!ngx_http_chat_mysql_available()) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "chat mysql: no connection up, failing fast");
+        ngx_http_chat_mysql_complete(op);
+        return NGX_DONE;
+    }
+
+    if (pool->nqueued >= pool->queue_size) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "chat mysql: all %ui connections busy and %ui "
+                      "queries waiting", pool->nconns, pool->nqueued);
+        ngx_http_chat_mysql_complete(op);
+        return NGX_DONE;
+    }
+
+    ngx_queue_insert_tail(&pool->queue, &op->queue);
+    op->queued = 1;
+    pool->nqueued++;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "chat mysql: query queued, %ui waiting", pool->nqueued);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chat_mysql_free_pool(ngx_http_chat_mysql_pool_t *pool)
+{
+    if (pool->conns) {
+        ngx_free(pool->conns);
+    }
+
+    if (pool->host) {
+        ngx_free(pool->host);
+    }
+
+    if (pool->user) {
+        ngx_free(pool->user);
+    }
+
+    if (pool->password) {
+        ngx_free(pool->password);
+    }
+
+    if (pool->database) {
+        ngx_free(pool->database);
+    }
+
+    ngx_free(pool);
+}
+
+
+static char *
+ngx_http_chat_mysql_strdup(ngx_str_t *s, ngx_log_t *log)
+{
+    char  *p;
+
+    p = ngx_alloc(s->len + 1, log);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (s->len) {
+        ngx_memcpy(p, s->data, s->len);
+    }
+
+    p[s->len] = '\0';
+
+    return p;
+}
+
+
+static void
+ngx_http_chat_mysql_connect(ngx_http_chat_mysql_conn_t *mc)
+{
+    int                          status;
+    MYSQL                       *mysql, *ret;
+    my_bool                      reconnect;
+    unsigned int                 protocol, local_infile;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "chat mysql: connection #%ui connecting", mc->index);
+
+    mysql = mysql_init(NULL);
+    if (mysql == NULL) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat mysql: mysql_init() failed");
+        mc->failed = 1;
+        ngx_http_chat_mysql_retry(mc);
+        ngx_http_chat_mysql_flush();
+        return;
+    }
+
+    reconnect = 0;
+    protocol = MYSQL_PROTOCOL_TCP;
+    local_infile = 0;
+
+    if (mysql_options(mysql, MYSQL_OPT_NONBLOCK, 0) != 0
+        || mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4") != 0
+        || mysql_options(mysql, MYSQL_INIT_COMMAND,
+                         NGX_HTTP_CHAT_MYSQL_INIT_COMMAND) != 0
+        || mysql_options(mysql, MYSQL_OPT_RECONNECT, &reconnect) != 0
+        || mysql_options(mysql, MYSQL_OPT_PROTOCOL, &protocol) != 0
+        || mysql_options(mysql, MYSQL_OPT_LOCAL_INFILE, &local_infile) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat mysql: mysql_options() failed: %s",
+                      mysql_error(mysql));
+
+        /* not connected: no I/O */
+        mysql_close(mysql);
+
+        mc->failed = 1;
+        ngx_http_chat_mysql_retry(mc);
+        ngx_http_chat_mysql_flush();
+        return;
+    }
+
+    mc->mysql = mysql;
+    mc->state = NGX_HTTP_CHAT_MYSQL_CONNECTING;
+    mc->wait = 0;
+
+    if (pool->connect_timeout) {
+        ngx_add_timer(&mc->timer, pool->connect_timeout);
+    }
+
+    ret = NULL;
+
+    status = mysql_real_connect_start(&ret, mysql, pool->host, pool->user,
+                                      pool->password, pool->database,
+                                      pool->port, NULL, 0);
+
+    ngx_http_chat_mysql_connected(mc, status, ret);
+}
+
+
+static void
+ngx_http_chat_mysql_connected(ngx_http_chat_mysql_conn_t *mc, int status,
+    MYSQL *ret)
+{
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 1);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    if (ret == NULL) {
+        if (!pool->logged) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "chat mysql: connect to %s:%ud failed: %s (%ud), "
+                          "retrying in the background",
+                          pool->host, pool->port, mysql_error(mc->mysql),
+                          mysql_errno(mc->mysql));
+            pool->logged = 1;
+
+        } else {
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                           "chat mysql: connection #%ui failed: %s (%ud)",
+                           mc->index, mysql_error(mc->mysql),
+                           mysql_errno(mc->mysql));
+        }
+
+        ngx_http_chat_mysql_fail(mc, 1);
+        return;
+    }
+
+    if (mc->timer.timer_set) {
+        ngx_del_timer(&mc->timer);
+    }
+
+    mc->state = NGX_HTTP_CHAT_MYSQL_IDLE;
+
+    if (ngx_http_chat_mysql_watch_idle(mc) != NGX_OK) {
+        ngx_http_chat_mysql_fail(mc, 1);
+        return;
+    }
+
+    mc->failed = 0;
+    mc->backoff = 0;
+    pool->ever_up = 1;
+
+    if (pool->logged) {
+        ngx_log_error(NGX_LOG_INFO, pool->log, 0,
+                      "chat mysql: connected to %s:%ud again",
+                      pool->host, pool->port);
+        pool->logged = 0;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "chat mysql: connection #%ui up, server %s",
+                   mc->index, mysql_get_server_info(mc->mysql));
+
+    ngx_http_chat_mysql_dispatch();
+}
+
+
+static void
+ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op)
+{
+    int  status, err;
+
+    if (ngx_http_chat_mysql_build(mc, op) != NGX_OK) {
+        op->res.rc = NGX_ERROR;
+        ngx_http_chat_mysql_complete(op);
+        return;
+    }
+
+    /* the template only: arguments may be secrets */
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->request->connection->log, 0,
+                   "chat mysql: connection #%ui query \"%*s\"",
+                   mc->index, op->sql_len, op->sql);
+
+    mc->op = op;
+    op->conn = mc;
+    mc->state = NGX_HTTP_CHAT_MYSQL_QUERY;
+
+    err = 0;
+
+    status = mysql_real_query_start(&err, mc->mysql, (char *) op->query,
+                                    (unsigned long) op->query_len);
+
+    ngx_http_chat_mysql_queried(mc, status, err);
+}
+
+
+static void
+ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc, int status,
+    int err)
+{
+    MYSQL_RES                 *res;
+    ngx_http_chat_mysql_op_t  *op;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    if (err) {
+        ngx_http_chat_mysql_error(mc);
+        return;
+    }
+
+    op = mc->op;
+
+    if (mysql_field_count(mc->mysql) == 0) {
+        op->res.rc = NGX_OK;
+        op->res.affected = mysql_affected_rows(mc->mysql);
+        op->res.insert_id = mysql_insert_id(mc->mysql);
+
+        ngx_http_chat_mysql_finish(mc);
+        return;
+    }
+
+    mc->state = NGX_HTTP_CHAT_MYSQL_STORE;
+
+    res = NULL;
+
+    status = mysql_store_result_start(&res, mc->mysql);
+
+    ngx_http_chat_mysql_stored(mc, status, res);
+}
+
+
+static void
+ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc, int status,
+    MYSQL_RES *res)
+{
+    ngx_int_t                    rc;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    if (res == NULL) {
+        ngx_http_chat_mysql_error(mc);
+        return;
+    }
+
+    op = mc->op;
+
+    rc = ngx_http_chat_mysql_copy(op, res);
+
+    mysql_free_result(res);
+
+    if (rc == NGX_OK) {
+        op->res.rc = NGX_OK;
+        op->res.affected = mysql_affected_rows(mc->mysql);
+
+    } else {
+        op->res.rc = NGX_ERROR;
+        op->res.nrows = 0;
+        op->res.ncols = 0;
+        op->res.cells = NULL;
+    }
+
+    if (mysql_more_results(mc->mysql)) {
+
+        /*
+         * a statement with several results leaves the connection out of
+         * step: the first result is the answer, the connection is redone
+         */
+
+        pool = ngx_http_chat_mysql_pool;
+
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat mysql: unexpected further results of \"%*s\"",
+                      op->sql_len, op->sql);
+
+        ngx_http_chat_mysql_fail(mc, 0);
+        return;
+    }
+
+    ngx_http_chat_mysql_finish(mc);
+}
+
+
+static void
+ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc)
+{
+    ngx_uint_t                   errnum;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+    op = mc->op;
+
+    errnum = mysql_errno(mc->mysql);
+    op->res.errnum = errnum;
+
+    if (ngx_http_chat_mysql_lost(errnum)) {
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat mysql: connection #%ui lost during a query: "
+                      "%s (%ui)", mc->index, mysql_error(mc->mysql), errnum);
+
+        op->res.rc = NGX_DECLINED;
+        ngx_http_chat_mysql_fail(mc, 0);
+        return;
+    }
+
+    switch (errnum) {
+
+    /* refusals the services expect and turn into their own answers */
+    case ER_DUP_ENTRY:
+    case ER_ROW_IS_REFERENCED_2:
+    case ER_NO_REFERENCED_ROW_2:
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                       "chat mysql: connection #%ui query error: %s (%ui)",
+                       mc->index, mysql_error(mc->mysql), errnum);
+        break;
+
+    default:
+        ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                      "chat mysql: query \"%*s\" failed: %s (%ui)",
+                      op->sql_len, op->sql, mysql_error(mc->mysql), errnum);
+    }
+
+    op->res.rc = NGX_ERROR;
+
+    ngx_http_chat_mysql_finish(mc);
+}
+
+
+/* the operation is answered and the connection can take the next one */
+
+static void
+ngx_http_chat_mysql_finish(ngx_http_chat_mysql_conn_t *mc)
+{
+    ngx_http_chat_mysql_op_t  *op;
+
+    op = mc->op;
+    mc->op = NULL;
+
+    if (op) {
+        ngx_http_chat_mysql_complete(op);
+    }
+
+    mc->state = NGX_HTTP_CHAT_MYSQL_IDLE;
+
+    if (ngx_http_chat_mysql_watch_idle(mc) != NGX_OK) {
+        ngx_http_chat_mysql_fail(mc, 0);
+        return;
+    }
+
+    ngx_http_chat_mysql_dispatch();
+}
+
+
+/*
+ * the connection is unusable: answer its operation with what was set
+ * (NGX_DECLINED unless said otherwise), close it and connect again, at once
+ * when it was working until now, after the backoff delay when it is failing
+ */
+
+static void
+ngx_http_chat_mysql_fail(ngx_http_chat_mysql_conn_t *mc, ngx_uint_t backoff)
+{
+    ngx_http_chat_mysql_op_t  *op;
+
+    op = mc->op;
+
+    if (op) {
+        mc->op = NULL;
+        ngx_http_chat_mysql_complete(op);
+    }
+
+    ngx_http_chat_mysql_close(mc, 1);
+
+    if (backoff) {
+        mc->failed = 1;
+        ngx_http_chat_mysql_retry(mc);
+
+    } else {
+        ngx_http_chat_mysql_connect(mc);
+    }
+
+    ngx_http_chat_mysql_flush();
+}
+
+
+static void
+ngx_http_chat_mysql_retry(ngx_http_chat_mysql_conn_t *mc)
+{
+    mc->state = NGX_HTTP_CHAT_MYSQL_CLOSED;
+
+    if (mc->backoff == 0) {
+        mc->backoff = NGX_HTTP_CHAT_MYSQL_BACKOFF_MIN;
+
+    } else {
+        mc->backoff *= 2;
+
+        if (mc->backoff > NGX_HTTP_CHAT_MYSQL_BACKOFF_MAX) {
+            mc->backoff = NGX_HTTP_CHAT_MYSQL_BACKOFF_MAX;
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, mc->timer.log, 0,
+                   "chat mysql: connection #%ui retry in %M ms",
+                   mc->index, mc->backoff);
+
+    ngx_add_timer(&mc->timer, mc->backoff);
+}
+
+
+/*
+ * Closes the library handle without ever blocking.  A suspended operation is
+ * finished first by reporting a timeout to it; with "abort", or when the
+ * goodbye to the server would have to wait, the socket is shut down so that
+ * every remaining step fails at once.
+ */
+
+static void
+ngx_http_chat_mysql_close(ngx_http_chat_mysql_conn_t *mc, ngx_uint_t abort)
+{
+    int                          status, err;
+    MYSQL                       *ret;
+    MYSQL_RES                   *res;
+    my_socket                    fd;
+    ngx_uint_t                   n, closed;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (mc->timer.timer_set) {
+        ngx_del_timer(&mc->timer);
+    }
+
+    if (mc->lib_timer.timer_set) {
+        ngx_del_timer(&mc->lib_timer);
+    }
+
+    if (mc->mysql == NULL) {
+        ngx_http_chat_mysql_release(mc, 1);
+        mc->state = NGX_HTTP_CHAT_MYSQL_CLOSED;
+        mc->wait = 0;
+        return;
+    }
+
+    fd = mysql_get_socket(mc->mysql);
+
+    closed = (mc->conn && mc->conn->fd != (ngx_socket_t) fd);
+    ngx_http_chat_mysql_release(mc, closed);
+
+    if ((abort || mc->wait) && fd != MARIADB_INVALID_SOCKET) {
+        (void) shutdown(fd, SHUT_RDWR);
+    }
+
+    status = mc->wait;
+
+    for (n = 0; status && n < NGX_HTTP_CHAT_MYSQL_ABORT_STEPS; n++) {
+
+        switch (mc->state) {
+
+        case NGX_HTTP_CHAT_MYSQL_CONNECTING:
+            ret = NULL;
+            status = mysql_real_connect_cont(&ret, mc->mysql,
+                                             MYSQL_WAIT_TIMEOUT);
+            break;
+
+        case NGX_HTTP_CHAT_MYSQL_QUERY:
+            err = 0;
+            status = mysql_real_query_cont(&err, mc->mysql,
+                                           MYSQL_WAIT_TIMEOUT);
+            break;
+
+        case NGX_HTTP_CHAT_MYSQL_STORE:
+            res = NULL;
+            status = mysql_store_result_cont(&res, mc->mysql,
+                                             MYSQL_WAIT_TIMEOUT);
+            if (status == 0 && res) {
+                mysql_free_result(res);
+            }
+            break;
+
+        default:
+            status = 0;
+        }
+    }
+
+    if (status) {
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0,
+                      "chat mysql: connection #%ui operation did not end",
+                      mc->index);
+    }
+
+    mc->wait = 0;
+
+    status = mysql_close_start(mc->mysql);
+
+    for (n = 0; status && n < NGX_HTTP_CHAT_MYSQL_ABORT_STEPS; n++) {
+        if (n == 0) {
+            fd = mysql_get_socket(mc->mysql);
+
+            if (fd != MARIADB_INVALID_SOCKET) {
+                (void) shutdown(fd, SHUT_RDWR);
+            }
+        }
+
+        status = mysql_close_cont(mc->mysql, MYSQL_WAIT_TIMEOUT);
+    }
+
+    if (status) {
+        /* leaking the handle is better than blocking the worker */
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0,
+                      "chat mysql: connection #%ui could not be closed",
+                      mc->index);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "chat mysql: connection #%ui closed", mc->index);
+
+    mc->mysql = NULL;
+    mc->state = NGX_HTTP_CHAT_MYSQL_CLOSED;
+}
+
+
+/* follows the library's socket with an nginx connection for its events */
+
+static ngx_int_t
+ngx_http_chat_mysql_attach(ngx_http_chat_mysql_conn_t *mc)
+{
+    my_socket                    fd;
+    ngx_connection_t            *c;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    fd = mysql_get_socket(mc->mysql);
+
+    if (mc->conn) {
+        if (mc->conn->fd == (ngx_socket_t) fd) {
+            return NGX_OK;
+        }
+
+        /* the library closed the socket we knew */
+        ngx_http_chat_mysql_release(mc, 1);
+    }
+
+    if (fd == MARIADB_INVALID_SOCKET) {
+        ngx_log_error(NGX_LOG_ALERT, pool->log, 0,
+                      "chat mysql: connection #%ui has no socket", mc->index);
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection((ngx_socket_t) fd, pool->log);
+    if (c == NULL) {
+        return NGX_ERROR;
+    }
+
+    c->data = mc;
+
+    c->read->handler = ngx_http_chat_mysql_read_handler;
+    c->write->handler = ngx_http_chat_mysql_write_handler;
+    c->read->log = pool->log;
+    c->write->log = pool->log;
+
+    mc->conn = c;
+
+    return NGX_OK;
+}
+
+
+/*
+ * "closed": the library has closed the descriptor already, and with it the
+ * kernel dropped it from the event set; only nginx's flags are cleared
+ */
+
+static void
+ngx_http_chat_mysql_release(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t closed)
+{
+    ngx_connection_t  *c;
+
+    c = mc->conn;
+
+    if (c == NULL) {
+        return;
+    }
+
+    mc->conn = NULL;
+
+    if (closed) {
+        if (c->read->active) {
+            (void) ngx_del_event(c->read, NGX_READ_EVENT, NGX_CLOSE_EVENT);
+        }
+
+        if (c->write->active) {
+            (void) ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_CLOSE_EVENT);
+        }
+
+    } else {
+        (void) ngx_http_chat_event_interest(c->read, NGX_READ_EVENT, 0);
+        (void) ngx_http_chat_event_interest(c->write, NGX_WRITE_EVENT, 0);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
+    ngx_free_connection(c);
+
+    /* the descriptor is the library's: mark the slot as not holding one */
+    c->fd = (ngx_socket_t) -1;
+}
+
+
+/* maps the library's wait bits onto events of its socket */
+
+static ngx_int_t
+ngx_http_chat_mysql_wait(ngx_http_chat_mysql_conn_t *mc, int status)
+{
+    ngx_uint_t         want;
+    ngx_msec_t         ms;
+    ngx_connection_t  *c;
+
+    mc->wait = status;
+
+    if (ngx_http_chat_mysql_attach(mc) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    c = mc->conn;
+
+    want = (status & (MYSQL_WAIT_READ|MYSQL_WAIT_EXCEPT)) != 0;
+
+    if (ngx_http_chat_event_interest(c->read, NGX_READ_EVENT, want) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    want = (status & MYSQL_WAIT_WRITE) != 0;
+
+    if (ngx_http_chat_event_interest(c->write, NGX_WRITE_EVENT, want)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (status & MYSQL_WAIT_TIMEOUT) {
+        ms = mysql_get_timeout_value_ms(mc->mysql);
+        ngx_add_timer(&mc->lib_timer, ms ? ms : 1);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * An idle connection is read-watched: the server has nothing to say between
+ * queries, so readiness means it closed the connection or is about to.
+ */
+
+static ngx_int_t
+ngx_http_chat_mysql_watch_idle(ngx_http_chat_mysql_conn_t *mc)
+{
+    ngx_connection_t  *c;
+
+    mc->wait = 0;
+
+    if (mc->lib_timer.timer_set) {
+        ngx_del_timer(&mc->lib_timer);
+    }
+
+    if (ngx_http_chat_mysql_attach(mc) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    c = mc->conn;
+
+    if (ngx_http_chat_event_interest(c->write, NGX_WRITE_EVENT, 0) != NGX_OK
+        || ngx_http_chat_event_interest(c->read, NGX_READ_EVENT, 1) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_mysql_resume(ngx_http_chat_mysql_conn_t *mc, int ready)
+{
+    int         status, err;
+    MYSQL      *ret;
+    MYSQL_RES  *res;
+
+    if (mc->lib_timer.timer_set) {
+        ngx_del_timer(&mc->lib_timer);
+    }
+
+    switch (mc->state) {
+
+    case NGX_HTTP_CHAT_MYSQL_CONNECTING:
+        ret = NULL;
+        status = mysql_real_connect_cont(&ret, mc->mysql, ready);
+        ngx_http_chat_mysql_connected(mc, status, ret);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_QUERY:
+        err = 0;
+        status = mysql_real_query_cont(&err, mc->mysql, ready);
+        ngx_http_chat_mysql_queried(mc, status, err);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_STORE:
+        res = NULL;
+        status = mysql_store_result_cont(&res, mc->mysql, ready);
+        ngx_http_chat_mysql_stored(mc, status, res);
+        return;
+
+    default:
+        ngx_log_error(NGX_LOG_ALERT, ngx_http_chat_mysql_pool->log, 0,
+                      "chat mysql: connection #%ui event in state %ui",
+                      mc->index, mc->state);
+    }
+}
+
+
+static void
+ngx_http_chat_mysql_read_handler(ngx_event_t *rev)
+{
+    ngx_connection_t            *c;
+    ngx_http_chat_mysql_conn_t  *mc;
+
+    c = rev->data;
+    mc = c->data;
+
+    if (mc->state == NGX_HTTP_CHAT_MYSQL_IDLE) {
+        ngx_log_error(NGX_LOG_INFO, rev->log, 0,
+                      "chat mysql: idle connection #%ui closed by the server",
+                      mc->index);
+
+        ngx_http_chat_mysql_fail(mc, 0);
+        return;
+    }
+
+    if (!(mc->wait & (MYSQL_WAIT_READ|MYSQL_WAIT_EXCEPT))) {
+        if (ngx_http_chat_event_interest(rev, NGX_READ_EVENT, 0) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    ngx_http_chat_mysql_resume(mc,
+                               mc->wait & (MYSQL_WAIT_READ|MYSQL_WAIT_EXCEPT));
+}
+
+
+static void
+ngx_http_chat_mysql_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t            *c;
+    ngx_http_chat_mysql_conn_t  *mc;
+
+    c = wev->data;
+    mc = c->data;
+
+    if (!(mc->wait & MYSQL_WAIT_WRITE)) {
+        if (ngx_http_chat_event_interest(wev, NGX_WRITE_EVENT, 0) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    ngx_http_chat_mysql_resume(mc, MYSQL_WAIT_WRITE);
+}
+
+
+/* the retry delay of a closed connection, the timeout of a connecting one */
+
+static void
+ngx_http_chat_mysql_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    mc = ev->data;
+    pool = ngx_http_chat_mysql_pool;
+
+    switch (mc->state) {
+
+    case NGX_HTTP_CHAT_MYSQL_CLOSED:
+        ngx_http_chat_mysql_connect(mc);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_CONNECTING:
+        if (!pool->logged) {
+            ngx_log_error(NGX_LOG_ERR, pool->log, 0,
+                          "chat mysql: connect to %s:%ud timed out after "
+                          "%M ms, retrying in the background",
+                          pool->host, pool->port, pool->connect_timeout);
+            pool->logged = 1;
+
+        } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                           "chat mysql: connection #%ui connect timed out",
+                           mc->index);
+        }
+
+        ngx_http_chat_mysql_fail(mc, 1);
+        return;
+    }
+}
+
+
+static void
+ngx_http_chat_mysql_lib_timer_handler(ngx_event_t *ev)
+{
+    ngx_http_chat_mysql_conn_t  *mc;
+
+    mc = ev->data;
+
+    if (mc->wait & MYSQL_WAIT_TIMEOUT) {
+        ngx_http_chat_mysql_resume(mc, MYSQL_WAIT_TIMEOUT);
+    }
+}
+
+
+static void
+ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev)
+{
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    op = ev->data;
+    pool = ngx_http_chat_mysql_pool;
+
+    op->res.rc = NGX_DECLINED;
+
+    mc = op->conn;
+
+    if (mc) {
+
+        /* a hung server cannot be asked to cancel: drop the connection */
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "chat mysql: query timed out after %M ms on "
+                      "connection #%ui", pool->timeout, mc->index);
+
+        ngx_http_chat_mysql_fail(mc, 1);
+        return;
+    }
+
+    if (op->queued) {
+        ngx_queue_remove(&op->queue);
+        op->queued = 0;
+        pool->nqueued--;
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "chat mysql: no free connection within %M ms",
+                      pool->timeout);
+    }
+
+    ngx_http_chat_mysql_complete(op);
+}
+
+
+static void
+ngx_http_chat_mysql_done_handler(ngx_event_t *ev)
+{
+    ngx_int_t                  rc;
+    ngx_http_request_t        *r;
+    ngx_http_chat_ctx_t       *ctx;
+    ngx_http_chat_mysql_op_t  *op;
+
+    op = ev->data;
+    r = op->request;
+    ctx = op->ctx;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "chat mysql: done rc:%i errnum:%ui rows:%ui affected:%uL",
+                   op->res.rc, op->res.errnum, op->res.nrows,
+                   op->res.affected);
+
+    ngx_http_chat_unpark(r);
+
+    rc = ctx->sql_handler(r, ctx, &op->res);
+
+    ngx_http_chat_finish(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op)
+{
+    u_char                   *p, *s, *end;
+    size_t                    len;
+    ngx_uint_t                i;
+    unsigned long             n;
+    ngx_http_chat_sql_arg_t  *a;
+
+    len = op->sql_len - op->nargs;
+
+    for (i = 0; i < op->nargs; i++) {
+        a = &op->args[i];
+
+        switch (a->type) {
+
+        case NGX_HTTP_CHAT_SQL_INT:
+            len += NGX_INT64_LEN;
+            break;
+
+        case NGX_HTTP_CHAT_SQL_STR:
+            len += 2 * a->str.len + 3;
+            break;
+
+        default:
+            len += sizeof("NULL") - 1;
+        }
+    }
+
+    op->query = ngx_pnalloc(op->request->pool, len + 1);
+    if (op->query == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = op->query;
+    end = op->sql + op->sql_len;
+    i = 0;
+
+    for (s = op->sql; s < end; s++) {
+
+        if (*s != '?') {
+            *p++ = *s;
+            continue;
+        }
+
+        a = &op->args[i++];
+
+        switch (a->type) {
+
+        case NGX_HTTP_CHAT_SQL_INT:
+            p = ngx_sprintf(p, "%L", a->num);
+            break;
+
+        case NGX_HTTP_CHAT_SQL_STR:
+            *p++ = '\'';
+
+            n = mysql_real_escape_string(mc->mysql, (char *) p,
+                                         a->str.len ? (char *) a->str.data
+                                                    : "",
+                                         (unsigned long) a->str.len);
+
+            if (n == (unsigned long) -1) {
+                ngx_log_error(NGX_LOG_ALERT, op->request->connection->log, 0,
+                              "chat mysql: mysql_real_escape_string() "
+                              "failed");
+                return NGX_ERROR;
+            }
+
+            p += n;
+            *p++ = '\'';
+            break;
+
+        default:
+            p = ngx_cpymem(p, "NULL", sizeof("NULL") - 1);
+        }
+    }
+
+    *p = '\0';
+
+    op->query_len = p - op->query;
+
+    return NGX_OK;
+}
+
+
+/* the result set into the request's pool: cells[row * ncols + col] */
+
+static ngx_int_t
+ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
+{
+    u_char              *buf;
+    size_t               size;
+    ngx_str_t           *cell, *last;
+    ngx_uint_t           nrows, ncols, i;
+    MYSQL_ROW            row;
+    unsigned long       *lengths;
+    ngx_http_request_t  *r;
+
+    r = op->request;
+
+    nrows = (ngx_uint_t) mysql_num_rows(res);
+    ncols = mysql_num_fields(res);
+
+    op->res.nrows = nrows;
+    op->res.ncols = ncols;
+    op->res.cells = NULL;
+
+    if (nrows == 0 || ncols == 0) {
+        return NGX_OK;
+    }
+
+    if (nrows > NGX_MAX_SIZE_T_VALUE / sizeof(ngx_str_t) / ncols) {
+        return NGX_ERROR;
+    }
+
+    op->res.cells = ngx_palloc(r->pool, nrows * ncols * sizeof(ngx_str_t));
+    if (op->res.cells == NULL) {
+        return NGX_ERROR;
+    }
+
+    size = 0;
+
+    while ((row = mysql_fetch_row(res)) != NULL) {
+        lengths = mysql_fetch_lengths(res);
+
+        for (i = 0; i < ncols; i++) {
+            if (row[i]) {
+                size += lengths[i] + 1;
+            }
+        }
+    }
+
+    buf = NULL;
+
+    if (size) {
+        buf = ngx_pnalloc(r->pool, size);
+        if (buf == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    mysql_data_seek(res, 0);
+
+    cell = op->res.cells;
+    last = cell + nrows * ncols;
+
+    while (cell < last && (row = mysql_fetch_row(res)) != NULL) {
+        lengths = mysql_fetch_lengths(res);
+
+        for (i = 0; i < ncols; i++, cell++) {
+
+            if (row[i] == NULL) {
+                cell->len = 0;
+                cell->data = NULL;
+                continue;
+            }
+
+            /* NUL-terminated as a convenience for numeric conversions */
+
+            cell->len = lengths[i];
+            cell->data = buf;
+            buf = ngx_cpymem(buf, row[i], lengths[i]);
+            *buf++ = '\0';
+        }
+    }
+
+    while (cell < last) {
+        cell->len = 0;
+        cell->data = NULL;
+        cell++;
+    }
+
+    return NGX_OK;
+}
+
+
+/* answers an operation from the event loop, never from the caller's stack */
+
+static void
+ngx_http_chat_mysql_complete(ngx_http_chat_mysql_op_t *op)
+{
+    if (op->deadline.timer_set) {
+        ngx_del_timer(&op->deadline);
+    }
+
+    op->conn = NULL;
+
+    ngx_post_event(&op->done, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_chat_mysql_dispatch(void)
+{
+    ngx_queue_t                 *q;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    while (!ngx_queue_empty(&pool->queue)) {
+
+        mc = ngx_http_chat_mysql_idle_conn();
+        if (mc == NULL) {
+            return;
+        }
+
+        q = ngx_queue_head(&pool->queue);
+        ngx_queue_remove(q);
+
+        op = ngx_queue_data(q, ngx_http_chat_mysql_op_t, queue);
+        op->queued = 0;
+        pool->nqueued--;
+
+        ngx_http_chat_mysql_start(mc, op);
+    }
+}
+
+
+/* when nothing can serve them soon, waiting operations are answered now */
+
+static void
+ngx_http_chat_mysql_flush(void)
+{
+    ngx_queue_t                 *q;
+    ngx_http_chat_mysql_op_t    *op;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    if (ngx_queue_empty(&pool->queue) || ngx_http_chat_mysql_available()) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
+                   "chat mysql: no connection up, failing %ui queries",
+                   pool->nqueued);
+
+    while (!ngx_queue_empty(&pool->queue)) {
+        q = ngx_queue_head(&pool->queue);
+        ngx_queue_remove(q);
+
+        op = ngx_queue_data(q, ngx_http_chat_mysql_op_t, queue);
+        op->queued = 0;
+        pool->nqueued--;
+
+        ngx_http_chat_mysql_complete(op);
+    }
+}
+
+
+static ngx_http_chat_mysql_conn_t *
+ngx_http_chat_mysql_idle_conn(void)
+{
+    ngx_uint_t                   i;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    for (i = 0; i < pool->nconns; i++) {
+        if (pool->conns[i].state == NGX_HTTP_CHAT_MYSQL_IDLE) {
+            return &pool->conns[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Whether an operation may wait: some connection is up, or is making its
+ * first attempt since it was last up.  Otherwise MariaDB is down and callers
+ * are answered at once.
+ */
+
+static ngx_uint_t
+ngx_http_chat_mysql_available(void)
+{
+    ngx_uint_t                   i;
+    ngx_http_chat_mysql_conn_t  *mc;
+    ngx_http_chat_mysql_pool_t  *pool;
+
+    pool = ngx_http_chat_mysql_pool;
+
+    for (i = 0; i < pool->nconns; i++) {
+        mc = &pool->conns[i];
+
+        switch (mc->state) {
+
+        case NGX_HTTP_CHAT_MYSQL_IDLE:
+        case NGX_HTTP_CHAT_MYSQL_QUERY:
+        case NGX_HTTP_CHAT_MYSQL_STORE:
+            return 1;
+
+        case NGX_HTTP_CHAT_MYSQL_CONNECTING:
+            if (!mc->failed) {
+                return 1;
+            }
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
+/* errors after which the connection is gone or going */
+
+static ngx_uint_t
+ngx_http_chat_mysql_lost(ngx_uint_t errnum)
+{
+    if (errnum >= CR_MIN_ERROR && errnum <= CR_MAX_ERROR) {
+        return 1;
+    }
+
+    switch (errnum) {
+
+    case 0:
+    case ER_SERVER_SHUTDOWN:
+    case ER_CONNECTION_KILLED:
+        return 1;
+    }
+
+    return 0;
+}
