@@ -228,6 +228,24 @@ cJSON *ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
     cJSON *input);
 ngx_int_t ngx_http_chat_send_invalid(ngx_http_request_t *r, cJSON *errors);
 
+/* pydantic-style checks (ngx_http_chat_valid.c): NGX_OK, NGX_DECLINED when
+ * an error item was appended to *errors, NGX_ERROR */
+ngx_int_t ngx_http_chat_body_string(ngx_http_request_t *r, cJSON **errors,
+    cJSON *json, const char *field, ngx_uint_t required, ngx_int_t min,
+    ngx_int_t max, ngx_str_t *value);
+ngx_int_t ngx_http_chat_body_int(ngx_http_request_t *r, cJSON **errors,
+    cJSON *json, const char *field, ngx_uint_t required, int64_t *value);
+ngx_int_t ngx_http_chat_json_int(ngx_http_request_t *r, cJSON **errors,
+    cJSON *item, const char *where, const char *field, int64_t *value);
+ngx_int_t ngx_http_chat_query_string(ngx_http_request_t *r, cJSON **errors,
+    const char *name, ngx_uint_t required, ngx_int_t min, ngx_int_t max,
+    ngx_str_t *value);
+ngx_int_t ngx_http_chat_query_int(ngx_http_request_t *r, cJSON **errors,
+    const char *name, int64_t def, int64_t min, int64_t max, int64_t *value);
+ngx_int_t ngx_http_chat_check_int(ngx_http_request_t *r, cJSON **errors,
+    const char *where, const char *name, ngx_str_t *s, int64_t min,
+    int64_t max, int64_t *value);
+
 ngx_int_t ngx_http_chat_utf8_length(ngx_str_t *s);
 ngx_int_t ngx_http_chat_parse_id(ngx_str_t *s, int64_t *id);
 u_char *ngx_http_chat_iso_time(u_char *p, time_t sec, ngx_uint_t usec);
