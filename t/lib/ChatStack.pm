@@ -17,7 +17,8 @@ use Time::HiRes ();
 use Exporter 'import';
 our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  make_jwt redis_cmd mysql_cmd freeze thaw json_decode
-                 json_encode unique_name);
+                 json_encode unique_name register_user login_user
+                 user_token api);
 
 sub env {
     my ($name, $default) = @_;
@@ -100,7 +101,7 @@ sub redis_cmd {
     my $out = <$fh>;
     close $fh;
     $out //= '';
-    chomp $out;
+    $out =~ s/\n+\z//;
     return $out;
 }
 
@@ -116,7 +117,7 @@ sub mysql_cmd {
     my $out = <$fh>;
     close $fh;
     $out //= '';
-    chomp $out;
+    $out =~ s/\n+\z//;
     return $out;
 }
 
@@ -150,6 +151,55 @@ sub unique_name {
     my ($prefix) = @_;
     $seq++;
     return sprintf('%s%x%x%d', $prefix // 'u', time(), $$, $seq);
+}
+
+# ---- the user service, through the file's running nginx
+
+# an API call on the main test instance; returns (status, decoded body, res)
+sub api {
+    my ($method, $path, $token, $body, $headers) = @_;
+    require Test::Nginx::Chat;
+    my %h = %{ $headers // {} };
+    $h{Authorization} = "Bearer $token" if defined $token;
+    $h{'Content-Type'} //= 'application/json' if defined $body;
+    $body = json_encode($body) if ref $body;
+    my $res = Test::Nginx::Chat::http_request($method, $path, \%h, $body, 10);
+    return ($res->{status} // 0, json_decode($res->{body} // ''), $res);
+}
+
+# a new user with unique names; returns its id, email, username, password
+sub register_user {
+    my (%opt) = @_;
+    my $name = $opt{username} // unique_name('u');
+    my $user = {
+        email    => $opt{email} // "$name\@example.com",
+        username => $name,
+        password => $opt{password} // 'Secret#123',
+        (exists $opt{display_name}
+            ? (display_name => $opt{display_name}) : ()),
+    };
+    my ($status, $body) = api(POST => '/api/auth/register', undef, $user);
+    die "register $name: $status\n" unless $status == 201;
+    $user->{id} = $body->{id};
+    return $user;
+}
+
+sub login_user {
+    my ($user) = @_;
+    my ($status, $body) = api(POST => '/api/auth/login/json', undef,
+                              { email => $user->{email},
+                                password => $user->{password} });
+    die "login $user->{email}: $status\n" unless $status == 200;
+    return $body->{access_token};
+}
+
+# a token for a user id without the user service (for other services)
+sub user_token {
+    my ($id, $email, %claims) = @_;
+    return make_jwt({ alg => 'HS256', typ => 'JWT' },
+                    { sub => "$id", email => $email // "u$id\@example.com",
+                      type => 'access', exp => time() + 3600, %claims },
+                    env('JWT_SECRET', 'change-me-nginx-chat-secret'));
 }
 
 1;
