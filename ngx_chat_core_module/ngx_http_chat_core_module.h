@@ -27,7 +27,7 @@
 /* route flags */
 #define NGX_HTTP_CHAT_AUTH          0x01    /* Bearer token required */
 #define NGX_HTTP_CHAT_JSON          0x02    /* JSON body, parsed first */
-#define NGX_HTTP_CHAT_BODY          0x04    /* raw body read (form, multipart) */
+#define NGX_HTTP_CHAT_BODY          0x04    /* raw body (form, multipart) */
 #define NGX_HTTP_CHAT_INTERNAL      0x08    /* service listener only */
 
 #define NGX_HTTP_CHAT_MAX_PARAMS    4

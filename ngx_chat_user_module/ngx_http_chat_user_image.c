@@ -25,7 +25,10 @@ typedef struct {
 static ngx_int_t ngx_http_chat_user_image_loaded(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_user_multipart(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, ngx_str_t *file, ngx_str_t *filename);
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *file, ngx_str_t *filename,
+    const char **error);
+static ngx_int_t ngx_http_chat_user_bad_multipart(const char **error,
+    const char *message);
 static const char *ngx_http_chat_user_image_type(ngx_str_t *file);
 static ngx_int_t ngx_http_chat_user_image_stored(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
@@ -63,33 +66,43 @@ ngx_http_chat_user_bad_image(ngx_http_request_t *r, const char *message)
 
 
 static ngx_int_t
+ngx_http_chat_user_bad_multipart(const char **error, const char *message)
+{
+    *error = message;
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
 ngx_http_chat_user_image_loaded(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx)
 {
     u_char                         *p;
     u_char                          rnd[8];
     ngx_str_t                       file, filename, name;
-    ngx_int_t                       rc;
-    const char                     *ext;
+    const char                     *ext, *error;
     ngx_http_chat_user_ctx_t       *uctx;
     ngx_http_chat_user_loc_conf_t  *ulcf;
 
     uctx = ctx->data;
     ulcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_user_module);
 
-    rc = ngx_http_chat_user_multipart(r, ctx, &file, &filename);
-
-    if (rc != NGX_OK) {
-        return rc;
+    if (ngx_http_chat_user_multipart(r, ctx, &file, &filename, &error)
+        != NGX_OK)
+    {
+        return ngx_http_chat_user_bad_image(r, error);
     }
 
-    if (ngx_strlchr(filename.data, filename.data + filename.len, '/')
-        || ngx_strlchr(filename.data, filename.data + filename.len, '\\')
-        || ngx_strlcasestrn(filename.data, filename.data + filename.len,
-                            (u_char *) "..", 1)
-        || ngx_strlchr(filename.data, filename.data + filename.len, '\0'))
-    {
-        return ngx_http_chat_user_bad_image(r, "Invalid file name");
+    /* the name is never used, but a path in it is an attack: refuse it */
+
+    for (p = filename.data; p < filename.data + filename.len; p++) {
+        if (*p == '/' || *p == '\\' || *p == '\0'
+            || (*p == '.' && p + 1 < filename.data + filename.len
+                && p[1] == '.'))
+        {
+            return ngx_http_chat_user_bad_image(r, "Invalid file name");
+        }
     }
 
     if (file.len == 0) {
@@ -144,11 +157,14 @@ ngx_http_chat_user_image_loaded(ngx_http_request_t *r,
 }
 
 
-/* the "file" part of a multipart/form-data body, pointing into ctx->body */
+/*
+ * the "file" part of a multipart/form-data body, pointing into ctx->body;
+ * NGX_DECLINED with *error set when there is none
+ */
 
 static ngx_int_t
 ngx_http_chat_user_multipart(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    ngx_str_t *file, ngx_str_t *filename)
+    ngx_str_t *file, ngx_str_t *filename, const char **error)
 {
     u_char     *p, *last, *b, *e, *hdr, *hend, *part, *name;
     size_t      blen;
@@ -167,15 +183,15 @@ ngx_http_chat_user_multipart(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                            sizeof("multipart/form-data") - 1)
            != 0)
     {
-        return ngx_http_chat_user_bad_image(r,
-                     "Expected multipart/form-data with a \"file\" field");
+        return ngx_http_chat_user_bad_multipart(error,
+                   "Expected multipart/form-data with a \"file\" field");
     }
 
     last = ct->data + ct->len;
     b = ngx_strlcasestrn(ct->data, last, (u_char *) "boundary=", 9 - 1);
 
     if (b == NULL) {
-        return ngx_http_chat_user_bad_image(r, "No multipart boundary");
+        return ngx_http_chat_user_bad_multipart(error, "No multipart boundary");
     }
 
     b += 9;
@@ -189,7 +205,8 @@ ngx_http_chat_user_multipart(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     }
 
     if (e == NULL || e == b || e - b > 70) {
-        return ngx_http_chat_user_bad_image(r, "Invalid multipart boundary");
+        return ngx_http_chat_user_bad_multipart(error,
+                   "Invalid multipart boundary");
     }
 
     /* the delimiter is CRLF "--" boundary; the first one may lack CRLF */
@@ -208,7 +225,7 @@ ngx_http_chat_user_multipart(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     } else {
         part = memmem(p, last - p, boundary, blen);
         if (part == NULL) {
-            return ngx_http_chat_user_bad_image(r, "No file uploaded");
+            return ngx_http_chat_user_bad_multipart(error, "No file uploaded");
         }
 
         part += blen;
@@ -266,7 +283,7 @@ ngx_http_chat_user_multipart(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         part = e + blen;
     }
 
-    return ngx_http_chat_user_bad_image(r, "No file uploaded");
+    return ngx_http_chat_user_bad_multipart(error, "No file uploaded");
 }
 
 
@@ -483,6 +500,21 @@ ngx_http_chat_user_file_run(void *data)
     }
 
     fd = open(f->path, O_WRONLY|O_CREAT|O_EXCL, 0644);
+
+    if (fd == -1 && errno == ENOENT) {
+
+        /* the upload directory itself is made on first use */
+
+        p = (u_char *) strrchr(f->path, '/');
+
+        if (p) {
+            *p = '\0';
+            (void) mkdir(f->path, 0755);
+            *p = '/';
+            fd = open(f->path, O_WRONLY|O_CREAT|O_EXCL, 0644);
+        }
+    }
+
     if (fd == -1) {
         f->err = errno;
         return NGX_ERROR;
