@@ -208,25 +208,25 @@ ngx_http_chat_json_int(ngx_http_request_t *r, cJSON **errors, cJSON *item,
     if (cJSON_IsNumber(item)) {
         d = item->valuedouble;
 
-        if (d == (double) (int64_t) d && d < 9007199254740992.0
-            && d > -9007199254740992.0)
-        {
-            *value = (int64_t) d;
-            return NGX_OK;
-        }
+        /* beyond 2^53 a double no longer holds every integer */
 
-        if (d == (double) (int64_t) d || d != d) {
+        if (d >= 9007199254740992.0 || d <= -9007199254740992.0 || d != d) {
             *errors = ngx_http_chat_invalid(r, *errors, where, field,
                                 "int_parsing_size",
                                 "Unable to parse input string as an "
                                 "integer, exceeded maximum size",
                                 cJSON_Duplicate(item, 1));
-        } else {
+
+        } else if (d != (double) (int64_t) d) {
             *errors = ngx_http_chat_invalid(r, *errors, where, field,
                                 "int_from_float",
                                 "Input should be a valid integer, got a "
                                 "number with a fractional part",
                                 cJSON_Duplicate(item, 1));
+
+        } else {
+            *value = (int64_t) d;
+            return NGX_OK;
         }
 
         return *errors ? NGX_DECLINED : NGX_ERROR;
