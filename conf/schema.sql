@@ -63,3 +63,20 @@ CREATE TABLE IF NOT EXISTS room_members (
     CONSTRAINT fk_room_members_room FOREIGN KEY (chat_room_id)
         REFERENCES chat_rooms (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+-- friend service: at most one live friendship per unordered pair of users.
+-- The original only checks before it inserts, so two requests sent at the
+-- same moment (A to B and B to A) could both pass; this key makes the
+-- second INSERT fail instead.  pair_live is NULL once a row is soft
+-- deleted, and NULLs never collide, so rejected and cancelled requests
+-- stay in the table and a new request can follow them.
+ALTER TABLE friendships
+    ADD COLUMN IF NOT EXISTS pair_low INT
+        AS (LEAST(user_id_1, user_id_2)) PERSISTENT,
+    ADD COLUMN IF NOT EXISTS pair_high INT
+        AS (GREATEST(user_id_1, user_id_2)) PERSISTENT,
+    ADD COLUMN IF NOT EXISTS pair_live TINYINT
+        AS (IF(deleted_at IS NULL, 1, NULL)) PERSISTENT;
+
+CREATE UNIQUE INDEX IF NOT EXISTS ux_friendships_live_pair
+    ON friendships (pair_low, pair_high, pair_live);

@@ -112,10 +112,10 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       NULL },
 
     { ngx_string("chat_cors_origins"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_conf_set_str_array_slot,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_chat_core_main_conf_t, cors_origins),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_cors_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_json_max_body_size"),
@@ -187,7 +187,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
 static ngx_http_module_t  ngx_http_chat_core_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_chat_cors_init,               /* postconfiguration */
 
     ngx_http_chat_core_create_main_conf,   /* create main configuration */
     ngx_http_chat_core_init_main_conf,     /* init main configuration */
@@ -243,7 +243,6 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->redis_db = NGX_CONF_UNSET;
     cmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->jwt_lifetime = NGX_CONF_UNSET;
-    cmcf->cors_origins = NGX_CONF_UNSET_PTR;
     cmcf->json_max_size = NGX_CONF_UNSET_SIZE;
     cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
     cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
@@ -266,7 +265,6 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(cmcf->redis_db, 0);
     ngx_conf_init_msec_value(cmcf->redis_timeout, 3000);
     ngx_conf_init_value(cmcf->jwt_lifetime, 2 * 60 * 60);
-    ngx_conf_init_ptr_value(cmcf->cors_origins, NULL);
     ngx_conf_init_size_value(cmcf->json_max_size, 64 * 1024);
     ngx_conf_init_uint_value(cmcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
@@ -319,6 +317,7 @@ ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf)
     }
 
     clcf->internal = NGX_CONF_UNSET;
+    clcf->cors_origins = NGX_CONF_UNSET_PTR;
 
     return clcf;
 }
@@ -333,6 +332,7 @@ ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->service_name, prev->service_name,
                              "nginx-chat");
     ngx_conf_merge_value(conf->internal, prev->internal, 0);
+    ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     return NGX_CONF_OK;
 }

@@ -162,7 +162,6 @@ typedef struct {
     ngx_str_t                   jwt_secret;
     time_t                      jwt_lifetime;
 
-    ngx_array_t                *cors_origins;   /* of ngx_str_t */
     size_t                      json_max_size;
     ngx_uint_t                  events_maxlen;
     ngx_msec_t                  sse_keepalive;
@@ -174,6 +173,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                   service_name;
     ngx_flag_t                  internal;       /* service listener */
+    ngx_array_t                *cors_origins;   /* of ngx_str_t */
 } ngx_http_chat_core_loc_conf_t;
 
 
@@ -332,6 +332,9 @@ ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
 
 
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
+char *ngx_http_chat_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 /* the core's datastore connection helper: level-triggered interest in one

@@ -34,15 +34,19 @@ sub chat_main_config {
 # the datastore part of http{}; timeouts short so outage tests stay quick
 sub chat_http_config {
     my (%opt) = @_;
-    my $mysql_timeout = $opt{mysql_timeout} // '3s';
-    my $redis_timeout = $opt{redis_timeout} // '2s';
+
+    # under valgrind everything is many times slower, start-up above all
+    my $slow = $ENV{TEST_NGINX_USE_VALGRIND} ? 10 : 1;
+    my $mysql_timeout = $opt{mysql_timeout} // (3 * $slow) . 's';
+    my $redis_timeout = $opt{redis_timeout} // (2 * $slow) . 's';
+    my $connect_timeout = (1 * $slow) . 's';
     my $mongo_port = env('MONGO_PORT', 27117);
     my $mongo_db = env('MONGO_DATABASE', 'chat_test');
 
     return <<"EOF";
     chat_mysql 127.0.0.1:@{[env('MYSQL_PORT', 13306)]} user=chat password=chatpw database=@{[env('MYSQL_DATABASE', 'chat_test')]} pool=4;
     chat_mysql_timeout $mysql_timeout;
-    chat_mysql_connect_timeout 1s;
+    chat_mysql_connect_timeout $connect_timeout;
     chat_redis 127.0.0.1:@{[env('REDIS_PORT', 16379)]};
     chat_redis_timeout $redis_timeout;
     chat_mongo "mongodb://127.0.0.1:$mongo_port/?serverSelectionTimeoutMS=2000&connectTimeoutMS=1000&socketTimeoutMS=3000" database=$mongo_db;
