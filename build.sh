@@ -315,10 +315,20 @@ start_nginx() {
     local prefix=$1
 
     if pid_alive "$prefix/logs/nginx.pid"; then
-        log "nginx already running in $prefix, reloading its configuration"
-        render_conf "$prefix"
-        "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log -s reload
-        return 0
+        # a reload keeps the modules already loaded: new builds need a
+        # restart
+        if [ -z "$(find "$BUILD" -maxdepth 1 -name '*.so' \
+                        -newer "$prefix/logs/nginx.pid")" ]
+        then
+            log "nginx already running in $prefix, reloading its configuration"
+            render_conf "$prefix"
+            "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log \
+                -s reload
+            return 0
+        fi
+
+        log "modules rebuilt: restarting nginx in $prefix"
+        stop_pidfile "$prefix/logs/nginx.pid" QUIT
     fi
 
     render_conf "$prefix"

@@ -155,14 +155,21 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
     ngx_http_chat_ctx_t *ctx, u_char *allow, size_t *allow_len)
 {
     u_char                 *p, *last;
-    ngx_uint_t              method;
+    ngx_uint_t              methods, i;
     ngx_http_chat_route_t  *route;
 
-    p = allow;
-    last = allow + 63;
-    *allow_len = 0;
+    static struct {
+        ngx_uint_t          method;
+        const char         *name;
+    } names[] = {
+        { NGX_HTTP_DELETE, "DELETE" },
+        { NGX_HTTP_GET, "GET" },
+        { NGX_HTTP_PATCH, "PATCH" },
+        { NGX_HTTP_POST, "POST" },
+        { NGX_HTTP_PUT, "PUT" }
+    };
 
-    method = r->method;
+    methods = 0;
 
     for (route = routes; route->handler; route++) {
 
@@ -170,34 +177,24 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
             continue;
         }
 
-        if (route->method & method
-            || (method == NGX_HTTP_HEAD && route->method & NGX_HTTP_GET))
+        if (route->method & r->method
+            || (r->method == NGX_HTTP_HEAD && route->method & NGX_HTTP_GET))
         {
             return route;
         }
 
         /* the path exists with another method: remember it for 405 */
 
-        if (p != allow) {
-            p = ngx_slprintf(p, last, ", ");
-        }
+        methods |= route->method;
+    }
 
-        switch (route->method) {
-        case NGX_HTTP_GET:
-            p = ngx_slprintf(p, last, "GET");
-            break;
-        case NGX_HTTP_POST:
-            p = ngx_slprintf(p, last, "POST");
-            break;
-        case NGX_HTTP_PUT:
-            p = ngx_slprintf(p, last, "PUT");
-            break;
-        case NGX_HTTP_DELETE:
-            p = ngx_slprintf(p, last, "DELETE");
-            break;
-        default:
-            p = ngx_slprintf(p, last, "PATCH");
-            break;
+    p = allow;
+    last = allow + 63;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (methods & names[i].method) {
+            p = ngx_slprintf(p, last, p == allow ? "%s" : ", %s",
+                             names[i].name);
         }
     }
 
