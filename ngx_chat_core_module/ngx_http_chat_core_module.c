@@ -139,6 +139,13 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       offsetof(ngx_http_chat_core_main_conf_t, sse_keepalive),
       NULL },
 
+    { ngx_string("chat_sse_max_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, sse_max_queue),
+      NULL },
+
     { ngx_string("chat_service_name"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -246,6 +253,7 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->json_max_size = NGX_CONF_UNSET_SIZE;
     cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
     cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
+    cmcf->sse_max_queue = NGX_CONF_UNSET_SIZE;
 
     return cmcf;
 }
@@ -268,6 +276,7 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_size_value(cmcf->json_max_size, 64 * 1024);
     ngx_conf_init_uint_value(cmcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
+    ngx_conf_init_size_value(cmcf->sse_max_queue, 256 * 1024);
 
     if (cmcf->mongo_database.len == 0) {
         ngx_str_set(&cmcf->mongo_database, "bigtech_chat");

@@ -44,6 +44,7 @@
 
 
 typedef struct ngx_http_chat_ctx_s  ngx_http_chat_ctx_t;
+typedef struct ngx_http_chat_sse_s  ngx_http_chat_sse_t;
 
 typedef ngx_int_t (*ngx_http_chat_handler_pt)(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
@@ -118,6 +119,7 @@ struct ngx_http_chat_ctx_s {
     time_t                      token_exp;
 
     ngx_http_chat_handler_pt    next;       /* after authentication */
+    ngx_http_chat_sse_t        *sse;        /* an open event stream */
 
     /* service module's own state */
     void                       *data;
@@ -165,6 +167,7 @@ typedef struct {
     size_t                      json_max_size;
     ngx_uint_t                  events_maxlen;
     ngx_msec_t                  sse_keepalive;
+    size_t                      sse_max_queue;
 
     ngx_uint_t                  configured;     /* any chat_* datastore */
 } ngx_http_chat_core_main_conf_t;
@@ -329,6 +332,33 @@ ngx_uint_t ngx_http_chat_mongo_state(void);
 
 ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
     const char *topic, int64_t key, const char *type, cJSON *fields);
+ngx_int_t ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json,
+    ngx_str_t *out);
+
+
+/* Server-Sent Events (ngx_http_chat_sse.c) */
+
+/* "id: <id>\r\nevent: <event>\r\ndata: <json.dumps(data)>\r\n\r\n";
+ * id may be NULL */
+ngx_int_t ngx_http_chat_sse_frame(ngx_pool_t *pool, const char *event,
+    ngx_str_t *id, cJSON *data, ngx_str_t *frame);
+
+/* the frame reaches every open stream of the channel on every node */
+ngx_int_t ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame);
+
+/* sends the stream's headers; the request stays open until the client
+ * leaves, the stream falls too far behind, or it is closed */
+ngx_http_chat_sse_t *ngx_http_chat_sse_open(ngx_http_request_t *r);
+ngx_int_t ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame);
+
+/* live frames of a channel; with hold they wait until release(), which
+ * drops those whose id is in ids (already replayed) */
+ngx_int_t ngx_http_chat_sse_subscribe(ngx_http_chat_sse_t *s,
+    ngx_str_t *channel, ngx_uint_t hold);
+ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
+    ngx_array_t *ids);
+void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
+ngx_uint_t ngx_http_chat_sse_count(void);
 
 
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);

@@ -54,6 +54,12 @@ static ngx_int_t ngx_http_chat_diag_verified(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_chat_diag_event(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_diag_stream(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_diag_publish(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_diag_channel(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *channel);
 static ngx_http_chat_diag_t *ngx_http_chat_diag_data(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, const char *arg);
 
@@ -89,6 +95,12 @@ static ngx_http_chat_route_t  ngx_http_chat_diag_routes[] = {
 
     { NGX_HTTP_POST, ngx_string("/diag/event"), NGX_HTTP_CHAT_JSON,
       ngx_http_chat_diag_event },
+
+    { NGX_HTTP_GET, ngx_string("/diag/stream/{}"), 0,
+      ngx_http_chat_diag_stream },
+
+    { NGX_HTTP_POST, ngx_string("/diag/publish/{}"), NGX_HTTP_CHAT_JSON,
+      ngx_http_chat_diag_publish },
 
     { 0, ngx_null_string, 0, NULL }
 };
@@ -554,4 +566,95 @@ ngx_http_chat_diag_event(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     return ngx_http_chat_send_detail(r, NGX_HTTP_OK,
                                      rc == NGX_OK ? "published"
                                                   : "not published");
+}
+
+
+static ngx_int_t
+ngx_http_chat_diag_channel(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_str_t *channel)
+{
+    channel->len = sizeof("chat:diag:") - 1 + ctx->params[0].len;
+    channel->data = ngx_pnalloc(r->pool, channel->len);
+    if (channel->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(channel->data, "chat:diag:%V", &ctx->params[0]);
+
+    return NGX_OK;
+}
+
+
+/* an event stream of channel "chat:diag:<name>", "connected" first */
+
+static ngx_int_t
+ngx_http_chat_diag_stream(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    cJSON                *data;
+    ngx_str_t             channel, frame;
+    ngx_http_chat_sse_t  *s;
+
+    data = ngx_http_chat_json_object(r);
+
+    if (data == NULL
+        || ngx_http_chat_diag_channel(r, ctx, &channel) != NGX_OK
+        || ngx_http_chat_json_str(data, "channel", &channel) == NULL
+        || ngx_http_chat_sse_frame(r->pool, "connected", NULL, data, &frame)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    s = ngx_http_chat_sse_open(r);
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_chat_sse_subscribe(s, &channel, 0) != NGX_OK) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
+        return NGX_DONE;
+    }
+
+    (void) ngx_http_chat_sse_send(s, &frame);
+
+    return NGX_DONE;
+}
+
+
+/* {"event": name, "id": id or absent, "data": {...}} to the channel */
+
+static ngx_int_t
+ngx_http_chat_diag_publish(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    cJSON      *event, *id, *data;
+    ngx_str_t   channel, frame, sid;
+
+    event = cJSON_GetObjectItemCaseSensitive(ctx->json, "event");
+    id = cJSON_GetObjectItemCaseSensitive(ctx->json, "id");
+    data = cJSON_GetObjectItemCaseSensitive(ctx->json, "data");
+
+    if (!cJSON_IsString(event) || data == NULL) {
+        return ngx_http_chat_send_detail(r, NGX_HTTP_BAD_REQUEST,
+                                         "event and data required");
+    }
+
+    if (cJSON_IsString(id)) {
+        sid.data = (u_char *) id->valuestring;
+        sid.len = ngx_strlen(id->valuestring);
+    }
+
+    if (ngx_http_chat_diag_channel(r, ctx, &channel) != NGX_OK
+        || ngx_http_chat_sse_frame(r->pool, event->valuestring,
+                                   cJSON_IsString(id) ? &sid : NULL, data,
+                                   &frame)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_chat_sse_publish(&channel, &frame) != NGX_OK) {
+        return ngx_http_chat_send_unavailable(r);
+    }
+
+    return ngx_http_chat_send_detail(r, NGX_HTTP_OK, "published");
 }

@@ -26,60 +26,32 @@ ngx_int_t
 ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     int64_t key, const char *type, cJSON *fields)
 {
-    u_char                          *p, *last, *value;
     u_char                           keybuf[NGX_INT64_LEN];
     u_char                           maxlen[NGX_INT_T_LEN];
-    size_t                           size;
-    cJSON                           *f;
-    ngx_str_t                        now;
+    cJSON                           *envelope, *f;
+    ngx_str_t                        now, value;
     const char                      *argv[10];
     size_t                           argvlen[10];
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
 
-    if (ngx_http_chat_iso_now(r->pool, &now) != NGX_OK) {
+    envelope = ngx_http_chat_json_object(r);
+
+    if (envelope == NULL
+        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
+        || ngx_http_chat_json_str(envelope, "timestamp", &now) == NULL)
+    {
         return NGX_ERROR;
     }
 
-    /* \uXXXX takes at most 12 bytes for a 4-byte UTF-8 sequence */
-
-    size = 256 + ngx_strlen(type);
-
     for (f = fields ? fields->child : NULL; f; f = f->next) {
-        size += ngx_strlen(f->string) + 16;
-
-        if (cJSON_IsString(f)) {
-            size += 6 * ngx_strlen(f->valuestring);
-
-        } else if (cJSON_IsArray(f)) {
-            size += 32 * cJSON_GetArraySize(f);
-        }
+        cJSON_AddItemToObject(envelope, f->string, cJSON_Duplicate(f, 1));
     }
 
-    value = ngx_pnalloc(r->pool, size);
-    if (value == NULL) {
-        return NGX_ERROR;
-    }
-
-    last = value + size;
-
-    p = ngx_slprintf(value, last, "{\"timestamp\": \"%V\"", &now);
-
-    for (f = fields ? fields->child : NULL; f; f = f->next) {
-        p = ngx_slprintf(p, last, ", ");
-        p = ngx_http_chat_py_string(p, last, f->string);
-        p = ngx_slprintf(p, last, ": ");
-        p = ngx_http_chat_py_value(p, last, f);
-    }
-
-    p = ngx_slprintf(p, last, ", \"__event_type__\": ");
-    p = ngx_http_chat_py_string(p, last, type);
-    p = ngx_slprintf(p, last, "}");
-
-    if (p == last) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                      "chat: event %s too large", type);
+    if (cJSON_AddStringToObject(envelope, "__event_type__", type) == NULL
+        || ngx_http_chat_py_json(r->pool, envelope, &value) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -101,8 +73,8 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     argvlen[7] = ngx_sprintf(keybuf, "%L", key) - keybuf;
     argv[8] = "value";
     argvlen[8] = 5;
-    argv[9] = (const char *) value;
-    argvlen[9] = p - value;
+    argv[9] = (const char *) value.data;
+    argvlen[9] = value.len;
 
     if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
         (void) ngx_atomic_fetch_add(&ngx_http_chat_events_failed, 1);
@@ -113,6 +85,49 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     }
 
     (void) ngx_atomic_fetch_add(&ngx_http_chat_events_published, 1);
+
+    return NGX_OK;
+}
+
+
+/* JSON as Python's json.dumps() writes it by default, into pool memory */
+
+ngx_int_t
+ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json, ngx_str_t *out)
+{
+    u_char  *p, *last;
+    char    *compact;
+    size_t   size;
+
+    /*
+     * escaping turns a byte into at most 6 ("\u00XX"; a 4-byte sequence
+     * into 12), separators add a space each: 6 times the compact form
+     * bounds it
+     */
+
+    compact = cJSON_PrintUnformatted(json);
+    if (compact == NULL) {
+        return NGX_ERROR;
+    }
+
+    size = 6 * ngx_strlen(compact) + 16;
+    cJSON_free(compact);
+
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = p + size;
+    out->data = p;
+
+    p = ngx_http_chat_py_value(p, last, json);
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    out->len = p - out->data;
 
     return NGX_OK;
 }

@@ -1,0 +1,564 @@
+
+/*
+ * Server-Sent Events (ARCHITECTURE.md 5).
+ *
+ * A stream is a request kept open with a text/event-stream response.
+ * Events reach it from a Redis pub/sub channel: each worker keeps one
+ * subscriber connection (ngx_http_chat_redis.c) and hands every message of
+ * a channel to the streams of that channel, so a PUBLISH from any worker
+ * of any node reaches every open stream.  Frames are published already
+ * formatted; a stream only copies bytes.
+ *
+ * Output buffers are recycled, so a long-lived stream does not grow its
+ * pool; a client that does not read falls behind until its unsent output
+ * passes chat_sse_max_queue, and then it is cut off alone (it reconnects
+ * and replays with Last-Event-ID).
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+struct ngx_http_chat_sse_s {
+    ngx_http_request_t         *request;
+    ngx_str_t                   channel;
+
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
+
+    ngx_array_t                *held;       /* of ngx_str_t */
+    size_t                      held_size;
+
+    ngx_event_t                 ping;
+
+    unsigned                    subscribed:1;
+    unsigned                    hold:1;
+    unsigned                    closed:1;
+};
+
+
+static void ngx_http_chat_sse_cleanup(void *data);
+static void ngx_http_chat_sse_reading(ngx_http_request_t *r);
+static void ngx_http_chat_sse_writer(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_sse_output(ngx_http_chat_sse_t *s,
+    ngx_chain_t *in);
+static void ngx_http_chat_sse_ping(ngx_event_t *ev);
+static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
+    void *data);
+static ngx_int_t ngx_http_chat_sse_header(ngx_http_request_t *r,
+    const char *name, const char *value);
+
+
+static ngx_uint_t  ngx_http_chat_sse_nstreams;
+
+
+ngx_int_t
+ngx_http_chat_sse_frame(ngx_pool_t *pool, const char *event, ngx_str_t *id,
+    cJSON *data, ngx_str_t *frame)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   json;
+
+    if (ngx_http_chat_py_json(pool, data, &json) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof("event: \r\ndata: \r\n\r\n") - 1 + ngx_strlen(event)
+          + json.len;
+
+    if (id) {
+        len += sizeof("id: \r\n") - 1 + id->len;
+    }
+
+    p = ngx_pnalloc(pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    frame->data = p;
+
+    if (id) {
+        p = ngx_sprintf(p, "id: %V\r\n", id);
+    }
+
+    p = ngx_sprintf(p, "event: %s\r\ndata: %V\r\n\r\n", event, &json);
+
+    frame->len = p - frame->data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame)
+{
+    const char  *argv[3];
+    size_t       argvlen[3];
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = sizeof("PUBLISH") - 1;
+    argv[1] = (const char *) channel->data;
+    argvlen[1] = channel->len;
+    argv[2] = (const char *) frame->data;
+    argvlen[2] = frame->len;
+
+    return ngx_http_chat_redis_send(3, argv, argvlen);
+}
+
+
+static ngx_int_t
+ngx_http_chat_sse_header(ngx_http_request_t *r, const char *name,
+    const char *value)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
+}
+
+
+ngx_http_chat_sse_t *
+ngx_http_chat_sse_open(ngx_http_request_t *r)
+{
+    ngx_int_t                        rc;
+    ngx_http_cleanup_t              *cln;
+    ngx_http_chat_ctx_t             *ctx;
+    ngx_http_chat_sse_t             *s;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    ctx = ngx_http_chat_get_ctx(r);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    s = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_t));
+    if (s == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    s->request = r;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = -1;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/event-stream; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/event-stream") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_chat_sse_header(r, "Cache-Control", "no-cache") != NGX_OK
+        || ngx_http_chat_sse_header(r, "X-Accel-Buffering", "no") != NGX_OK)
+    {
+        return NULL;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_chat_sse_cleanup;
+    cln->data = s;
+
+    ctx->sse = s;
+    ngx_http_chat_sse_nstreams++;
+
+    /* the stream holds the request until it is closed */
+
+    r->main->count++;
+
+    r->read_event_handler = ngx_http_chat_sse_reading;
+    r->write_event_handler = ngx_http_chat_sse_writer;
+
+    s->ping.handler = ngx_http_chat_sse_ping;
+    s->ping.data = r->connection;
+    s->ping.log = r->connection->log;
+    s->ping.cancelable = 1;
+
+    ngx_add_timer(&s->ping, cmcf->sse_keepalive);
+
+    return s;
+}
+
+
+/* the client went away: nginx notices it while the stream waits */
+
+static void
+ngx_http_chat_sse_reading(ngx_http_request_t *r)
+{
+    ngx_http_test_reading(r);
+}
+
+
+static void
+ngx_http_chat_sse_writer(ngx_http_request_t *r)
+{
+    ngx_http_chat_ctx_t  *ctx;
+
+    if (r->connection->write->timedout) {
+        r->connection->timedout = 1;
+        ngx_http_finalize_request(r, NGX_HTTP_REQUEST_TIME_OUT);
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    if (ngx_http_chat_sse_output(ctx->sse, NULL) == NGX_ERROR) {
+        ngx_http_chat_sse_close(ctx->sse, NGX_ERROR);
+    }
+}
+
+
+/* out goes to the client now or as soon as it reads; past the bound the
+ * stream gives up on it */
+
+static ngx_int_t
+ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
+{
+    off_t                            queued;
+    ngx_int_t                        rc;
+    ngx_chain_t                     *cl;
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    r = s->request;
+    c = r->connection;
+
+    rc = ngx_http_output_filter(r, in);
+
+    ngx_chain_update_chains(r->pool, &s->free, &s->busy, &in,
+                            (ngx_buf_tag_t) &ngx_http_chat_core_module);
+
+    if (rc == NGX_ERROR || c->error) {
+        return NGX_ERROR;
+    }
+
+    queued = 0;
+
+    for (cl = s->busy; cl; cl = cl->next) {
+        queued += ngx_buf_size(cl->buf);
+    }
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+
+    if (queued > (off_t) cmcf->sse_max_queue) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "chat sse: client too slow, %O bytes unsent, "
+                      "closing the stream", queued);
+        return NGX_ERROR;
+    }
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (c->buffered) {
+        if (!c->write->timer_set) {
+            ngx_add_timer(c->write, clcf->send_timeout);
+        }
+
+        if (ngx_handle_write_event(c->write, clcf->send_lowat) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+    } else if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame)
+{
+    size_t               size;
+    ngx_buf_t           *b;
+    ngx_chain_t         *cl;
+    ngx_http_request_t  *r;
+
+    if (s->closed) {
+        return NGX_ERROR;
+    }
+
+    r = s->request;
+
+    cl = ngx_chain_get_free_buf(r->pool, &s->free);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b = cl->buf;
+
+    /* a recycled buffer is reused when the frame fits */
+
+    if (b->start == NULL || (size_t) (b->end - b->start) < frame->len) {
+        if (b->start) {
+            ngx_pfree(r->pool, b->start);
+        }
+
+        size = ngx_max(frame->len, 1024);
+
+        b->start = ngx_palloc(r->pool, size);
+        if (b->start == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->end = b->start + size;
+    }
+
+    b->pos = b->start;
+    b->last = ngx_cpymem(b->pos, frame->data, frame->len);
+    b->temporary = 1;
+    b->flush = 1;
+    b->tag = (ngx_buf_tag_t) &ngx_http_chat_core_module;
+
+    if (ngx_http_chat_sse_output(s, cl) != NGX_OK) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* ": ping - 2026-02-25 03:12:33.000412" as the original's keep-alive */
+
+static void
+ngx_http_chat_sse_ping(ngx_event_t *ev)
+{
+    u_char                           buf[64], *p;
+    ngx_str_t                        frame;
+    struct timeval                   tv;
+    ngx_connection_t                *c;
+    ngx_http_request_t              *r;
+    ngx_http_chat_sse_t             *s;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    s = (ngx_http_chat_sse_t *) ((u_char *) ev
+                                 - offsetof(ngx_http_chat_sse_t, ping));
+    r = s->request;
+    c = r->connection;
+
+    if (s->closed) {
+        return;
+    }
+
+    p = ngx_cpymem(buf, ": ping - ", sizeof(": ping - ") - 1);
+
+    ngx_gettimeofday(&tv);
+    p = ngx_http_chat_iso_time(p, tv.tv_sec, tv.tv_usec);
+    p = ngx_cpymem(p, "\r\n\r\n", 4);
+
+    /* the original prints a space between date and time here */
+    buf[sizeof(": ping - ") - 1 + 10] = ' ';
+
+    frame.data = buf;
+    frame.len = p - buf;
+
+    if (ngx_http_chat_sse_send(s, &frame) == NGX_OK) {
+        cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+        ngx_add_timer(&s->ping, cmcf->sse_keepalive);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_chat_sse_subscribe(ngx_http_chat_sse_t *s, ngx_str_t *channel,
+    ngx_uint_t hold)
+{
+    ngx_http_request_t  *r;
+
+    r = s->request;
+
+    s->channel.data = ngx_pstrdup(r->pool, channel);
+    if (s->channel.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->channel.len = channel->len;
+    s->hold = hold;
+
+    if (hold) {
+        s->held = ngx_array_create(r->pool, 8, sizeof(ngx_str_t));
+        if (s->held == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ngx_http_chat_redis_subscribe(&s->channel, ngx_http_chat_sse_message,
+                                      s)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    s->subscribed = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
+{
+    ngx_http_chat_sse_t *s = data;
+
+    ngx_str_t                       *f;
+    ngx_connection_t                *c;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    if (s->closed) {
+        return;
+    }
+
+    c = s->request->connection;
+
+    if (!s->hold) {
+        (void) ngx_http_chat_sse_send(s, payload);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    /* while the stream replays, live frames wait (bounded as the output) */
+
+    cmcf = ngx_http_get_module_main_conf(s->request, ngx_http_chat_core_module);
+
+    s->held_size += payload->len;
+
+    f = ngx_array_push(s->held);
+
+    if (f == NULL || s->held_size > cmcf->sse_max_queue) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
+        ngx_http_run_posted_requests(c);
+        return;
+    }
+
+    f->data = ngx_pstrdup(s->request->pool, payload);
+    f->len = payload->len;
+
+    if (f->data == NULL) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
+        ngx_http_run_posted_requests(c);
+    }
+}
+
+
+/* after a replay: the held frames, but not those the replay already sent */
+
+ngx_int_t
+ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
+{
+    u_char      *p, *e;
+    ngx_str_t   *f, *id, fid;
+    ngx_uint_t   i, j;
+
+    s->hold = 0;
+
+    if (s->held == NULL) {
+        return NGX_OK;
+    }
+
+    f = s->held->elts;
+
+    for (i = 0; i < s->held->nelts; i++) {
+
+        if (ids && f[i].len > 4 && ngx_strncmp(f[i].data, "id: ", 4) == 0) {
+            p = f[i].data + 4;
+            e = ngx_strlchr(p, f[i].data + f[i].len, '\r');
+
+            if (e) {
+                fid.data = p;
+                fid.len = e - p;
+                id = ids->elts;
+
+                for (j = 0; j < ids->nelts; j++) {
+                    if (id[j].len == fid.len
+                        && ngx_strncmp(id[j].data, fid.data, fid.len) == 0)
+                    {
+                        break;
+                    }
+                }
+
+                if (j < ids->nelts) {
+                    continue;
+                }
+            }
+        }
+
+        if (ngx_http_chat_sse_send(s, &f[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    s->held->nelts = 0;
+    s->held_size = 0;
+
+    return NGX_OK;
+}
+
+
+/* ends the stream: rc NGX_OK after the last frame, NGX_ERROR cuts it off */
+
+void
+ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc)
+{
+    if (s->closed) {
+        return;
+    }
+
+    s->closed = 1;
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_send_special(s->request, NGX_HTTP_LAST);
+    }
+
+    ngx_http_finalize_request(s->request, rc);
+}
+
+
+static void
+ngx_http_chat_sse_cleanup(void *data)
+{
+    ngx_http_chat_sse_t *s = data;
+
+    s->closed = 1;
+
+    if (s->subscribed) {
+        s->subscribed = 0;
+        (void) ngx_http_chat_redis_unsubscribe(&s->channel, s);
+    }
+
+    if (s->ping.timer_set) {
+        ngx_del_timer(&s->ping);
+    }
+
+    ngx_http_chat_sse_nstreams--;
+}
+
+
+ngx_uint_t
+ngx_http_chat_sse_count(void)
+{
+    return ngx_http_chat_sse_nstreams;
+}
