@@ -43,6 +43,12 @@ ngx_http_chat_json_input(ngx_str_t *s)
 {
     cJSON  *item, *v;
 
+    /* bytes that are not UTF-8 cannot go into a JSON document */
+
+    if (ngx_http_chat_utf8_length(s) == NGX_ERROR) {
+        return cJSON_CreateNull();
+    }
+
     item = cJSON_CreateObject();
     if (item == NULL) {
         return NULL;

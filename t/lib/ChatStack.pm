@@ -74,6 +74,9 @@ sub chat_preprocessor {
 sub make_jwt {
     my ($header, $claims, $secret) = @_;
     my $json = JSON::PP->new->canonical;
+
+    # a fractional exp (Time::HiRes) is not a JWT NumericDate libjwt takes
+    $claims = { %$claims, exp => int($claims->{exp}) } if defined $claims->{exp};
     my $h = encode_base64url($json->encode($header));
     my $c = encode_base64url($json->encode($claims));
     my $alg = $header->{alg} // '';

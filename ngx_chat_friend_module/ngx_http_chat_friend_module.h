@@ -1,0 +1,61 @@
+
+/*
+ * nginx-chat friend service (API.md 4): friend requests, their answers and
+ * the lists built from them.  Users are read from the "users" table of the
+ * same database instead of being asked of the user service.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_FRIEND_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHAT_FRIEND_MODULE_H_INCLUDED_
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+/* input bounds of the original's schemas */
+#define NGX_HTTP_CHAT_FRIEND_MESSAGE_MAX   500
+#define NGX_HTTP_CHAT_FRIEND_QUERY_MAX     50
+#define NGX_HTTP_CHAT_FRIEND_LIMIT_MAX     50
+#define NGX_HTTP_CHAT_FRIEND_LIMIT         10
+
+
+/* SQL arguments, set the way ngx_str_set() sets a string */
+
+#define ngx_http_chat_friend_int_arg(arg, v)                                  \
+    (arg)->type = NGX_HTTP_CHAT_SQL_INT; (arg)->num = (v)
+
+#define ngx_http_chat_friend_str_arg(arg, s)                                  \
+    (arg)->type = NGX_HTTP_CHAT_SQL_STR; (arg)->str = *(s)
+
+
+extern ngx_module_t  ngx_http_chat_friend_module;
+
+
+/* F1, F2, F5: one request's life (ngx_http_chat_friend_request.c) */
+
+ngx_int_t ngx_http_chat_friend_send(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_friend_answer(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_friend_cancel(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+/* F3, F4, F6: lists (ngx_http_chat_friend_lists.c) */
+
+ngx_int_t ngx_http_chat_friend_list(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_friend_requests(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_friend_search(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+/* shared by the handlers (ngx_http_chat_friend_module.c) */
+
+ngx_int_t ngx_http_chat_friend_failed(ngx_http_request_t *r,
+    ngx_http_chat_sql_res_t *res, const char *detail);
+ngx_int_t ngx_http_chat_friend_cell_int(ngx_str_t *cell);
+
+
+#endif /* _NGX_HTTP_CHAT_FRIEND_MODULE_H_INCLUDED_ */
