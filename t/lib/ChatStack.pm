@@ -162,10 +162,15 @@ sub unique_name {
 
 # ---- the user service, through the file's running nginx
 
-# an API call on the main test instance; returns (status, decoded body, res)
+# where api() sends a path: the file's main test instance unless set,
+# e.g. $ChatStack::Base = $node->url('') for a start_nginx_with() node
+our $Base;
+
+# an API call; returns (status, decoded body, response)
 sub api {
     my ($method, $path, $token, $body, $headers) = @_;
     require Test::Nginx::Chat;
+    $path = "$Base$path" if defined $Base && $path =~ m{^/};
     my %h = %{ $headers // {} };
     $h{Authorization} = "Bearer $token" if defined $token;
     $h{'Content-Type'} //= 'application/json' if defined $body;
