@@ -115,6 +115,11 @@ congo_install() {
 build() {
     local stamp=$BUILD/.configured sum
 
+    # one build at a time: a second run or test waits for the first
+    mkdir -p "$BUILD"
+    exec 9>"$BUILD/.lock"
+    flock 9
+
     sum=$(cat "$TOP/config" | md5sum | cut -d' ' -f1)
 
     if [ ! -f "$BUILD/Makefile" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]
@@ -138,6 +143,8 @@ build() {
     log "make modules"
     make -s -f "$BUILD/Makefile" -C "$NGX_SRC" modules
     write_load_snippets
+
+    exec 9>&-
 }
 
 

@@ -28,6 +28,7 @@ static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
 static ngx_int_t ngx_http_chat_health_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_info_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_ready_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_core_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_chat_core_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_core_exit_process(ngx_cycle_t *cycle);
 
@@ -181,6 +182,13 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       0,
       ngx_http_chat_ready_handler },
 
+    { ngx_string("chat_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_metrics_handler },
+
     { ngx_string("chat_diagnostics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_chat_set_handler,
@@ -194,7 +202,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
 static ngx_http_module_t  ngx_http_chat_core_module_ctx = {
     NULL,                                  /* preconfiguration */
-    ngx_http_chat_cors_init,               /* postconfiguration */
+    ngx_http_chat_core_postconfiguration,  /* postconfiguration */
 
     ngx_http_chat_core_create_main_conf,   /* create main configuration */
     ngx_http_chat_core_init_main_conf,     /* init main configuration */
@@ -766,6 +774,19 @@ ngx_http_chat_event_interest(ngx_event_t *ev, ngx_int_t event,
 
     if (!want && ev->active) {
         return ngx_del_event(ev, event, 0);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_core_postconfiguration(ngx_conf_t *cf)
+{
+    if (ngx_http_chat_cors_init(cf) != NGX_OK
+        || ngx_http_chat_metrics_init(cf) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     return NGX_OK;

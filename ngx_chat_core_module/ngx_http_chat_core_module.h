@@ -191,6 +191,7 @@ ngx_http_chat_ctx_t *ngx_http_chat_get_ctx(ngx_http_request_t *r);
 void ngx_http_chat_park(ngx_http_request_t *r);
 void ngx_http_chat_unpark(ngx_http_request_t *r);
 void ngx_http_chat_finish(ngx_http_request_t *r, ngx_int_t rc);
+const char *ngx_http_chat_method_name(ngx_uint_t method);
 ngx_int_t ngx_http_chat_form_arg(ngx_http_request_t *r, ngx_str_t *form,
     const char *name, ngx_str_t *value);
 ngx_int_t ngx_http_chat_query_arg(ngx_http_request_t *r, const char *name,
@@ -208,6 +209,7 @@ ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
     cJSON *json);
 ngx_int_t ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *json);
+ngx_int_t ngx_http_chat_send_buffer(ngx_http_request_t *r, ngx_str_t *body);
 ngx_int_t ngx_http_chat_send_detail(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
 ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
@@ -363,6 +365,10 @@ ngx_uint_t ngx_http_chat_sse_count(void);
 
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_chat_metrics_init(ngx_conf_t *cf);
+ngx_int_t ngx_http_chat_metrics_handler(ngx_http_request_t *r);
+void ngx_http_chat_metrics_stream(ngx_int_t delta);
+void ngx_http_chat_metrics_event(ngx_uint_t published);
 char *ngx_http_chat_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 

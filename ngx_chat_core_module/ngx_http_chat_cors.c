@@ -185,9 +185,7 @@ ngx_http_chat_cors_preflight_handler(ngx_http_request_t *r)
 {
     ngx_int_t         rc;
     ngx_str_t         origin, v;
-    ngx_buf_t        *b;
     ngx_uint_t        any;
-    ngx_chain_t       out;
     ngx_table_elt_t  *method, *headers;
 
     if (r->method != NGX_HTTP_OPTIONS) {
@@ -211,11 +209,6 @@ ngx_http_chat_cors_preflight_handler(ngx_http_request_t *r)
 
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
     ngx_str_set(&r->headers_out.content_type, "text/plain");
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
     if (rc == NGX_ABORT) {
         ngx_str_set(&v, "Disallowed CORS origin");
@@ -265,24 +258,7 @@ ngx_http_chat_cors_preflight_handler(ngx_http_request_t *r)
         }
     }
 
-    r->headers_out.content_length_n = v.len;
-
-    b->pos = v.data;
-    b->last = v.data + v.len;
-    b->memory = 1;
-    b->last_buf = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK) {
-        ngx_http_finalize_request(r, rc);
-        return NGX_DONE;
-    }
-
-    ngx_http_finalize_request(r, ngx_http_output_filter(r, &out));
+    ngx_http_finalize_request(r, ngx_http_chat_send_buffer(r, &v));
 
     return NGX_DONE;
 }

@@ -18,10 +18,6 @@ static u_char *ngx_http_chat_py_string(u_char *p, u_char *last,
     const char *s);
 
 
-ngx_atomic_t  ngx_http_chat_events_published;
-ngx_atomic_t  ngx_http_chat_events_failed;
-
-
 ngx_int_t
 ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     int64_t key, const char *type, cJSON *fields)
@@ -77,14 +73,14 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     argvlen[9] = value.len;
 
     if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
-        (void) ngx_atomic_fetch_add(&ngx_http_chat_events_failed, 1);
+        ngx_http_chat_metrics_event(0);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "chat: event %s not published to \"%s\": "
                       "Redis unavailable", type, topic);
         return NGX_DECLINED;
     }
 
-    (void) ngx_atomic_fetch_add(&ngx_http_chat_events_published, 1);
+    ngx_http_chat_metrics_event(1);
 
     return NGX_OK;
 }

@@ -158,12 +158,7 @@ ngx_int_t
 ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *json)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
     r->headers_out.status = status;
-    r->headers_out.content_length_n = json->len;
 
     /* nginx has no reason phrase of its own for 422 */
 
@@ -175,7 +170,22 @@ ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
 
-    if (r->method == NGX_HTTP_HEAD || json->len == 0) {
+    return ngx_http_chat_send_buffer(r, json);
+}
+
+
+/* a complete response whose status and type are set: headers, then body */
+
+ngx_int_t
+ngx_http_chat_send_buffer(ngx_http_request_t *r, ngx_str_t *body)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.content_length_n = body->len;
+
+    if (r->method == NGX_HTTP_HEAD || body->len == 0) {
         r->header_only = 1;
     }
 
@@ -190,8 +200,8 @@ ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_ERROR;
     }
 
-    b->pos = json->data;
-    b->last = json->data + json->len;
+    b->pos = body->data;
+    b->last = body->data + body->len;
     b->memory = 1;
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;

@@ -155,19 +155,12 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
     ngx_http_chat_ctx_t *ctx, u_char *allow, size_t *allow_len)
 {
     u_char                 *p, *last;
-    ngx_uint_t              methods, i;
+    ngx_uint_t              methods, m;
     ngx_http_chat_route_t  *route;
 
-    static struct {
-        ngx_uint_t          method;
-        const char         *name;
-    } names[] = {
-        { NGX_HTTP_DELETE, "DELETE" },
-        { NGX_HTTP_GET, "GET" },
-        { NGX_HTTP_PATCH, "PATCH" },
-        { NGX_HTTP_POST, "POST" },
-        { NGX_HTTP_PUT, "PUT" }
-    };
+    static ngx_uint_t  order[] = { NGX_HTTP_DELETE, NGX_HTTP_GET,
+                                   NGX_HTTP_PATCH, NGX_HTTP_POST,
+                                   NGX_HTTP_PUT };
 
     methods = 0;
 
@@ -191,10 +184,10 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
     p = allow;
     last = allow + 63;
 
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (methods & names[i].method) {
+    for (m = 0; m < sizeof(order) / sizeof(order[0]); m++) {
+        if (methods & order[m]) {
             p = ngx_slprintf(p, last, p == allow ? "%s" : ", %s",
-                             names[i].name);
+                             ngx_http_chat_method_name(order[m]));
         }
     }
 
@@ -202,6 +195,26 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
     ctx->nparams = 0;
 
     return NULL;
+}
+
+
+const char *
+ngx_http_chat_method_name(ngx_uint_t method)
+{
+    switch (method) {
+    case NGX_HTTP_GET:
+        return "GET";
+    case NGX_HTTP_POST:
+        return "POST";
+    case NGX_HTTP_PUT:
+        return "PUT";
+    case NGX_HTTP_DELETE:
+        return "DELETE";
+    case NGX_HTTP_PATCH:
+        return "PATCH";
+    default:
+        return "OTHER";
+    }
 }
 
 

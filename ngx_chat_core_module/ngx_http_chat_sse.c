@@ -180,6 +180,7 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
 
     ctx->sse = s;
     ngx_http_chat_sse_nstreams++;
+    ngx_http_chat_metrics_stream(1);
 
     /* the stream holds the request until it is closed */
 
@@ -554,6 +555,7 @@ ngx_http_chat_sse_cleanup(void *data)
     }
 
     ngx_http_chat_sse_nstreams--;
+    ngx_http_chat_metrics_stream(-1);
 }
 
 

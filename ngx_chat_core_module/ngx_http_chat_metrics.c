@@ -1,0 +1,341 @@
+
+/*
+ * /metrics (ARCHITECTURE.md 8): Prometheus text exposition of counters
+ * kept in shared memory, so any worker answers for all of them.
+ *
+ * Requests are counted per route of the service modules (method and path
+ * pattern, not the raw URI, so the number of series stays fixed), by
+ * status class, with a latency histogram; plus open event streams and
+ * published events.
+ */
+
+
+#include "ngx_http_chat_core_module.h"
+
+
+#define NGX_HTTP_CHAT_METRICS_ROUTES   128
+#define NGX_HTTP_CHAT_METRICS_BUCKETS  10
+
+
+typedef struct {
+    void                       *route;      /* the route table entry */
+    u_char                      path[64];
+    ngx_uint_t                  method;
+    ngx_atomic_t                status[5];  /* 1xx .. 5xx */
+    ngx_atomic_t                bucket[NGX_HTTP_CHAT_METRICS_BUCKETS];
+    ngx_atomic_t                sum_ms;
+} ngx_http_chat_metrics_route_t;
+
+
+typedef struct {
+    ngx_atomic_t                streams;
+    ngx_atomic_t                events_published;
+    ngx_atomic_t                events_failed;
+    ngx_atomic_t                nroutes;
+    ngx_http_chat_metrics_route_t  routes[NGX_HTTP_CHAT_METRICS_ROUTES];
+} ngx_http_chat_metrics_shm_t;
+
+
+static ngx_int_t ngx_http_chat_metrics_init_zone(ngx_shm_zone_t *zone,
+    void *data);
+static ngx_int_t ngx_http_chat_metrics_log(ngx_http_request_t *r);
+static ngx_http_chat_metrics_route_t *ngx_http_chat_metrics_slot(
+    ngx_http_chat_route_t *route);
+
+
+/* upper bounds of the latency buckets, milliseconds; the last is +Inf */
+static ngx_msec_t  ngx_http_chat_metrics_le[NGX_HTTP_CHAT_METRICS_BUCKETS] =
+    { 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 0 };
+
+static ngx_shm_zone_t               *ngx_http_chat_metrics_zone;
+static ngx_http_chat_metrics_shm_t  *ngx_http_chat_metrics;
+
+
+ngx_int_t
+ngx_http_chat_metrics_init(ngx_conf_t *cf)
+{
+    ngx_str_t                   name;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    ngx_str_set(&name, "chat_metrics");
+
+    ngx_http_chat_metrics_zone = ngx_shared_memory_add(cf, &name,
+                                   ngx_align(sizeof(ngx_http_chat_metrics_shm_t),
+                                             ngx_pagesize) + ngx_pagesize,
+                                   &ngx_http_chat_core_module);
+    if (ngx_http_chat_metrics_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_chat_metrics_zone->init = ngx_http_chat_metrics_init_zone;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_chat_metrics_log;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_metrics_init_zone(ngx_shm_zone_t *zone, void *data)
+{
+    ngx_slab_pool_t  *shpool;
+
+    if (data) {
+        /* a reload keeps the counters */
+        zone->data = data;
+        ngx_http_chat_metrics = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) zone->shm.addr;
+
+    ngx_http_chat_metrics = ngx_slab_calloc(shpool,
+                                      sizeof(ngx_http_chat_metrics_shm_t));
+    if (ngx_http_chat_metrics == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->data = ngx_http_chat_metrics;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Route table entries live in the modules' data, at the same address in
+ * every worker: the address identifies a route.  A slot is taken once,
+ * under the zone's lock; counting is lock-free.
+ */
+
+static ngx_http_chat_metrics_route_t *
+ngx_http_chat_metrics_slot(ngx_http_chat_route_t *route)
+{
+    size_t                          n;
+    ngx_uint_t                      i, used;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_chat_metrics_route_t  *slot;
+
+    used = ngx_http_chat_metrics->nroutes;
+
+    for (i = 0; i < used; i++) {
+        if (ngx_http_chat_metrics->routes[i].route == route) {
+            return &ngx_http_chat_metrics->routes[i];
+        }
+    }
+
+    shpool = (ngx_slab_pool_t *) ngx_http_chat_metrics_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < ngx_http_chat_metrics->nroutes; i++) {
+        if (ngx_http_chat_metrics->routes[i].route == route) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return &ngx_http_chat_metrics->routes[i];
+        }
+    }
+
+    if (i == NGX_HTTP_CHAT_METRICS_ROUTES) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NULL;
+    }
+
+    slot = &ngx_http_chat_metrics->routes[i];
+
+    n = ngx_min(route->path.len, sizeof(slot->path) - 1);
+    ngx_memcpy(slot->path, route->path.data, n);
+    slot->path[n] = '\0';
+    slot->method = route->method;
+    slot->route = route;
+
+    ngx_memory_barrier();
+    ngx_http_chat_metrics->nroutes = i + 1;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return slot;
+}
+
+
+static ngx_int_t
+ngx_http_chat_metrics_log(ngx_http_request_t *r)
+{
+    ngx_uint_t                      i, status;
+    ngx_msec_int_t                  ms;
+    ngx_http_chat_ctx_t            *ctx;
+    ngx_http_chat_metrics_route_t  *slot;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    if (ctx == NULL || ctx->route == NULL || ngx_http_chat_metrics == NULL) {
+        return NGX_OK;
+    }
+
+    slot = ngx_http_chat_metrics_slot(ctx->route);
+    if (slot == NULL) {
+        return NGX_OK;
+    }
+
+    status = r->headers_out.status / 100;
+
+    if (status >= 1 && status <= 5) {
+        (void) ngx_atomic_fetch_add(&slot->status[status - 1], 1);
+    }
+
+    ms = (ngx_msec_int_t) (ngx_current_msec - r->start_msec);
+    ms = ngx_max(ms, 0);
+
+    for (i = 0; i < NGX_HTTP_CHAT_METRICS_BUCKETS - 1; i++) {
+        if ((ngx_msec_t) ms <= ngx_http_chat_metrics_le[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&slot->bucket[i], 1);
+    (void) ngx_atomic_fetch_add(&slot->sum_ms, ms);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_metrics_stream(ngx_int_t delta)
+{
+    if (ngx_http_chat_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->streams, delta);
+    }
+}
+
+
+void
+ngx_http_chat_metrics_event(ngx_uint_t published)
+{
+    if (ngx_http_chat_metrics) {
+        (void) ngx_atomic_fetch_add(published
+                                    ? &ngx_http_chat_metrics->events_published
+                                    : &ngx_http_chat_metrics->events_failed,
+                                    1);
+    }
+}
+
+
+ngx_int_t
+ngx_http_chat_metrics_handler(ngx_http_request_t *r)
+{
+    u_char                         *p, *last;
+    size_t                          size;
+    uint64_t                        cumulative;
+    ngx_str_t                       out;
+    ngx_uint_t                      i, j, n;
+    const char                     *method;
+    ngx_http_chat_metrics_route_t  *slot;
+
+    static const char  *classes[] = { "1xx", "2xx", "3xx", "4xx", "5xx" };
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_chat_send_method_not_allowed(r, "GET");
+    }
+
+    if (ngx_http_chat_metrics == NULL) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    n = ngx_http_chat_metrics->nroutes;
+    size = 1024 + n * (NGX_HTTP_CHAT_METRICS_BUCKETS + 8) * 200;
+
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out.data = p;
+    last = p + size;
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_sse_streams Open event streams.\n"
+            "# TYPE chat_sse_streams gauge\n"
+            "chat_sse_streams %uA\n"
+            "# HELP chat_events_total Domain events sent to Redis Streams.\n"
+            "# TYPE chat_events_total counter\n"
+            "chat_events_total{result=\"published\"} %uA\n"
+            "chat_events_total{result=\"failed\"} %uA\n"
+            "# HELP chat_datastore_up Datastores as this worker sees them.\n"
+            "# TYPE chat_datastore_up gauge\n"
+            "chat_datastore_up{datastore=\"mysql\"} %d\n"
+            "chat_datastore_up{datastore=\"redis\"} %d\n"
+            "chat_datastore_up{datastore=\"mongo\"} %d\n"
+            "# HELP chat_http_requests_total Requests by route and status.\n"
+            "# TYPE chat_http_requests_total counter\n",
+            ngx_http_chat_metrics->streams,
+            ngx_http_chat_metrics->events_published,
+            ngx_http_chat_metrics->events_failed,
+            ngx_http_chat_mysql_state() == NGX_HTTP_CHAT_UP,
+            ngx_http_chat_redis_state() == NGX_HTTP_CHAT_UP,
+            ngx_http_chat_mongo_state() == NGX_HTTP_CHAT_UP);
+
+    for (i = 0; i < n; i++) {
+        slot = &ngx_http_chat_metrics->routes[i];
+        method = ngx_http_chat_method_name(slot->method);
+
+        for (j = 0; j < 5; j++) {
+            if (slot->status[j]) {
+                p = ngx_slprintf(p, last,
+                        "chat_http_requests_total{method=\"%s\","
+                        "route=\"%s\",status=\"%s\"} %uA\n",
+                        method, slot->path, classes[j], slot->status[j]);
+            }
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_http_request_duration_seconds Request latency.\n"
+            "# TYPE chat_http_request_duration_seconds histogram\n");
+
+    for (i = 0; i < n; i++) {
+        slot = &ngx_http_chat_metrics->routes[i];
+        method = ngx_http_chat_method_name(slot->method);
+        cumulative = 0;
+
+        for (j = 0; j < NGX_HTTP_CHAT_METRICS_BUCKETS; j++) {
+            cumulative += slot->bucket[j];
+
+            if (j < NGX_HTTP_CHAT_METRICS_BUCKETS - 1) {
+                p = ngx_slprintf(p, last,
+                        "chat_http_request_duration_seconds_bucket{"
+                        "method=\"%s\",route=\"%s\",le=\"%ui.%03ui\"} %uL\n",
+                        method, slot->path,
+                        ngx_http_chat_metrics_le[j] / 1000,
+                        ngx_http_chat_metrics_le[j] % 1000, cumulative);
+            } else {
+                p = ngx_slprintf(p, last,
+                        "chat_http_request_duration_seconds_bucket{"
+                        "method=\"%s\",route=\"%s\",le=\"+Inf\"} %uL\n",
+                        method, slot->path, cumulative);
+            }
+        }
+
+        p = ngx_slprintf(p, last,
+                "chat_http_request_duration_seconds_sum{method=\"%s\","
+                "route=\"%s\"} %uA.%03uA\n"
+                "chat_http_request_duration_seconds_count{method=\"%s\","
+                "route=\"%s\"} %uL\n",
+                method, slot->path, slot->sum_ms / 1000, slot->sum_ms % 1000,
+                method, slot->path, cumulative);
+    }
+
+    out.len = p - out.data;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = out.len;
+    ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+
+    return ngx_http_chat_send_buffer(r, &out);
+}
