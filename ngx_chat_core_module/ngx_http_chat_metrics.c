@@ -54,16 +54,19 @@ static ngx_http_chat_metrics_shm_t  *ngx_http_chat_metrics;
 ngx_int_t
 ngx_http_chat_metrics_init(ngx_conf_t *cf)
 {
+    size_t                      size;
     ngx_str_t                   name;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
     ngx_str_set(&name, "chat_metrics");
 
-    ngx_http_chat_metrics_zone = ngx_shared_memory_add(cf, &name,
-                                   ngx_align(sizeof(ngx_http_chat_metrics_shm_t),
-                                             ngx_pagesize) + ngx_pagesize,
-                                   &ngx_http_chat_core_module);
+    /* the slab pool's own header takes a page more */
+    size = ngx_align(sizeof(ngx_http_chat_metrics_shm_t), ngx_pagesize)
+           + 8 * ngx_pagesize;
+
+    ngx_http_chat_metrics_zone = ngx_shared_memory_add(cf, &name, size,
+                                                &ngx_http_chat_core_module);
     if (ngx_http_chat_metrics_zone == NULL) {
         return NGX_ERROR;
     }
