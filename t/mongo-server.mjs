@@ -5,6 +5,34 @@
 const lib = process.env.CONGO_LIB;
 const port = Number(process.env.PORT || 27117);
 const { CongoServer } = await import(lib);
+const { HelloHandler } = await import(
+    new URL('./server/handlers/index.js', 'file://' + lib).href);
+
+// Drivers monitor a server with "awaitable hello": the server holds the
+// reply until its topology changes or maxAwaitTimeMS passes.  CongoDB
+// answers at once, with a new topologyVersion every time, so every
+// client's monitor would spin on it.  Hold the reply and keep the version
+// stable, as a standalone mongod does.
+const processId = (await HelloHandler.prototype.handle.call(
+    new HelloHandler(), { command: { hello: 1 } })).topologyVersion.processId;
+const handle = HelloHandler.prototype.handle;
+
+HelloHandler.prototype.handle = async function (context) {
+    const { command } = context;
+
+    if (command.topologyVersion && command.maxAwaitTimeMS) {
+        await new Promise((resolve) =>
+            setTimeout(resolve, Number(command.maxAwaitTimeMS)));
+    }
+
+    const response = await handle.call(this, context);
+
+    if (response.topologyVersion) {
+        response.topologyVersion.processId = processId;
+    }
+
+    return response;
+};
 
 const server = new CongoServer({ port, host: '127.0.0.1' });
 await server.start();

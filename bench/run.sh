@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+#
+# Benchmarks of nginx-chat:  ./build.sh bench [name...]
+#
+# Starts the stack with the gateway's rate limit off (or, when it runs,
+# re-renders its configuration and reloads nginx), then runs each named
+# benchmark, bench/<name>.sh, every one when no name is given.  Each
+# benchmark's output is printed and saved to
+# bench/results/<name>-<UTC timestamp>.txt.
+#
+# The benchmarks' own parameters (BENCH_*) are described at the head of
+# each script; CHAT_* variables go to build.sh as usual.
+
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
+RESULTS=$HERE/results
+
+: "${CHAT_HTTP_PORT:=8080}"
+: "${BENCH_URL:=http://127.0.0.1:$CHAT_HTTP_PORT}"
+export CHAT_HTTP_PORT BENCH_URL
+
+log() { printf '>>> %s\n' "$*" >&2; }
+die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
+
+
+# every bench/<name>.sh but this one
+available() {
+    local f n
+
+    for f in "$HERE"/*.sh; do
+        n=$(basename "$f" .sh)
+        [ "$n" = run ] && continue
+        echo "$n"
+    done
+}
+
+
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+    mapfile -t names < <(available)
+fi
+for n in "${names[@]}"; do
+    case $n in
+        */* | run | "") die "no benchmark '$n' (available: $(available | paste -sd' '))" ;;
+    esac
+    [ -f "$HERE/$n.sh" ] \
+        || die "no benchmark '$n' (available: $(available | paste -sd' '))"
+done
+
+
+if ! command -v wrk >/dev/null; then
+    log "apt-get install wrk"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+
+# the stack, rate limit off; its messages go to stderr, out of the results
+log "starting the stack (CHAT_RATE_LIMIT=0 ./build.sh run)"
+CHAT_RATE_LIMIT=0 "$TOP/build.sh" run >&2
+
+
+# A reload takes effect once the new workers run: wait for /ping, then
+# check the limit really is off (more requests than its burst, no 429).
+probe() {
+    local out req lim
+
+    out=$(BENCH_LABEL=probe wrk -t1 -c4 -d1s --timeout 5s \
+              -s "$HERE/stats.lua" "$BENCH_URL/api/bench-rate-limit-probe" \
+              2>/dev/null | grep '^RESULT ' || true)
+    req=$(echo "$out" | sed -n 's/.* requests=\([0-9]*\) .*/\1/p')
+    lim=$(echo "$out" | sed -n 's/.* limited=\([0-9]*\) .*/\1/p')
+
+    # well past the gateway's burst (100), and not one 429
+    [ "${req:-0}" -gt 200 ] && [ "$lim" = 0 ]
+}
+
+ok=
+for _ in $(seq 1 50); do
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 \
+            "$BENCH_URL/ping" || true)" = 200 ] && probe
+    then
+        ok=1
+        break
+    fi
+    sleep 0.2
+done
+[ -n "$ok" ] || die "$BENCH_URL: /ping does not answer 200 or the gateway still rate-limits (429s); see .work/nginx/logs/error.log"
+
+
+# ---------------------------------------------------------------- machine
+
+machine() {
+    local cpu debian
+
+    cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    debian=$(cat /etc/debian_version 2>/dev/null || echo "?")
+    echo "date:     $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "commit:   $(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+        git -C "$TOP" diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+    echo "machine:  $(nproc) cores, ${cpu:-?}, Debian $debian, kernel $(uname -r)"
+    echo "software: $("${CHAT_NGINX_BINARY:-/usr/sbin/nginx}" -v 2>&1 | sed 's/^nginx version: //'), $(
+        wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+    echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, before the run)"
+    echo "network:  loopback; wrk and the whole stack share these cores"
+    echo
+}
+
+
+mkdir -p "$RESULTS"
+rc=0
+
+for n in "${names[@]}"; do
+    file=$RESULTS/$n-$(date -u +%Y%m%dT%H%M%SZ).txt
+    log "benchmark $n -> ${file#"$TOP"/}"
+    brc=0
+    {
+        machine
+        src=0
+        "$HERE/$n.sh" 2>&1 || src=$?
+        echo
+        echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, after the run)"
+        exit $src
+    } | tee "$file" || brc=$?
+    if [ $brc -ne 0 ]; then
+        log "benchmark $n FAILED (results kept in ${file#"$TOP"/})"
+        rc=1
+    fi
+    echo
+done
+
+exit $rc
