@@ -9,9 +9,6 @@
  * room's stored messages after it before going live.  Live frames that
  * arrive during the replay wait, and those the replay already sent are
  * dropped, so a client that reconnects gets every message exactly once.
- *
- * Messages are ordered by their per-room sequence number ("seq"), which
- * follows commit order across workers and nodes; ObjectIds do not.
  */
 
 
@@ -21,33 +18,16 @@
 #define NGX_HTTP_CHAT_MSG_REPLAY_MAX  1000
 
 
-typedef struct {
-    int64_t                     room_id;
-    int64_t                     user_id[2];
-    ngx_str_t                   username[2];
-
-    ngx_str_t                   channel;
-    ngx_http_chat_sse_t        *sse;
-
-    /* the replay, filled in a pool thread */
-    bson_oid_t                  last;
-    bson_t                    **docs;
-    size_t                      ndocs;
-} ngx_http_chat_msg_stream_t;
-
-
 static ngx_int_t ngx_http_chat_msg_stream_auth(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_stream_room(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
-static ngx_int_t ngx_http_chat_msg_stream_replay(mongoc_database_t *db,
-    void *data);
+    ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_msg_stream_last(ngx_http_request_t *r,
+    bson_oid_t *oid);
 static ngx_int_t ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
-static ngx_int_t ngx_http_chat_msg_stream_frame(ngx_http_request_t *r,
-    ngx_http_chat_msg_stream_t *st, const bson_t *doc, ngx_str_t *id,
-    ngx_str_t *frame);
-static void ngx_http_chat_msg_stream_free(ngx_http_chat_msg_stream_t *st);
+static ngx_int_t ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
+    ngx_http_chat_msg_ctx_t *mctx, ngx_array_t *ids);
 
 
 ngx_int_t
@@ -55,7 +35,8 @@ ngx_http_chat_msg_stream(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
     ngx_str_t  token;
 
-    /* the header wins over the query argument (RFC 6750 name) */
+    /* EventSource cannot set headers: the token may come as access_token
+     * (RFC 6750); the header wins when both are there */
 
     if (ngx_http_chat_bearer(r, &token) != NGX_OK) {
 
@@ -76,115 +57,109 @@ ngx_http_chat_msg_stream(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 static ngx_int_t
 ngx_http_chat_msg_stream_auth(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
-    cJSON                       *errors;
-    int64_t                      id;
-    ngx_http_chat_sql_arg_t      arg;
-    ngx_http_chat_msg_stream_t  *st;
-
-    errors = NULL;
-
-    if (ngx_http_chat_check_int(r, &errors, "path", "room_id",
-                                &ctx->params[0], INT64_MIN, INT64_MAX, &id)
-        == NGX_ERROR)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (errors) {
-        return ngx_http_chat_send_invalid(r, errors);
-    }
-
-    if (id <= 0) {
-        errors = ngx_http_chat_app_invalid(r, NULL, "room_id",
-                                           "Must be a positive integer",
-                                           cJSON_CreateNumber((double) id));
-        return ngx_http_chat_send_app_invalid(r,
-                                        "room_id must be a positive integer",
-                                        errors);
-    }
-
-    st = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_msg_stream_t));
-    if (st == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    st->room_id = id;
-    ctx->data = st;
-
-    arg.type = NGX_HTTP_CHAT_SQL_INT;
-    arg.num = id;
-
-    /* the members' names come along: replayed messages carry them */
-
-    return ngx_http_chat_sql(r,
-                   "SELECT r.user_1_id, r.user_2_id, u1.username, "
-                   "u2.username FROM chat_rooms r "
-                   "LEFT JOIN users u1 ON u1.id = r.user_1_id "
-                   "LEFT JOIN users u2 ON u2.id = r.user_2_id "
-                   "WHERE r.id = ?", &arg, 1,
-                   ngx_http_chat_msg_stream_room);
+    return ngx_http_chat_msg_room_path(r, ctx, &ctx->params[0],
+                                       ngx_http_chat_msg_stream_room);
 }
 
 
 static ngx_int_t
-ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    ngx_http_chat_sql_res_t *res)
+ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
-    cJSON                       *data, *details;
-    ngx_str_t                    frame, last;
-    ngx_uint_t                   i, replay;
-    ngx_table_elt_t             *h;
-    ngx_list_part_t             *part;
-    ngx_http_chat_msg_stream_t  *st;
+    u_char                   *p;
+    cJSON                    *data;
+    ngx_str_t                 channel, frame, message;
+    bson_oid_t                last;
+    ngx_uint_t                replay;
+    ngx_http_chat_sse_t      *sse;
+    ngx_http_chat_msg_op_t   *op;
+    ngx_http_chat_msg_ctx_t  *mctx;
 
-    static ngx_str_t  unknown = ngx_string("Unknown");
+    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
 
-    if (res->rc != NGX_OK) {
-        return ngx_http_chat_send_unavailable(r);
+    replay = (ngx_http_chat_msg_stream_last(r, &last) == NGX_OK);
+
+    p = ngx_pnalloc(r->pool, sizeof("Connected to room ") + NGX_INT64_LEN);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    st = ctx->data;
+    message.data = p;
+    message.len = ngx_sprintf(p, "Connected to room %L", mctx->room.id) - p;
 
-    if (res->nrows == 0) {
-        details = cJSON_CreateObject();
-        if (details == NULL
-            || cJSON_AddStringToObject(details, "resource", "Chat room")
-               == NULL)
-        {
-            cJSON_Delete(details);
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+    data = ngx_http_chat_json_object(r);
 
-        return ngx_http_chat_send_error(r, NGX_HTTP_NOT_FOUND,
-                                        "resource_not_found",
-                                        "Chat room not found", details);
+    if (data == NULL
+        || ngx_http_chat_json_str(data, "message", &message) == NULL
+        || cJSON_AddNumberToObject(data, "room_id", (double) mctx->room.id)
+           == NULL
+        || cJSON_AddNumberToObject(data, "user_id", ctx->user_id) == NULL
+        || ngx_http_chat_sse_frame(r->pool, "connected", NULL, data, &frame)
+           != NGX_OK
+        || ngx_http_chat_msg_channel(r->pool, mctx->room.id, &channel)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    for (i = 0; i < 2; i++) {
-        if (ngx_http_chat_parse_id(&res->cells[i], &st->user_id[i])
-            != NGX_OK)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        st->username[i] = res->cells[2 + i].data ? res->cells[2 + i]
-                                                 : unknown;
+    sse = ngx_http_chat_sse_open(r);
+    if (sse == NULL) {
+        return NGX_ERROR;
     }
 
-    if (st->user_id[0] != ctx->user_id && st->user_id[1] != ctx->user_id) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
-                                        "authorization_error",
-                                        "Access denied to this chat room",
-                                        NULL);
+    mctx->stream = sse;
+
+    /* subscribed before the replay reads: nothing falls in between */
+
+    if (ngx_http_chat_sse_subscribe(sse, &channel, replay) != NGX_OK
+        || ngx_http_chat_sse_send(sse, &frame) != NGX_OK)
+    {
+        ngx_http_chat_sse_close(sse, NGX_ERROR);
+        return NGX_DONE;
     }
 
-    /* where the client left off: a message id */
+    if (!replay) {
+        return NGX_DONE;
+    }
+
+    op = ngx_http_chat_msg_op(r, mctx);
+    if (op == NULL) {
+        ngx_http_chat_sse_close(sse, NGX_ERROR);
+        return NGX_DONE;
+    }
+
+    op->oid = last;
+    op->room_id = mctx->room.id;
+    op->limit = NGX_HTTP_CHAT_MSG_REPLAY_MAX;
+
+    if (ngx_http_chat_msg_mongo(r, op, ngx_http_chat_msg_replay_run,
+                                ngx_http_chat_msg_stream_replayed)
+        != NGX_DONE)
+    {
+        ngx_http_chat_sse_close(sse, NGX_ERROR);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* where the client left off: a message id, header first */
+
+static ngx_int_t
+ngx_http_chat_msg_stream_last(ngx_http_request_t *r, bson_oid_t *oid)
+{
+    u_char            hex[25];
+    ngx_str_t         last;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+    ngx_list_part_t  *part;
 
     ngx_str_null(&last);
+
     part = &r->headers_in.headers.part;
     h = part->elts;
 
     for (i = 0; /* void */; i++) {
+
         if (i >= part->nelts) {
             if (part->next == NULL) {
                 break;
@@ -210,157 +185,16 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                             sizeof("last_event_id") - 1, &last);
     }
 
-    replay = (last.len == 24
-              && bson_oid_is_valid((const char *) last.data, 24));
-
-    if (replay) {
-        u_char  hex[25];
-
-        ngx_memcpy(hex, last.data, 24);
-        hex[24] = '\0';
-        bson_oid_init_from_string(&st->last, (const char *) hex);
+    if (last.len != 24 || !bson_oid_is_valid((const char *) last.data, 24)) {
+        return NGX_DECLINED;
     }
 
-    st->channel.len = sizeof("chat:room:") - 1 + NGX_INT64_LEN;
-    st->channel.data = ngx_pnalloc(r->pool, st->channel.len);
-    if (st->channel.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    ngx_memcpy(hex, last.data, 24);
+    hex[24] = '\0';
 
-    st->channel.len = ngx_sprintf(st->channel.data, "chat:room:%L",
-                                  st->room_id)
-                      - st->channel.data;
+    bson_oid_init_from_string(oid, (const char *) hex);
 
-    data = ngx_http_chat_json_object(r);
-    if (data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    frame.data = ngx_pnalloc(r->pool, sizeof("Connected to room ")
-                                      + NGX_INT64_LEN);
-    if (frame.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    frame.len = ngx_sprintf(frame.data, "Connected to room %L", st->room_id)
-                - frame.data;
-
-    if (ngx_http_chat_json_str(data, "message", &frame) == NULL
-        || cJSON_AddNumberToObject(data, "room_id", (double) st->room_id)
-           == NULL
-        || cJSON_AddNumberToObject(data, "user_id", ctx->user_id) == NULL
-        || ngx_http_chat_sse_frame(r->pool, "connected", NULL, data, &frame)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    st->sse = ngx_http_chat_sse_open(r);
-    if (st->sse == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_chat_sse_subscribe(st->sse, &st->channel, replay)
-        != NGX_OK
-        || ngx_http_chat_sse_send(st->sse, &frame) != NGX_OK)
-    {
-        ngx_http_chat_sse_close(st->sse, NGX_ERROR);
-        return NGX_DONE;
-    }
-
-    if (!replay) {
-        return NGX_DONE;
-    }
-
-    if (ngx_http_chat_mongo(r, ngx_http_chat_msg_stream_replay, st,
-                            ngx_http_chat_msg_stream_replayed)
-        != NGX_DONE)
-    {
-        ngx_http_chat_sse_close(st->sse, NGX_ERROR);
-    }
-
-    return NGX_DONE;
-}
-
-
-/* in a pool thread: the messages after the last one the client saw */
-
-static ngx_int_t
-ngx_http_chat_msg_stream_replay(mongoc_database_t *db, void *data)
-{
-    ngx_http_chat_msg_stream_t *st = data;
-
-    bson_t                filter, opts, gt;
-    int64_t               seq;
-    ngx_int_t             rc;
-    bson_iter_t           it;
-    const bson_t         *doc;
-    bson_error_t          error;
-    mongoc_cursor_t      *cursor;
-    mongoc_collection_t  *coll;
-
-    coll = mongoc_database_get_collection(db, "messages");
-
-    bson_init(&filter);
-    BSON_APPEND_OID(&filter, "_id", &st->last);
-    BSON_APPEND_INT64(&filter, "room_id", st->room_id);
-
-    cursor = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
-
-    seq = -1;
-
-    if (mongoc_cursor_next(cursor, &doc)
-        && bson_iter_init_find(&it, doc, "seq")
-        && BSON_ITER_HOLDS_NUMBER(&it))
-    {
-        seq = bson_iter_as_int64(&it);
-    }
-
-    rc = mongoc_cursor_error(cursor, &error) ? ngx_http_chat_mongo_error(&error)
-                                             : NGX_OK;
-
-    mongoc_cursor_destroy(cursor);
-    bson_destroy(&filter);
-
-    if (rc != NGX_OK || seq < 0) {
-        /* an unknown id replays nothing */
-        mongoc_collection_destroy(coll);
-        return rc;
-    }
-
-    bson_init(&filter);
-    BSON_APPEND_INT64(&filter, "room_id", st->room_id);
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &gt);
-    BSON_APPEND_INT64(&gt, "$gt", seq);
-    bson_append_document_end(&filter, &gt);
-    BSON_APPEND_BOOL(&filter, "is_deleted", false);
-
-    bson_init(&opts);
-    BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &gt);
-    BSON_APPEND_INT32(&gt, "seq", 1);
-    bson_append_document_end(&opts, &gt);
-    BSON_APPEND_INT64(&opts, "limit", NGX_HTTP_CHAT_MSG_REPLAY_MAX);
-
-    cursor = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-
-    st->docs = bson_malloc0(NGX_HTTP_CHAT_MSG_REPLAY_MAX * sizeof(bson_t *));
-
-    while (st->ndocs < NGX_HTTP_CHAT_MSG_REPLAY_MAX
-           && mongoc_cursor_next(cursor, &doc))
-    {
-        st->docs[st->ndocs++] = bson_copy(doc);
-    }
-
-    if (mongoc_cursor_error(cursor, &error)) {
-        rc = ngx_http_chat_mongo_error(&error);
-    }
-
-    mongoc_cursor_destroy(cursor);
-    bson_destroy(&opts);
-    bson_destroy(&filter);
-    mongoc_collection_destroy(coll);
-
-    return rc;
+    return NGX_OK;
 }
 
 
@@ -368,162 +202,88 @@ static ngx_int_t
 ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc)
 {
-    size_t                       i;
-    ngx_str_t                    frame, *id;
-    ngx_array_t                 *ids;
-    ngx_http_chat_msg_stream_t  *st;
+    ngx_array_t              *ids;
+    ngx_http_chat_msg_ctx_t  *mctx;
 
-    st = ctx->data;
+    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
+
+    /* on failure the client reconnects and asks again */
 
     if (rc != NGX_OK) {
-        /* the client reconnects and tries again */
-        ngx_http_chat_msg_stream_free(st);
-        ngx_http_chat_sse_close(st->sse, NGX_ERROR);
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
         return NGX_DONE;
     }
 
-    ids = ngx_array_create(r->pool, st->ndocs ? st->ndocs : 1,
-                           sizeof(ngx_str_t));
-    if (ids == NULL) {
-        ngx_http_chat_msg_stream_free(st);
-        ngx_http_chat_sse_close(st->sse, NGX_ERROR);
-        return NGX_DONE;
-    }
+    ids = ngx_array_create(r->pool, 16, sizeof(ngx_str_t));
 
-    for (i = 0; i < st->ndocs; i++) {
-        id = ngx_array_push(ids);
-
-        if (id == NULL
-            || ngx_http_chat_msg_stream_frame(r, st, st->docs[i], id, &frame)
-               != NGX_OK
-            || ngx_http_chat_sse_send(st->sse, &frame) != NGX_OK)
-        {
-            ngx_http_chat_msg_stream_free(st);
-            ngx_http_chat_sse_close(st->sse, NGX_ERROR);
-            return NGX_DONE;
-        }
-    }
-
-    ngx_http_chat_msg_stream_free(st);
-
-    if (ngx_http_chat_sse_release(st->sse, ids) != NGX_OK) {
-        ngx_http_chat_sse_close(st->sse, NGX_ERROR);
+    if (ids == NULL
+        || ngx_http_chat_msg_stream_send(r, mctx, ids) != NGX_OK
+        || ngx_http_chat_sse_release(mctx->stream, ids) != NGX_OK)
+    {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
     }
 
     return NGX_DONE;
 }
 
 
-/* a stored message as the live "new_message" event */
+/* the replayed messages as the live "new_message" frames */
 
 static ngx_int_t
-ngx_http_chat_msg_stream_frame(ngx_http_request_t *r,
-    ngx_http_chat_msg_stream_t *st, const bson_t *doc, ngx_str_t *id,
-    ngx_str_t *frame)
+ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
+    ngx_http_chat_msg_ctx_t *mctx, ngx_array_t *ids)
 {
-    char         hex[25];
-    u_char      *p;
-    cJSON       *data;
-    int64_t      user;
-    int64_t      ms;
-    uint32_t     len;
-    ngx_str_t    s;
-    bson_iter_t  it;
-    const char  *v;
+    cJSON                   *data;
+    bson_t                   doc;
+    uint32_t                 len;
+    ngx_str_t                frame, *id;
+    bson_iter_t              it;
+    const uint8_t           *buf;
+    ngx_http_chat_msg_t      m;
+    ngx_http_chat_msg_op_t  *op;
 
-    data = ngx_http_chat_json_object(r);
-    if (data == NULL) {
-        return NGX_ERROR;
-    }
+    op = mctx->op;
 
-    if (!bson_iter_init_find(&it, doc, "_id") || !BSON_ITER_HOLDS_OID(&it)) {
-        return NGX_ERROR;
-    }
-
-    bson_oid_to_string(bson_iter_oid(&it), hex);
-
-    id->len = 24;
-    id->data = ngx_pnalloc(r->pool, 24);
-    if (id->data == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(id->data, hex, 24);
-
-    user = bson_iter_init_find(&it, doc, "user_id")
-           && BSON_ITER_HOLDS_NUMBER(&it) ? bson_iter_as_int64(&it) : 0;
-
-    if (cJSON_AddStringToObject(data, "id", hex) == NULL
-        || cJSON_AddNumberToObject(data, "user_id", (double) user) == NULL
-        || ngx_http_chat_json_str(data, "username",
-                                  user == st->user_id[0] ? &st->username[0]
-                                                         : &st->username[1])
-           == NULL
-        || cJSON_AddNumberToObject(data, "room_id", (double) st->room_id)
-           == NULL)
+    if (op->status == NGX_HTTP_CHAT_MSG_NOT_FOUND || op->reply == NULL
+        || !bson_iter_init(&it, op->reply))
     {
-        return NGX_ERROR;
+        /* an unknown id replays nothing */
+        return NGX_OK;
     }
 
-    v = "";
-    len = 0;
+    while (bson_iter_next(&it)) {
 
-    if (bson_iter_init_find(&it, doc, "content") && BSON_ITER_HOLDS_UTF8(&it))
-    {
-        v = bson_iter_utf8(&it, &len);
+        if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
+            continue;
+        }
+
+        /* the documents stay in the reply, which lives with the request */
+
+        bson_iter_document(&it, &len, &buf);
+
+        if (!bson_init_static(&doc, buf, len)
+            || ngx_http_chat_msg_parse(r, &doc, &m) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        data = ngx_http_chat_msg_new_message(r, &m,
+                         ngx_http_chat_msg_username(&mctx->room, m.user_id),
+                         NULL);
+
+        id = ngx_array_push(ids);
+
+        if (data == NULL || id == NULL
+            || ngx_http_chat_sse_frame(r->pool, "new_message", &m.id, data,
+                                       &frame)
+               != NGX_OK
+            || ngx_http_chat_sse_send(mctx->stream, &frame) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        *id = m.id;
     }
 
-    s.data = (u_char *) v;
-    s.len = len;
-
-    if (ngx_http_chat_json_str(data, "content", &s) == NULL) {
-        return NGX_ERROR;
-    }
-
-    v = "text";
-
-    if (bson_iter_init_find(&it, doc, "message_type")
-        && BSON_ITER_HOLDS_UTF8(&it))
-    {
-        v = bson_iter_utf8(&it, NULL);
-    }
-
-    if (cJSON_AddStringToObject(data, "message_type", v) == NULL) {
-        return NGX_ERROR;
-    }
-
-    ms = bson_iter_init_find(&it, doc, "created_at")
-         && BSON_ITER_HOLDS_DATE_TIME(&it) ? bson_iter_date_time(&it) : 0;
-
-    p = ngx_pnalloc(r->pool, sizeof("YYYY-MM-DDTHH:MM:SS.ffffff"));
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    s.data = p;
-    s.len = ngx_http_chat_iso_time(p, ms / 1000, (ms % 1000) * 1000) - p;
-
-    if (ngx_http_chat_json_str(data, "created_at", &s) == NULL
-        || cJSON_AddFalseToObject(data, "is_deleted") == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_chat_sse_frame(r->pool, "new_message", id, data, frame);
-}
-
-
-static void
-ngx_http_chat_msg_stream_free(ngx_http_chat_msg_stream_t *st)
-{
-    size_t  i;
-
-    for (i = 0; i < st->ndocs; i++) {
-        bson_destroy(st->docs[i]);
-    }
-
-    bson_free(st->docs);
-
-    st->docs = NULL;
-    st->ndocs = 0;
+    return NGX_OK;
 }

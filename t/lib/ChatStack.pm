@@ -31,6 +31,16 @@ sub chat_main_config {
          . "thread_pool chat_mongo threads=4;\n";
 }
 
+# MariaDB's test database is new every run, MongoDB's is not: each test
+# file gets a database of its own, so ids that repeat across runs never
+# meet stale documents
+my $MongoDatabase;
+
+sub mongo_database {
+    $MongoDatabase //= env('MONGO_DATABASE', 'chat_test') . '_' . $$;
+    return $MongoDatabase;
+}
+
 # the datastore part of http{}; timeouts short so outage tests stay quick
 sub chat_http_config {
     my (%opt) = @_;
@@ -41,7 +51,7 @@ sub chat_http_config {
     my $redis_timeout = $opt{redis_timeout} // (2 * $slow) . 's';
     my $connect_timeout = (1 * $slow) . 's';
     my $mongo_port = env('MONGO_PORT', 27117);
-    my $mongo_db = env('MONGO_DATABASE', 'chat_test');
+    my $mongo_db = mongo_database();
 
     return <<"EOF";
     chat_mysql 127.0.0.1:@{[env('MYSQL_PORT', 13306)]} user=chat password=chatpw database=@{[env('MYSQL_DATABASE', 'chat_test')]} pool=4;

@@ -1,0 +1,316 @@
+
+/*
+ * nginx-chat chat service (API.md 5): direct chat rooms in MariaDB,
+ * messages, read records and reactions in MongoDB, events to Redis
+ * Streams and frames to the rooms' event streams.
+ *
+ * Ordering.  Every message document carries "seq" (int64), taken before
+ * the insert from the Redis counter "chat:room:<room_id>:seq".  Redis runs
+ * the increment atomically, so seq is strictly increasing in the order the
+ * sends of a room were accepted, across workers and nodes, and a sender's
+ * messages are in the order it sent them; the page of C5 and the stream's
+ * Last-Event-ID replay both sort by it.  The insert and then the frame
+ * "new_message" follow the increment: with two sends in flight a reader
+ * may see seq n+1 a few milliseconds before n, so a stream subscribes to
+ * the room's channel before it replays, and gets n live.  The counter
+ * never falls below the Redis clock in microseconds: if Redis loses the
+ * key, new messages still sort after the old ones, so seq is not dense.
+ * Documents written by the original service have no seq; they sort before
+ * every message that has one, then by created_at.
+ *
+ * Uniqueness.  A read record's _id is derived from (message id, user), a
+ * reaction's from (message id, user, emoji): MongoDB enforces _id in every
+ * deployment, so records are never doubled, whatever indexes exist.
+ */
+
+
+#ifndef _NGX_HTTP_CHAT_MSG_MODULE_H_INCLUDED_
+#define _NGX_HTTP_CHAT_MSG_MODULE_H_INCLUDED_
+
+
+#include <ngx_http_chat_core_module.h>
+
+
+#define NGX_HTTP_CHAT_MSG_CONTENT_MAX   300
+#define NGX_HTTP_CHAT_MSG_EMOJI_MAX     32
+
+/* a room with its members' names: 7 columns, then a WHERE clause */
+#define NGX_HTTP_CHAT_MSG_ROOMS                                              \
+    "SELECT r.id, r.user_1_id, r.user_2_id, r.created_at, r.updated_at, "    \
+    "u1.username, u2.username FROM chat_rooms r "                            \
+    "LEFT JOIN users u1 ON u1.id = r.user_1_id "                             \
+    "LEFT JOIN users u2 ON u2.id = r.user_2_id "
+
+#define NGX_HTTP_CHAT_MSG_ROOM_NCOLS    7
+
+/* a date that is null */
+#define NGX_HTTP_CHAT_MSG_NO_TIME       -1
+
+/* what a MongoDB step found (ngx_http_chat_msg_op_t.status) */
+#define NGX_HTTP_CHAT_MSG_FOUND         0
+#define NGX_HTTP_CHAT_MSG_NOT_FOUND     1
+#define NGX_HTTP_CHAT_MSG_FORBIDDEN     2
+#define NGX_HTTP_CHAT_MSG_DELETED       3
+#define NGX_HTTP_CHAT_MSG_BLANK         4
+#define NGX_HTTP_CHAT_MSG_FOREIGN       5
+#define NGX_HTTP_CHAT_MSG_EXISTED       6
+
+
+/*
+ * A room with its members' usernames (ngx_http_chat_msg_room_check()).
+ * Times are MariaDB DATETIME cells, "YYYY-MM-DD HH:MM:SS"; a name's data is
+ * NULL when the user has no row (ngx_http_chat_msg_username() then gives
+ * "Unknown").
+ */
+
+typedef struct {
+    int64_t                     id;
+    int64_t                     user_1_id;
+    int64_t                     user_2_id;
+    ngx_str_t                   created_at;
+    ngx_str_t                   updated_at;
+    ngx_str_t                   user_1_name;
+    ngx_str_t                   user_2_name;
+} ngx_http_chat_msg_room_t;
+
+
+/* a "messages" document; times in microseconds since the epoch */
+
+typedef struct {
+    ngx_str_t                   id;             /* 24 lowercase hex digits */
+    int64_t                     user_id;
+    int64_t                     room_id;
+    ngx_str_t                   content;
+    ngx_str_t                   message_type;
+    int64_t                     seq;            /* 0: none */
+    int64_t                     deleted_by;     /* 0: none */
+    int64_t                     created_at;
+    int64_t                     updated_at;
+    int64_t                     deleted_at;     /* or NO_TIME */
+    int64_t                     edited_at;      /* or NO_TIME */
+    unsigned                    is_deleted:1;
+    unsigned                    is_edited:1;
+} ngx_http_chat_msg_t;
+
+
+/*
+ * The data of one MongoDB step.  It is allocated from the request pool
+ * before the task is posted, so the pool thread only reads the inputs and
+ * writes the outputs; "reply" is the library's own memory (documents the
+ * thread found), destroyed with the request pool.
+ */
+
+typedef struct ngx_http_chat_msg_op_s  ngx_http_chat_msg_op_t;
+
+typedef ngx_int_t (*ngx_http_chat_msg_run_pt)(mongoc_database_t *db,
+    ngx_http_chat_msg_op_t *op);
+
+struct ngx_http_chat_msg_op_s {
+    ngx_http_chat_msg_run_pt    run;
+
+    int64_t                     user_id;        /* the caller */
+    int64_t                     room_id;
+    int64_t                     now;            /* ms since the epoch */
+
+    bson_oid_t                  oid;            /* the message */
+    bson_oid_t                  key;            /* a record's own _id */
+
+    int64_t                     skip;
+    int64_t                     limit;
+    int64_t                     seq;
+
+    ngx_str_t                   content;
+    ngx_str_t                   message_type;
+    ngx_str_t                   emoji;
+
+    int64_t                    *rooms;          /* room summaries */
+    ngx_uint_t                  nrooms;
+    ngx_uint_t                  last;           /* with the last message */
+
+    ngx_str_t                  *ids;            /* C6: sorted, unique */
+    bson_oid_t                 *keys;           /* their records' _ids */
+    u_char                     *seen;           /* already recorded */
+    ngx_uint_t                  nids;
+
+    unsigned                    blank:1;
+    unsigned                    remove:1;
+    unsigned                    deleted:1;
+
+    /* results */
+    bson_t                     *reply;
+    ngx_uint_t                  status;
+    int64_t                     count;
+    bson_error_t                error;
+};
+
+
+/*
+ * Per-request state of the chat service, ctx->data of the core's context.
+ * "room" is valid once ngx_http_chat_msg_room_check() has called next();
+ * "stream" is left to ngx_http_chat_msg_stream.c.
+ */
+
+typedef struct {
+    ngx_http_chat_msg_room_t    room;
+    ngx_http_chat_handler_pt    next;
+
+    ngx_http_chat_msg_op_t     *op;
+    ngx_http_chat_msg_t         msg;
+
+    ngx_http_chat_msg_room_t   *rooms;          /* C1 */
+    ngx_uint_t                  nrooms;
+
+    int64_t                     room_id;
+    int64_t                     now;            /* us since the epoch */
+    ngx_array_t                *given;          /* C6: ids as given */
+
+    void                       *stream;
+} ngx_http_chat_msg_ctx_t;
+
+
+extern ngx_module_t  ngx_http_chat_msg_module;
+
+
+/* shared by the endpoints and the stream (ngx_http_chat_msg_module.c) */
+
+ngx_http_chat_msg_ctx_t *ngx_http_chat_msg_get_ctx(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+/*
+ * The room checks of API.md 5: loads room room_id with its members' names,
+ * answers 404 "Chat room not found", 403 "Access denied to this chat
+ * room" or 503 itself, else stores it in ngx_http_chat_msg_get_ctx()->room
+ * and returns next(r, ctx).  Returns what the request is finalized with.
+ */
+ngx_int_t ngx_http_chat_msg_room_check(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, int64_t room_id,
+    ngx_http_chat_handler_pt next);
+
+ngx_int_t ngx_http_chat_msg_room_row(ngx_str_t *cells,
+    ngx_http_chat_msg_room_t *room);
+
+/* a path parameter "room_id": 422 E-C if not an integer, 422 E-B' if not
+ * positive, then ngx_http_chat_msg_room_check() */
+ngx_int_t ngx_http_chat_msg_room_path(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *param,
+    ngx_http_chat_handler_pt next);
+
+ngx_int_t ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r,
+    const char *name, int64_t value);
+
+/* the member's username, "Unknown" without a users row */
+ngx_str_t *ngx_http_chat_msg_username(ngx_http_chat_msg_room_t *room,
+    int64_t user_id);
+
+/* "chat:room:<room_id>", the pub/sub channel of the room's streams */
+ngx_int_t ngx_http_chat_msg_channel(ngx_pool_t *pool, int64_t room_id,
+    ngx_str_t *channel);
+
+/* a frame to every open stream of the room; id may be NULL */
+ngx_int_t ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
+    const char *event, ngx_str_t *id, cJSON *data);
+
+/* a "messages" document read back on the event loop */
+ngx_int_t ngx_http_chat_msg_parse(ngx_http_request_t *r, const bson_t *doc,
+    ngx_http_chat_msg_t *m);
+
+/* MessageResponse (API.md 2.8); added to parent when it is an array */
+cJSON *ngx_http_chat_msg_json(ngx_http_request_t *r, cJSON *parent,
+    ngx_http_chat_msg_t *m);
+
+/*
+ * The data of the stream event "new_message" (API.md 5 C10): created_at is
+ * the event's time when given, else the message's; the username is the
+ * author's, from the room
+ */
+cJSON *ngx_http_chat_msg_new_message(ngx_http_request_t *r,
+    ngx_http_chat_msg_t *m, ngx_str_t *username, ngx_str_t *created_at);
+
+cJSON *ngx_http_chat_msg_json_time(cJSON *obj, const char *name,
+    int64_t us);
+int64_t ngx_http_chat_msg_now(void);
+ngx_uint_t ngx_http_chat_msg_blank(ngx_str_t *s);
+ngx_uint_t ngx_http_chat_msg_space(ngx_str_t *s);
+
+/* a MongoDB step (in the chat_mongo thread pool) */
+ngx_http_chat_msg_op_t *ngx_http_chat_msg_op(ngx_http_request_t *r,
+    ngx_http_chat_msg_ctx_t *mctx);
+ngx_int_t ngx_http_chat_msg_mongo(ngx_http_request_t *r,
+    ngx_http_chat_msg_op_t *op, ngx_http_chat_msg_run_pt run,
+    ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_msg_mongo_failed(ngx_http_request_t *r,
+    ngx_http_chat_msg_op_t *op, ngx_int_t rc);
+ngx_int_t ngx_http_chat_msg_sql_failed(ngx_http_request_t *r,
+    ngx_http_chat_sql_res_t *res);
+ngx_int_t ngx_http_chat_msg_send_not_found(ngx_http_request_t *r,
+    const char *resource);
+
+/* the message id of the path into a new step's op->oid; NGX_DECLINED if
+ * it is no ObjectId (the contract's 404 "Message not found") */
+ngx_int_t ngx_http_chat_msg_oid(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_msg_op_t **opp);
+
+/* in a pool thread: the message op->oid, its status and the document */
+ngx_int_t ngx_http_chat_msg_find(mongoc_collection_t *coll,
+    ngx_http_chat_msg_op_t *op, bson_t *doc);
+
+
+/* rooms (ngx_http_chat_msg_rooms.c) */
+
+ngx_int_t ngx_http_chat_msg_rooms(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_room(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+/* in a pool thread: per room of op->rooms, the unread count and, with
+ * op->last, the newest message, as reply {"<i>":{"unread","last"}} */
+ngx_int_t ngx_http_chat_msg_summary_run(mongoc_database_t *db,
+    ngx_http_chat_msg_op_t *op);
+
+
+/* messages (ngx_http_chat_msg_messages.c) */
+
+ngx_int_t ngx_http_chat_msg_send(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_page(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_read(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_unread(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_edit(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_delete(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+/*
+ * in a pool thread, for the stream's Last-Event-ID replay: set op->oid (the
+ * last id the client saw), op->room_id and op->limit; the reply holds the
+ * messages stored after it by seq, oldest first, {"0":doc,...} (read them
+ * with ngx_http_chat_msg_parse()), op->count of them; op->status is
+ * NGX_HTTP_CHAT_MSG_NOT_FOUND when the id names no message of the room
+ */
+ngx_int_t ngx_http_chat_msg_replay_run(mongoc_database_t *db,
+    ngx_http_chat_msg_op_t *op);
+
+
+/* reactions (ngx_http_chat_msg_reactions.c) */
+
+ngx_int_t ngx_http_chat_msg_reactions(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_react(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_msg_unreact(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+/* the room's event stream, C10 (ngx_http_chat_msg_stream.c) */
+
+ngx_int_t ngx_http_chat_msg_stream(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_CHAT_MSG_MODULE_H_INCLUDED_ */
