@@ -297,7 +297,7 @@ render_conf() {
     fi
 
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp" "$prefix/uploads"
-    cp "$TOP"/conf/*.types "$prefix/conf/" 2>/dev/null || true
+    cp "$TOP"/conf/chat-errors.conf "$prefix/conf/"
 
     sed -e "s|@PREFIX@|$prefix|g" \
         -e "s|@LOAD_MODULES@|$(load_modules_list | sed 's|\([^ ]*\)|load_module \1;|g')|" \
@@ -313,6 +313,7 @@ render_conf() {
         -e "s|@MONGO_DATABASE@|$CHAT_DATABASE|g" \
         -e "s|@JWT_SECRET@|$CHAT_JWT_SECRET|g" \
         -e "s|@RATE_LIMIT@|$rate|g" \
+        -e "s|@RATE_BURST@|$((rate - 1))|g" \
         -e "s|@LIMIT_KEY@|$limit_key|g" \
         "$TOP/conf/nginx.conf" > "$prefix/conf/nginx.conf"
 }
