@@ -120,7 +120,7 @@ for n in "${names[@]}"; do
     {
         machine
         src=0
-        "$HERE/$n.sh" 2>&1 || src=$?
+        BENCH_RESULT_FILE=$file "$HERE/$n.sh" 2>&1 || src=$?
         echo
         echo "load:     $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min, after the run)"
         exit $src
