@@ -25,13 +25,13 @@ log() { printf '>>> %s\n' "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
 
-# every bench/<name>.sh but this one
+# every bench/<name>.sh but this one and the shared lib.sh
 available() {
     local f n
 
     for f in "$HERE"/*.sh; do
         n=$(basename "$f" .sh)
-        [ "$n" = run ] && continue
+        case $n in run|lib) continue ;; esac
         echo "$n"
     done
 }
