@@ -39,7 +39,7 @@ NGINX=${CHAT_NGINX_BINARY:-/usr/sbin/nginx}
 : "${CHAT_RATE_LIMIT:=100}"
 : "${CHAT_JWT_SECRET:=change-me-nginx-chat-secret}"
 
-MODULES="core user friend msg"
+MODULES="core user friend msg notify"
 
 APT_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
     libbson-dev libcjson-dev libjwt-dev libssl-dev libcrypt-dev

@@ -379,4 +379,49 @@ ngx_int_t ngx_http_chat_event_interest(ngx_event_t *ev, ngx_int_t event,
     ngx_uint_t want);
 
 
+/* Redis Streams consumers (ngx_http_chat_redis.c) */
+
+typedef struct ngx_http_chat_redis_consumer_s  ngx_http_chat_redis_consumer_t;
+
+/* an entry handed to a consumer's handler; it stays valid until settled
+ * with ack() or retry(), and is freed then */
+
+typedef struct {
+    ngx_str_t                   stream;
+    ngx_str_t                   id;         /* "1700000000000-0" */
+    ngx_str_t                  *fields;     /* name, value, name, value... */
+    ngx_uint_t                  nfields;    /* names and values */
+
+    ngx_http_chat_redis_consumer_t  *consumer;
+    ngx_queue_t                 queue;
+} ngx_http_chat_redis_entry_t;
+
+typedef void (*ngx_http_chat_redis_entry_pt)(ngx_http_chat_redis_entry_t *e,
+    void *data);
+
+typedef struct {
+    ngx_str_t                  *streams;
+    ngx_uint_t                  nstreams;
+    ngx_str_t                   group;
+    ngx_str_t                   name;       /* unique per process and node */
+    ngx_uint_t                  count;      /* entries per stream and read */
+    ngx_msec_t                  block;      /* XREADGROUP BLOCK */
+    ngx_msec_t                  claim_idle; /* XAUTOCLAIM min-idle, 0: off */
+    ngx_msec_t                  claim_interval; /* 0: claim_idle */
+    ngx_http_chat_redis_entry_pt  handler;
+    void                       *data;
+} ngx_http_chat_redis_consumer_conf_t;
+
+/* a worker's consumer on a connection of its own, from init_process on;
+ * the names are copied */
+ngx_http_chat_redis_consumer_t *ngx_http_chat_redis_consumer_create(
+    ngx_cycle_t *cycle, ngx_http_chat_redis_consumer_conf_t *conf);
+/* processed: XACK now */
+void ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e);
+/* not processed: stays pending, read again after a pause */
+void ngx_http_chat_redis_consumer_retry(ngx_http_chat_redis_entry_t *e);
+/* at worker exit; unsettled entries are freed, and left pending */
+void ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c);
+
+
 #endif /* _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_ */

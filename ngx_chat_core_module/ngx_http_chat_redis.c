@@ -1306,3 +1306,982 @@ ngx_http_chat_redis_cleanup(void *data)
 
     ngx_http_chat_redis_conn_retry(rconn);
 }
+
+
+/*
+ * Redis Streams consumers.
+ *
+ * A consumer reads a list of streams as one member of a consumer group, on
+ * a connection of its own: XREADGROUP ... BLOCK holds its connection for
+ * up to the block time, which the shared command connection cannot give.
+ *
+ * It works in rounds.  A round is one command: XREADGROUP, or XAUTOCLAIM
+ * of one stream; every entry of the reply is copied and handed to the
+ * handler, which settles each one later, with ack() once it is fully
+ * processed (XACK is sent then, not before) or retry() to leave it pending
+ * for another try.  The next round starts when every entry of the last one
+ * is settled, so at most "count" entries per stream are in flight, and the
+ * connection never has an XACK waiting behind a blocked read.
+ *
+ *   - the group is created on every (re)connection, MKSTREAM, from "$":
+ *     a new group sees what is published from then on; BUSYGROUP is fine;
+ *   - after a (re)connection or a retried round, the consumer first reads
+ *     its own pending entries (XREADGROUP with id 0), then new ones (">");
+ *   - every claim interval it takes over entries that other consumers,
+ *     presumably dead, left pending for longer than claim_idle
+ *     (XAUTOCLAIM), stream by stream, before the next read;
+ *   - entries deleted by trimming while pending are acknowledged alone.
+ *
+ * Delivery is at least once: a handler must be idempotent per entry.
+ */
+
+
+#define NGX_HTTP_CHAT_REDIS_ID_LEN  (2 * NGX_INT64_LEN + 2)
+
+
+struct ngx_http_chat_redis_consumer_s {
+    ngx_http_chat_redis_conn_t     *rconn;
+    ngx_log_t                      *log;
+
+    ngx_str_t                      *streams;
+    ngx_uint_t                      nstreams;
+    ngx_str_t                       group;
+    ngx_str_t                       name;
+    ngx_uint_t                      count;
+    ngx_msec_t                      block;
+    ngx_msec_t                      claim_idle;
+    ngx_msec_t                      claim_interval;
+
+    ngx_http_chat_redis_entry_pt    handler;
+    void                           *data;
+
+    ngx_queue_t                     entries;    /* handed out, unsettled */
+    ngx_uint_t                      inflight;
+    ngx_uint_t                      replies;    /* XGROUP CREATE awaited */
+
+    ngx_event_t                     timeout;    /* the round's reply */
+    ngx_event_t                     wait;       /* backoff after trouble */
+    ngx_event_t                     claim;      /* claim interval */
+    ngx_msec_t                      backoff;
+
+    /* where the claim cycle stands: stream, and XAUTOCLAIM's cursor */
+    ngx_uint_t                      claim_stream;
+    u_char                          cursor[NGX_HTTP_CHAT_REDIS_ID_LEN];
+    size_t                          cursor_len;
+
+    unsigned                        busy:1;     /* a round in flight */
+    unsigned                        created:1;  /* groups exist */
+    unsigned                        history:1;  /* read own pending next */
+    unsigned                        claiming:1; /* a claim cycle is due */
+    unsigned                        delivering:1;
+    unsigned                        retried:1;  /* in the current round */
+    unsigned                        failed:1;   /* XGROUP CREATE failed */
+    unsigned                        destroying:1;
+};
+
+
+static void ngx_http_chat_redis_consumer_connected(
+    ngx_http_chat_redis_conn_t *rconn);
+static void ngx_http_chat_redis_consumer_next(
+    ngx_http_chat_redis_consumer_t *c);
+static ngx_int_t ngx_http_chat_redis_consumer_send(
+    ngx_http_chat_redis_consumer_t *c, redisCallbackFn *fn, int argc,
+    const char **argv, const size_t *argvlen);
+static void ngx_http_chat_redis_consumer_create_groups(
+    ngx_http_chat_redis_consumer_t *c);
+static void ngx_http_chat_redis_consumer_created(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_chat_redis_consumer_read(
+    ngx_http_chat_redis_consumer_t *c);
+static void ngx_http_chat_redis_consumer_read_reply(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_chat_redis_consumer_autoclaim(
+    ngx_http_chat_redis_consumer_t *c);
+static void ngx_http_chat_redis_consumer_claim_reply(redisAsyncContext *ac,
+    void *data, void *privdata);
+static ngx_int_t ngx_http_chat_redis_consumer_round(
+    ngx_http_chat_redis_consumer_t *c, redisReply *reply);
+static ngx_uint_t ngx_http_chat_redis_consumer_deliver(
+    ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream,
+    redisReply *entries);
+static ngx_http_chat_redis_entry_t *ngx_http_chat_redis_consumer_copy(
+    ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream, redisReply *id,
+    redisReply *fields);
+static void ngx_http_chat_redis_consumer_xack(
+    ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream, ngx_str_t *id);
+static void ngx_http_chat_redis_consumer_xack_reply(redisAsyncContext *ac,
+    void *data, void *privdata);
+static void ngx_http_chat_redis_consumer_settle(
+    ngx_http_chat_redis_entry_t *e);
+static void ngx_http_chat_redis_consumer_done(
+    ngx_http_chat_redis_consumer_t *c);
+static void ngx_http_chat_redis_consumer_trouble(
+    ngx_http_chat_redis_consumer_t *c);
+static void ngx_http_chat_redis_consumer_timeout(ngx_event_t *ev);
+static void ngx_http_chat_redis_consumer_wait(ngx_event_t *ev);
+static void ngx_http_chat_redis_consumer_claim(ngx_event_t *ev);
+
+
+ngx_http_chat_redis_consumer_t *
+ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
+    ngx_http_chat_redis_consumer_conf_t *conf)
+{
+    u_char                          *p;
+    size_t                           size;
+    ngx_uint_t                       i;
+    ngx_http_chat_redis_consumer_t  *c;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_chat_core_module);
+
+    if (cmcf == NULL || cmcf->redis_host.len == 0 || conf->nstreams == 0
+        || conf->count == 0 || conf->handler == NULL)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, 0,
+                      "chat redis: stream consumer without Redis, streams "
+                      "or handler");
+        return NULL;
+    }
+
+    /* the consumer and copies of its names, in one block */
+
+    size = sizeof(ngx_http_chat_redis_consumer_t)
+           + conf->nstreams * sizeof(ngx_str_t)
+           + conf->group.len + conf->name.len;
+
+    for (i = 0; i < conf->nstreams; i++) {
+        size += conf->streams[i].len;
+    }
+
+    c = ngx_calloc(size, cycle->log);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->streams = (ngx_str_t *) &c[1];
+    p = (u_char *) &c->streams[conf->nstreams];
+
+    for (i = 0; i < conf->nstreams; i++) {
+        c->streams[i].data = p;
+        c->streams[i].len = conf->streams[i].len;
+        p = ngx_cpymem(p, conf->streams[i].data, conf->streams[i].len);
+    }
+
+    c->group.data = p;
+    c->group.len = conf->group.len;
+    p = ngx_cpymem(p, conf->group.data, conf->group.len);
+
+    c->name.data = p;
+    c->name.len = conf->name.len;
+    ngx_memcpy(p, conf->name.data, conf->name.len);
+
+    c->nstreams = conf->nstreams;
+    c->count = conf->count;
+    c->block = conf->block;
+    c->claim_idle = conf->claim_idle;
+    c->claim_interval = conf->claim_interval ? conf->claim_interval
+                                             : conf->claim_idle;
+    c->handler = conf->handler;
+    c->data = conf->data;
+    c->log = cycle->log;
+    c->backoff = NGX_HTTP_CHAT_REDIS_BACKOFF_MIN;
+    c->history = 1;
+
+    ngx_queue_init(&c->entries);
+
+    c->timeout.handler = ngx_http_chat_redis_consumer_timeout;
+    c->timeout.data = c;
+    c->timeout.log = cycle->log;
+    c->timeout.cancelable = 1;
+
+    c->wait.handler = ngx_http_chat_redis_consumer_wait;
+    c->wait.data = c;
+    c->wait.log = cycle->log;
+    c->wait.cancelable = 1;
+
+    c->claim.handler = ngx_http_chat_redis_consumer_claim;
+    c->claim.data = c;
+    c->claim.log = cycle->log;
+    c->claim.cancelable = 1;
+
+    c->rconn = ngx_http_chat_redis_conn_create(cycle, cmcf, "stream consumer",
+                                     ngx_http_chat_redis_consumer_connected,
+                                     c);
+    if (c->rconn == NULL) {
+        ngx_free(c);
+        return NULL;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, cycle->log, 0,
+                  "chat redis: consumer \"%V\" of group \"%V\" started",
+                  &c->name, &c->group);
+
+    ngx_time_update();
+
+    ngx_http_chat_redis_conn_connect(c->rconn);
+
+    if (c->claim_idle) {
+        ngx_add_timer(&c->claim, c->claim_interval);
+    }
+
+    return c;
+}
+
+
+/*
+ * Entries still unsettled are freed: their handler must not settle them
+ * afterwards.  The server keeps them pending until another consumer claims
+ * them.
+ */
+
+void
+ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c)
+{
+    ngx_queue_t                  *q;
+    ngx_http_chat_redis_entry_t  *e;
+
+    c->destroying = 1;
+
+    /* the round's callback runs in here, with no reply */
+    ngx_http_chat_redis_conn_destroy(c->rconn);
+    c->rconn = NULL;
+
+    while (!ngx_queue_empty(&c->entries)) {
+        q = ngx_queue_head(&c->entries);
+        ngx_queue_remove(q);
+
+        e = ngx_queue_data(q, ngx_http_chat_redis_entry_t, queue);
+        ngx_free(e);
+    }
+
+    if (c->timeout.timer_set) {
+        ngx_del_timer(&c->timeout);
+    }
+
+    if (c->wait.timer_set) {
+        ngx_del_timer(&c->wait);
+    }
+
+    if (c->claim.timer_set) {
+        ngx_del_timer(&c->claim);
+    }
+
+    ngx_free(c);
+}
+
+
+void
+ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e)
+{
+    ngx_http_chat_redis_consumer_xack(e->consumer, &e->stream, &e->id);
+    ngx_http_chat_redis_consumer_settle(e);
+}
+
+
+/* left pending: read again from the consumer's own pending entries */
+
+void
+ngx_http_chat_redis_consumer_retry(ngx_http_chat_redis_entry_t *e)
+{
+    e->consumer->retried = 1;
+    ngx_http_chat_redis_consumer_settle(e);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_settle(ngx_http_chat_redis_entry_t *e)
+{
+    ngx_http_chat_redis_consumer_t  *c;
+
+    c = e->consumer;
+
+    ngx_queue_remove(&e->queue);
+    ngx_free(e);
+
+    c->inflight--;
+
+    if (c->inflight == 0 && !c->delivering) {
+        ngx_http_chat_redis_consumer_done(c);
+    }
+}
+
+
+/* every entry of the round is settled */
+
+static void
+ngx_http_chat_redis_consumer_done(ngx_http_chat_redis_consumer_t *c)
+{
+    if (c->retried) {
+        c->retried = 0;
+        c->history = 1;
+        ngx_http_chat_redis_consumer_trouble(c);
+        return;
+    }
+
+    c->backoff = NGX_HTTP_CHAT_REDIS_BACKOFF_MIN;
+
+    ngx_http_chat_redis_consumer_next(c);
+}
+
+
+/* the next round, if nothing stands in the way */
+
+static void
+ngx_http_chat_redis_consumer_next(ngx_http_chat_redis_consumer_t *c)
+{
+    if (c->busy || c->inflight || c->delivering || c->destroying
+        || c->wait.timer_set || c->rconn == NULL || !c->rconn->open
+        || ngx_http_chat_redis_exiting || ngx_exiting || ngx_terminate
+        || ngx_quit)
+    {
+        return;
+    }
+
+    if (!c->created) {
+        ngx_http_chat_redis_consumer_create_groups(c);
+        return;
+    }
+
+    if (c->claiming) {
+        ngx_http_chat_redis_consumer_autoclaim(c);
+        return;
+    }
+
+    ngx_http_chat_redis_consumer_read(c);
+}
+
+
+static ngx_int_t
+ngx_http_chat_redis_consumer_send(ngx_http_chat_redis_consumer_t *c,
+    redisCallbackFn *fn, int argc, const char **argv, const size_t *argvlen)
+{
+    if (ngx_http_chat_redis_conn_command(c->rconn, fn, c, argc, argv, argvlen)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    c->busy = 1;
+
+    return NGX_OK;
+}
+
+
+/* a new connection: the groups, then the consumer's own pending entries */
+
+static void
+ngx_http_chat_redis_consumer_connected(ngx_http_chat_redis_conn_t *rconn)
+{
+    ngx_http_chat_redis_consumer_t  *c = rconn->data;
+
+    c->created = 0;
+    c->history = 1;
+    c->busy = 0;
+
+    ngx_http_chat_redis_consumer_next(c);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_create_groups(ngx_http_chat_redis_consumer_t *c)
+{
+    ngx_uint_t   i;
+    const char  *argv[6];
+    size_t       argvlen[6];
+
+    argv[0] = "XGROUP";
+    argvlen[0] = sizeof("XGROUP") - 1;
+    argv[1] = "CREATE";
+    argvlen[1] = sizeof("CREATE") - 1;
+    argv[3] = (const char *) c->group.data;
+    argvlen[3] = c->group.len;
+    argv[4] = "$";
+    argvlen[4] = 1;
+    argv[5] = "MKSTREAM";
+    argvlen[5] = sizeof("MKSTREAM") - 1;
+
+    c->replies = 0;
+    c->failed = 0;
+
+    for (i = 0; i < c->nstreams; i++) {
+        argv[2] = (const char *) c->streams[i].data;
+        argvlen[2] = c->streams[i].len;
+
+        if (ngx_http_chat_redis_consumer_send(c,
+                                        ngx_http_chat_redis_consumer_created,
+                                        6, argv, argvlen)
+            != NGX_OK)
+        {
+            /* the connection is going away; its successor starts over */
+            return;
+        }
+
+        c->replies++;
+    }
+
+    ngx_add_timer(&c->timeout, c->rconn->cmcf->redis_timeout
+                               ? c->rconn->cmcf->redis_timeout : 3000);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_created(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                      *reply = data;
+    ngx_http_chat_redis_consumer_t  *c = privdata;
+
+    if (c->replies) {
+        c->replies--;
+    }
+
+    if (reply == NULL || ngx_http_chat_redis_exiting || c->destroying) {
+        c->failed = 1;
+
+    } else if (reply->type == REDIS_REPLY_ERROR
+               && !(reply->len >= 9
+                    && ngx_strncmp(reply->str, "BUSYGROUP", 9) == 0))
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "chat redis: consumer group \"%V\" not created: %*s",
+                      &c->group, reply->len, reply->str);
+        c->failed = 1;
+    }
+
+    if (c->replies) {
+        return;
+    }
+
+    c->busy = 0;
+
+    if (c->timeout.timer_set) {
+        ngx_del_timer(&c->timeout);
+    }
+
+    if (reply == NULL || ngx_http_chat_redis_exiting || c->destroying) {
+        return;
+    }
+
+    if (c->failed) {
+        ngx_http_chat_redis_consumer_trouble(c);
+        return;
+    }
+
+    c->created = 1;
+
+    ngx_http_chat_redis_consumer_next(c);
+}
+
+
+/*
+ * XREADGROUP GROUP <group> <name> COUNT <n> [BLOCK <ms>]
+ *     STREAMS <stream>... <id>...
+ */
+
+static void
+ngx_http_chat_redis_consumer_read(ngx_http_chat_redis_consumer_t *c)
+{
+    u_char       count[NGX_INT_T_LEN], block[NGX_INT_T_LEN];
+    size_t      *argvlen;
+    ngx_uint_t   i, n;
+    const char **argv;
+    ngx_msec_t   timeout;
+
+    argv = ngx_alloc((9 + 2 * c->nstreams) * (sizeof(char *) + sizeof(size_t)),
+                     c->log);
+    if (argv == NULL) {
+        ngx_http_chat_redis_consumer_trouble(c);
+        return;
+    }
+
+    argvlen = (size_t *) &argv[9 + 2 * c->nstreams];
+
+    n = 0;
+
+    argv[n] = "XREADGROUP";
+    argvlen[n++] = sizeof("XREADGROUP") - 1;
+    argv[n] = "GROUP";
+    argvlen[n++] = sizeof("GROUP") - 1;
+    argv[n] = (const char *) c->group.data;
+    argvlen[n++] = c->group.len;
+    argv[n] = (const char *) c->name.data;
+    argvlen[n++] = c->name.len;
+    argv[n] = "COUNT";
+    argvlen[n++] = sizeof("COUNT") - 1;
+    argv[n] = (const char *) count;
+    argvlen[n++] = ngx_sprintf(count, "%ui", c->count) - count;
+
+    /* own pending entries are answered at once, without blocking */
+
+    if (!c->history) {
+        argv[n] = "BLOCK";
+        argvlen[n++] = sizeof("BLOCK") - 1;
+        argv[n] = (const char *) block;
+        argvlen[n++] = ngx_sprintf(block, "%M", c->block) - block;
+    }
+
+    argv[n] = "STREAMS";
+    argvlen[n++] = sizeof("STREAMS") - 1;
+
+    for (i = 0; i < c->nstreams; i++) {
+        argv[n] = (const char *) c->streams[i].data;
+        argvlen[n++] = c->streams[i].len;
+    }
+
+    for (i = 0; i < c->nstreams; i++) {
+        argv[n] = c->history ? "0" : ">";
+        argvlen[n++] = 1;
+    }
+
+    if (ngx_http_chat_redis_consumer_send(c,
+                                    ngx_http_chat_redis_consumer_read_reply,
+                                    (int) n, argv, argvlen)
+        == NGX_OK)
+    {
+        timeout = c->rconn->cmcf->redis_timeout
+                  ? c->rconn->cmcf->redis_timeout : 3000;
+
+        if (!c->history) {
+            timeout += c->block;
+        }
+
+        ngx_add_timer(&c->timeout, timeout);
+    }
+
+    ngx_free(argv);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_read_reply(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                      *reply = data;
+    ngx_http_chat_redis_consumer_t  *c = privdata;
+
+    ngx_str_t    stream;
+    ngx_uint_t   i, n;
+    redisReply  *s;
+
+    if (ngx_http_chat_redis_consumer_round(c, reply) != NGX_OK) {
+        return;
+    }
+
+    /* nil: the block time passed without a new entry */
+
+    n = 0;
+
+    if (reply->type == REDIS_REPLY_ARRAY) {
+        c->delivering = 1;
+
+        for (i = 0; i < reply->elements; i++) {
+            s = reply->element[i];
+
+            if (s->type != REDIS_REPLY_ARRAY || s->elements != 2
+                || s->element[0]->type != REDIS_REPLY_STRING)
+            {
+                continue;
+            }
+
+            stream.data = (u_char *) s->element[0]->str;
+            stream.len = s->element[0]->len;
+
+            n += ngx_http_chat_redis_consumer_deliver(c, &stream,
+                                                      s->element[1]);
+        }
+
+        c->delivering = 0;
+    }
+
+    /* no entry was pending for this consumer any more */
+
+    if (c->history && n == 0) {
+        c->history = 0;
+    }
+
+    if (c->inflight == 0) {
+        ngx_http_chat_redis_consumer_done(c);
+    }
+}
+
+
+/* XAUTOCLAIM <stream> <group> <name> <min-idle> <cursor> COUNT <n> */
+
+static void
+ngx_http_chat_redis_consumer_autoclaim(ngx_http_chat_redis_consumer_t *c)
+{
+    u_char       count[NGX_INT_T_LEN], idle[NGX_INT_T_LEN];
+    size_t       argvlen[8];
+    const char  *argv[8];
+
+    if (c->cursor_len == 0) {
+        c->cursor_len = ngx_sprintf(c->cursor, "0-0") - c->cursor;
+    }
+
+    argv[0] = "XAUTOCLAIM";
+    argvlen[0] = sizeof("XAUTOCLAIM") - 1;
+    argv[1] = (const char *) c->streams[c->claim_stream].data;
+    argvlen[1] = c->streams[c->claim_stream].len;
+    argv[2] = (const char *) c->group.data;
+    argvlen[2] = c->group.len;
+    argv[3] = (const char *) c->name.data;
+    argvlen[3] = c->name.len;
+    argv[4] = (const char *) idle;
+    argvlen[4] = ngx_sprintf(idle, "%M", c->claim_idle) - idle;
+    argv[5] = (const char *) c->cursor;
+    argvlen[5] = c->cursor_len;
+    argv[6] = "COUNT";
+    argvlen[6] = sizeof("COUNT") - 1;
+    argv[7] = (const char *) count;
+    argvlen[7] = ngx_sprintf(count, "%ui", c->count) - count;
+
+    if (ngx_http_chat_redis_consumer_send(c,
+                                    ngx_http_chat_redis_consumer_claim_reply,
+                                    8, argv, argvlen)
+        == NGX_OK)
+    {
+        ngx_add_timer(&c->timeout, c->rconn->cmcf->redis_timeout
+                                   ? c->rconn->cmcf->redis_timeout : 3000);
+    }
+}
+
+
+/* [next cursor, [entry...], [deleted id...]] */
+
+static void
+ngx_http_chat_redis_consumer_claim_reply(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                      *reply = data;
+    ngx_http_chat_redis_consumer_t  *c = privdata;
+
+    ngx_str_t    stream;
+    ngx_uint_t   n;
+    redisReply  *next;
+
+    if (ngx_http_chat_redis_consumer_round(c, reply) != NGX_OK) {
+        return;
+    }
+
+    stream = c->streams[c->claim_stream];
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len >= NGX_HTTP_CHAT_REDIS_ID_LEN)
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "chat redis: unexpected XAUTOCLAIM reply on \"%V\"",
+                      &stream);
+        ngx_http_chat_redis_consumer_trouble(c);
+        return;
+    }
+
+    next = reply->element[0];
+
+    c->delivering = 1;
+    n = ngx_http_chat_redis_consumer_deliver(c, &stream, reply->element[1]);
+    c->delivering = 0;
+
+    if (n) {
+        ngx_log_error(NGX_LOG_NOTICE, c->log, 0,
+                      "chat redis: consumer \"%V\" claimed %ui entries of "
+                      "\"%V\" idle for %M ms or more",
+                      &c->name, n, &stream, c->claim_idle);
+    }
+
+    /* "0-0": this stream is done, the cycle goes on with the next one */
+
+    if (next->len == 3 && ngx_strncmp(next->str, "0-0", 3) == 0) {
+        c->cursor_len = 0;
+
+        if (++c->claim_stream == c->nstreams) {
+            c->claim_stream = 0;
+            c->claiming = 0;
+        }
+
+    } else {
+        c->cursor_len = next->len;
+        ngx_memcpy(c->cursor, next->str, next->len);
+    }
+
+    if (c->inflight == 0) {
+        ngx_http_chat_redis_consumer_done(c);
+    }
+}
+
+
+/* the end of a round's command; NGX_OK: go on with the reply */
+
+static ngx_int_t
+ngx_http_chat_redis_consumer_round(ngx_http_chat_redis_consumer_t *c,
+    redisReply *reply)
+{
+    c->busy = 0;
+
+    if (c->timeout.timer_set) {
+        ngx_del_timer(&c->timeout);
+    }
+
+    /* no reply: the connection is gone, its successor starts over */
+
+    if (reply == NULL || ngx_http_chat_redis_exiting || c->destroying) {
+        return NGX_DECLINED;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                  "chat redis: consumer \"%V\" of group \"%V\": %*s",
+                  &c->name, &c->group, reply->len, reply->str);
+
+    /* the stream or the group was deleted meanwhile */
+
+    if (reply->len >= 7 && ngx_strncmp(reply->str, "NOGROUP", 7) == 0) {
+        c->created = 0;
+    }
+
+    ngx_http_chat_redis_consumer_trouble(c);
+
+    return NGX_DECLINED;
+}
+
+
+/* hands the entries of one stream to the handler; returns how many */
+
+static ngx_uint_t
+ngx_http_chat_redis_consumer_deliver(ngx_http_chat_redis_consumer_t *c,
+    ngx_str_t *stream, redisReply *entries)
+{
+    ngx_str_t                     id;
+    ngx_uint_t                    i, n;
+    redisReply                   *entry;
+    ngx_http_chat_redis_entry_t  *e;
+
+    if (entries->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < entries->elements; i++) {
+        entry = entries->element[i];
+
+        if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2
+            || entry->element[0]->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        n++;
+
+        /* trimmed away while pending: nothing left to process */
+
+        if (entry->element[1]->type != REDIS_REPLY_ARRAY) {
+            id.data = (u_char *) entry->element[0]->str;
+            id.len = entry->element[0]->len;
+
+            ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                          "chat redis: entry %V of \"%V\" was deleted "
+                          "before it was processed", &id, stream);
+
+            ngx_http_chat_redis_consumer_xack(c, stream, &id);
+            continue;
+        }
+
+        e = ngx_http_chat_redis_consumer_copy(c, stream, entry->element[0],
+                                              entry->element[1]);
+        if (e == NULL) {
+            /* stays pending, read again later */
+            c->retried = 1;
+            continue;
+        }
+
+        ngx_queue_insert_tail(&c->entries, &e->queue);
+        c->inflight++;
+
+        c->handler(e, c->data);
+    }
+
+    return n;
+}
+
+
+/* the entry outlives the reply: one block, strings NUL-terminated */
+
+static ngx_http_chat_redis_entry_t *
+ngx_http_chat_redis_consumer_copy(ngx_http_chat_redis_consumer_t *c,
+    ngx_str_t *stream, redisReply *id, redisReply *fields)
+{
+    u_char                       *p;
+    size_t                        size;
+    ngx_uint_t                    i, n;
+    ngx_http_chat_redis_entry_t  *e;
+
+    n = 0;
+    size = sizeof(ngx_http_chat_redis_entry_t) + stream->len + 1
+           + id->len + 1;
+
+    for (i = 0; i < fields->elements; i++) {
+        if (fields->element[i]->type == REDIS_REPLY_STRING) {
+            size += sizeof(ngx_str_t) + fields->element[i]->len + 1;
+            n++;
+        }
+    }
+
+    if (n != fields->elements || n % 2) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "chat redis: entry %*s of \"%V\" has unexpected "
+                      "fields", id->len, id->str, stream);
+    }
+
+    e = ngx_alloc(size, c->log);
+    if (e == NULL) {
+        return NULL;
+    }
+
+    e->consumer = c;
+    e->fields = (ngx_str_t *) &e[1];
+    e->nfields = 0;
+
+    p = (u_char *) &e->fields[n];
+
+    e->stream.data = p;
+    e->stream.len = stream->len;
+    p = ngx_cpymem(p, stream->data, stream->len);
+    *p++ = '\0';
+
+    e->id.data = p;
+    e->id.len = id->len;
+    p = ngx_cpymem(p, id->str, id->len);
+    *p++ = '\0';
+
+    for (i = 0; i < fields->elements; i++) {
+        if (fields->element[i]->type != REDIS_REPLY_STRING) {
+            continue;
+        }
+
+        e->fields[e->nfields].data = p;
+        e->fields[e->nfields].len = fields->element[i]->len;
+        p = ngx_cpymem(p, fields->element[i]->str, fields->element[i]->len);
+        *p++ = '\0';
+
+        e->nfields++;
+    }
+
+    return e;
+}
+
+
+/* never waits for a read: sent only while no round is in flight, or
+ * answered before the round's command, which follows it */
+
+static void
+ngx_http_chat_redis_consumer_xack(ngx_http_chat_redis_consumer_t *c,
+    ngx_str_t *stream, ngx_str_t *id)
+{
+    size_t       argvlen[4];
+    const char  *argv[4];
+
+    if (c->rconn == NULL || c->destroying) {
+        return;
+    }
+
+    argv[0] = "XACK";
+    argvlen[0] = sizeof("XACK") - 1;
+    argv[1] = (const char *) stream->data;
+    argvlen[1] = stream->len;
+    argv[2] = (const char *) c->group.data;
+    argvlen[2] = c->group.len;
+    argv[3] = (const char *) id->data;
+    argvlen[3] = id->len;
+
+    /* not sent: the entry stays pending and comes back, which is allowed */
+
+    (void) ngx_http_chat_redis_conn_command(c->rconn,
+                                    ngx_http_chat_redis_consumer_xack_reply,
+                                    c, 4, argv, argvlen);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_xack_reply(redisAsyncContext *ac, void *data,
+    void *privdata)
+{
+    redisReply                      *reply = data;
+    ngx_http_chat_redis_consumer_t  *c = privdata;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR
+        && !ngx_http_chat_redis_exiting && !c->destroying)
+    {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "chat redis: XACK failed: %*s", reply->len, reply->str);
+    }
+}
+
+
+/* something failed: the next round after a growing pause */
+
+static void
+ngx_http_chat_redis_consumer_trouble(ngx_http_chat_redis_consumer_t *c)
+{
+    if (c->destroying || ngx_http_chat_redis_exiting) {
+        return;
+    }
+
+    if (c->wait.timer_set) {
+        ngx_del_timer(&c->wait);
+    }
+
+    ngx_add_timer(&c->wait, c->backoff);
+
+    c->backoff = ngx_min(c->backoff * 2, NGX_HTTP_CHAT_REDIS_BACKOFF_MAX);
+}
+
+
+/* no reply in time: the server is taken as hung, as for commands */
+
+static void
+ngx_http_chat_redis_consumer_timeout(ngx_event_t *ev)
+{
+    ngx_http_chat_redis_consumer_t  *c = ev->data;
+
+    if (c->rconn == NULL || c->rconn->ac == NULL || c->rconn->dropping) {
+        return;
+    }
+
+    ngx_http_chat_redis_conn_error(c->rconn, "timed out", NULL, 0);
+    ngx_http_chat_redis_conn_drop(c->rconn);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_wait(ngx_event_t *ev)
+{
+    ngx_http_chat_redis_consumer_next(ev->data);
+}
+
+
+static void
+ngx_http_chat_redis_consumer_claim(ngx_event_t *ev)
+{
+    ngx_http_chat_redis_consumer_t  *c = ev->data;
+
+    if (c->destroying || ngx_http_chat_redis_exiting) {
+        return;
+    }
+
+    ngx_add_timer(&c->claim, c->claim_interval);
+
+    /* a cycle still going on is not restarted */
+
+    if (!c->claiming) {
+        c->claiming = 1;
+        c->claim_stream = 0;
+        c->cursor_len = 0;
+    }
+
+    ngx_http_chat_redis_consumer_next(c);
+}

@@ -19,6 +19,9 @@
 #include "ngx_http_chat_core_module.h"
 
 
+#define NGX_HTTP_CHAT_SSE_REPLAYED  64
+
+
 struct ngx_http_chat_sse_s {
     ngx_http_request_t         *request;
     ngx_str_t                   channel;
@@ -27,6 +30,7 @@ struct ngx_http_chat_sse_s {
     ngx_chain_t                *busy;
 
     ngx_array_t                *held;       /* of ngx_str_t */
+    ngx_array_t                *replayed;   /* the last replayed ids */
     size_t                      held_size;
 
     ngx_event_t                 ping;
@@ -47,6 +51,8 @@ static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
 static ngx_int_t ngx_http_chat_sse_header(ngx_http_request_t *r,
     const char *name, const char *value);
+static ngx_uint_t ngx_http_chat_sse_replayed(ngx_array_t *ids,
+    ngx_str_t *frame);
 
 
 static ngx_uint_t  ngx_http_chat_sse_nstreams;
@@ -436,8 +442,11 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
     c = s->request->connection;
 
     if (!s->hold) {
-        (void) ngx_http_chat_sse_send(s, payload);
-        ngx_http_run_posted_requests(c);
+        if (!ngx_http_chat_sse_replayed(s->replayed, payload)) {
+            (void) ngx_http_chat_sse_send(s, payload);
+            ngx_http_run_posted_requests(c);
+        }
+
         return;
     }
 
@@ -465,16 +474,79 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 }
 
 
+/*
+ * A frame already sent by the replay: an object may be stored (so the
+ * replay sees it) a moment before its frame is published, so the frame can
+ * come after the release too.  The last replayed ids stay as a filter.
+ */
+
+static ngx_uint_t
+ngx_http_chat_sse_replayed(ngx_array_t *ids, ngx_str_t *frame)
+{
+    u_char      *p, *e;
+    ngx_str_t   *id;
+    ngx_uint_t   i;
+
+    if (ids == NULL || frame->len <= 4
+        || ngx_strncmp(frame->data, "id: ", 4) != 0)
+    {
+        return 0;
+    }
+
+    p = frame->data + 4;
+    e = ngx_strlchr(p, frame->data + frame->len, '\r');
+
+    if (e == NULL) {
+        return 0;
+    }
+
+    id = ids->elts;
+
+    for (i = 0; i < ids->nelts; i++) {
+        if (id[i].len == (size_t) (e - p)
+            && ngx_strncmp(id[i].data, p, id[i].len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* after a replay: the held frames, but not those the replay already sent */
 
 ngx_int_t
 ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 {
-    u_char      *p, *e;
-    ngx_str_t   *f, *id, fid;
-    ngx_uint_t   i, j;
+    ngx_str_t   *f, *id;
+    ngx_uint_t   i, first;
 
     s->hold = 0;
+
+    /* the ids in flight at the replay are among its last ones */
+
+    if (ids && ids->nelts) {
+        s->replayed = ngx_array_create(s->request->pool,
+                                       NGX_HTTP_CHAT_SSE_REPLAYED,
+                                       sizeof(ngx_str_t));
+        if (s->replayed == NULL) {
+            return NGX_ERROR;
+        }
+
+        id = ids->elts;
+        first = ids->nelts > NGX_HTTP_CHAT_SSE_REPLAYED
+                ? ids->nelts - NGX_HTTP_CHAT_SSE_REPLAYED : 0;
+
+        for (i = first; i < ids->nelts; i++) {
+            f = ngx_array_push(s->replayed);
+            if (f == NULL) {
+                return NGX_ERROR;
+            }
+
+            *f = id[i];
+        }
+    }
 
     if (s->held == NULL) {
         return NGX_OK;
@@ -484,27 +556,10 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 
     for (i = 0; i < s->held->nelts; i++) {
 
-        if (ids && f[i].len > 4 && ngx_strncmp(f[i].data, "id: ", 4) == 0) {
-            p = f[i].data + 4;
-            e = ngx_strlchr(p, f[i].data + f[i].len, '\r');
+        /* held frames are checked against every replayed id */
 
-            if (e) {
-                fid.data = p;
-                fid.len = e - p;
-                id = ids->elts;
-
-                for (j = 0; j < ids->nelts; j++) {
-                    if (id[j].len == fid.len
-                        && ngx_strncmp(id[j].data, fid.data, fid.len) == 0)
-                    {
-                        break;
-                    }
-                }
-
-                if (j < ids->nelts) {
-                    continue;
-                }
-            }
+        if (ngx_http_chat_sse_replayed(ids, &f[i])) {
+            continue;
         }
 
         if (ngx_http_chat_sse_send(s, &f[i]) != NGX_OK) {
