@@ -1072,8 +1072,8 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_int_t rc)
 {
     u_char                    msg[64];
-    cJSON                    *json, *fields, *ids, *data;
-    ngx_str_t                 now, *given;
+    cJSON                    *json, *fields, *ids;
+    ngx_str_t                *given;
     ngx_uint_t                i;
     ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_msg_ctx_t  *mctx;
@@ -1115,22 +1115,12 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         }
     }
 
-    (void) ngx_http_chat_event_publish(r, "message.events", op->room_id,
-                                       "MessagesRead", fields);
-
-    data = cJSON_Duplicate(fields, 1);
-
-    if (data == NULL
-        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
-        || ngx_http_chat_json_str(data, "timestamp", &now) == NULL)
+    if (ngx_http_chat_msg_announce(r, op->room_id, "MessagesRead",
+                                   "messages_read", fields, NULL)
+        != NGX_OK)
     {
-        cJSON_Delete(data);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    (void) ngx_http_chat_msg_publish(r, op->room_id, "messages_read", NULL,
-                                     data);
-    cJSON_Delete(data);
 
     *ngx_sprintf(msg, "%L messages marked as read", op->count) = '\0';
 
@@ -1640,8 +1630,7 @@ static ngx_int_t
 ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc)
 {
-    cJSON                    *json, *fields, *data;
-    ngx_str_t                 now;
+    cJSON                    *json, *fields;
     ngx_http_chat_msg_t      *m;
     ngx_http_chat_msg_ctx_t  *mctx;
 
@@ -1667,22 +1656,12 @@ ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    (void) ngx_http_chat_event_publish(r, "message.events", m->room_id,
-                                       "MessageDeleted", fields);
-
-    data = cJSON_Duplicate(fields, 1);
-
-    if (data == NULL
-        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
-        || ngx_http_chat_json_str(data, "timestamp", &now) == NULL)
+    if (ngx_http_chat_msg_announce(r, m->room_id, "MessageDeleted",
+                                   "message_deleted", fields, NULL)
+        != NGX_OK)
     {
-        cJSON_Delete(data);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    (void) ngx_http_chat_msg_publish(r, m->room_id, "message_deleted", NULL,
-                                     data);
-    cJSON_Delete(data);
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL

@@ -376,6 +376,40 @@ ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
 }
 
 
+/*
+ * An action on the room: its event on message.events (fields), and the
+ * same fields with "timestamp" (and "action", when given) as the stream
+ * event to the room's streams
+ */
+
+ngx_int_t
+ngx_http_chat_msg_announce(ngx_http_request_t *r, int64_t room_id,
+    const char *type, const char *event, cJSON *fields, const char *action)
+{
+    cJSON      *data;
+    ngx_str_t   now;
+
+    (void) ngx_http_chat_event_publish(r, "message.events", room_id, type,
+                                       fields);
+
+    data = cJSON_Duplicate(fields, 1);
+
+    if (data == NULL
+        || (action && cJSON_AddStringToObject(data, "action", action) == NULL)
+        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
+        || ngx_http_chat_json_str(data, "timestamp", &now) == NULL)
+    {
+        cJSON_Delete(data);
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_chat_msg_publish(r, room_id, event, NULL, data);
+    cJSON_Delete(data);
+
+    return NGX_OK;
+}
+
+
 int64_t
 ngx_http_chat_msg_now(void)
 {

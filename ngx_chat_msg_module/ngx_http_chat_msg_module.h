@@ -210,6 +210,10 @@ ngx_int_t ngx_http_chat_msg_channel(ngx_pool_t *pool, int64_t room_id,
 ngx_int_t ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
     const char *event, ngx_str_t *id, cJSON *data);
 
+/* an action's event on message.events and its frame to the room */
+ngx_int_t ngx_http_chat_msg_announce(ngx_http_request_t *r, int64_t room_id,
+    const char *type, const char *event, cJSON *fields, const char *action);
+
 /* a "messages" document read back on the event loop */
 ngx_int_t ngx_http_chat_msg_parse(ngx_http_request_t *r, const bson_t *doc,
     ngx_http_chat_msg_t *m);

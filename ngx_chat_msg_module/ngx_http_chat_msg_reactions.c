@@ -433,8 +433,7 @@ ngx_http_chat_msg_reaction_event(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx)
 {
     char                      id[25];
-    cJSON                    *fields, *data;
-    ngx_str_t                 now;
+    cJSON                    *fields;
     ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_msg_ctx_t  *mctx;
 
@@ -456,29 +455,11 @@ ngx_http_chat_msg_reaction_event(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    (void) ngx_http_chat_event_publish(r, "message.events", op->room_id,
-                                       op->remove ? "MessageReactionRemoved"
-                                                  : "MessageReactionAdded",
-                                       fields);
-
-    data = cJSON_Duplicate(fields, 1);
-
-    if (data == NULL
-        || cJSON_AddStringToObject(data, "action",
-                                   op->remove ? "removed" : "added")
-           == NULL
-        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
-        || ngx_http_chat_json_str(data, "timestamp", &now) == NULL)
-    {
-        cJSON_Delete(data);
-        return NGX_ERROR;
-    }
-
-    (void) ngx_http_chat_msg_publish(r, op->room_id, "reaction_updated",
-                                     NULL, data);
-    cJSON_Delete(data);
-
-    return NGX_OK;
+    return ngx_http_chat_msg_announce(r, op->room_id,
+                                      op->remove ? "MessageReactionRemoved"
+                                                 : "MessageReactionAdded",
+                                      "reaction_updated", fields,
+                                      op->remove ? "removed" : "added");
 }
 
 
