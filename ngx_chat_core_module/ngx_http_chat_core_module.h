@@ -334,6 +334,9 @@ ngx_uint_t ngx_http_chat_mongo_state(void);
 
 ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
     const char *topic, int64_t key, const char *type, cJSON *fields);
+ngx_int_t ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields);
 ngx_int_t ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json,
     ngx_str_t *out);
 

@@ -22,22 +22,37 @@ ngx_int_t
 ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     int64_t key, const char *type, cJSON *fields)
 {
-    u_char                           keybuf[NGX_INT64_LEN];
-    u_char                           maxlen[NGX_INT_T_LEN];
-    cJSON                           *envelope, *f;
-    ngx_str_t                        now, value;
-    const char                      *argv[10];
-    size_t                           argvlen[10];
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
 
-    envelope = ngx_http_chat_json_object(r);
+    return ngx_http_chat_event_send(r->pool, r->connection->log,
+                                    cmcf->events_maxlen, topic, key, type,
+                                    fields);
+}
+
+
+/* the same without a request: pool memory, the caller's log */
+
+ngx_int_t
+ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
+    const char *topic, int64_t key, const char *type, cJSON *fields)
+{
+    u_char       keybuf[NGX_INT64_LEN];
+    u_char       maxbuf[NGX_INT_T_LEN];
+    cJSON       *envelope, *f;
+    ngx_int_t    rc;
+    ngx_str_t    now, value;
+    const char  *argv[10];
+    size_t       argvlen[10];
+
+    envelope = cJSON_CreateObject();
 
     if (envelope == NULL
-        || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
+        || ngx_http_chat_iso_now(pool, &now) != NGX_OK
         || ngx_http_chat_json_str(envelope, "timestamp", &now) == NULL)
     {
+        cJSON_Delete(envelope);
         return NGX_ERROR;
     }
 
@@ -45,9 +60,12 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
         cJSON_AddItemToObject(envelope, f->string, cJSON_Duplicate(f, 1));
     }
 
-    if (cJSON_AddStringToObject(envelope, "__event_type__", type) == NULL
-        || ngx_http_chat_py_json(r->pool, envelope, &value) != NGX_OK)
-    {
+    rc = (cJSON_AddStringToObject(envelope, "__event_type__", type) == NULL)
+         ? NGX_ERROR : ngx_http_chat_py_json(pool, envelope, &value);
+
+    cJSON_Delete(envelope);
+
+    if (rc != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -59,8 +77,8 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     argvlen[2] = 6;
     argv[3] = "~";
     argvlen[3] = 1;
-    argv[4] = (const char *) maxlen;
-    argvlen[4] = ngx_sprintf(maxlen, "%ui", cmcf->events_maxlen) - maxlen;
+    argv[4] = (const char *) maxbuf;
+    argvlen[4] = ngx_sprintf(maxbuf, "%ui", maxlen) - maxbuf;
     argv[5] = "*";
     argvlen[5] = 1;
     argv[6] = "key";
@@ -74,7 +92,7 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
 
     if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
         ngx_http_chat_metrics_event(0);
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ERR, log, 0,
                       "chat: event %s not published to \"%s\": "
                       "Redis unavailable", type, topic);
         return NGX_DECLINED;

@@ -1397,77 +1397,15 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 }
 
 
-/*
- * An event on notification.events without a request: the envelope of
- * ngx_http_chat_event_publish() (API.md 2.10), XADD ... MAXLEN ~.
- */
+/* an event on notification.events, without a request */
 
 static ngx_int_t
 ngx_http_chat_notify_event(ngx_http_chat_notify_consumer_t *nc,
     ngx_pool_t *pool, int64_t key, const char *type, cJSON *fields)
 {
-    u_char       keybuf[NGX_INT64_LEN], maxlen[NGX_INT_T_LEN];
-    cJSON       *envelope, *f;
-    size_t       argvlen[10];
-    ngx_int_t    rc;
-    ngx_str_t    now, value;
-    const char  *argv[10];
-
-    envelope = cJSON_CreateObject();
-
-    if (envelope == NULL
-        || ngx_http_chat_iso_now(pool, &now) != NGX_OK
-        || ngx_http_chat_json_str(envelope, "timestamp", &now) == NULL)
-    {
-        cJSON_Delete(envelope);
-        return NGX_ERROR;
-    }
-
-    for (f = fields->child; f; f = f->next) {
-        cJSON_AddItemToObject(envelope, f->string, cJSON_Duplicate(f, 1));
-    }
-
-    if (cJSON_AddStringToObject(envelope, "__event_type__", type) == NULL
-        || ngx_http_chat_py_json(pool, envelope, &value) != NGX_OK)
-    {
-        cJSON_Delete(envelope);
-        return NGX_ERROR;
-    }
-
-    cJSON_Delete(envelope);
-
-    argv[0] = "XADD";
-    argvlen[0] = 4;
-    argv[1] = NGX_HTTP_CHAT_NOTIFY_TOPIC;
-    argvlen[1] = sizeof(NGX_HTTP_CHAT_NOTIFY_TOPIC) - 1;
-    argv[2] = "MAXLEN";
-    argvlen[2] = 6;
-    argv[3] = "~";
-    argvlen[3] = 1;
-    argv[4] = (const char *) maxlen;
-    argvlen[4] = ngx_sprintf(maxlen, "%ui", nc->maxlen) - maxlen;
-    argv[5] = "*";
-    argvlen[5] = 1;
-    argv[6] = "key";
-    argvlen[6] = 3;
-    argv[7] = (const char *) keybuf;
-    argvlen[7] = ngx_sprintf(keybuf, "%L", key) - keybuf;
-    argv[8] = "value";
-    argvlen[8] = 5;
-    argv[9] = (const char *) value.data;
-    argvlen[9] = value.len;
-
-    rc = ngx_http_chat_redis_send(10, argv, argvlen);
-
-    ngx_http_chat_metrics_event(rc == NGX_OK);
-
-    if (rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, nc->log, 0,
-                      "chat: event %s not published to \"%s\": "
-                      "Redis unavailable", type, NGX_HTTP_CHAT_NOTIFY_TOPIC);
-    }
-
-    return rc;
+    return ngx_http_chat_event_send(pool, nc->log, nc->maxlen,
+                                    NGX_HTTP_CHAT_NOTIFY_TOPIC, key, type,
+                                    fields);
 }
 
 
