@@ -460,13 +460,8 @@ ngx_http_chat_msg_page_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 static ngx_int_t
 ngx_http_chat_msg_page_run(mongoc_database_t *db, ngx_http_chat_msg_op_t *op)
 {
-    char                  buf[16];
     bson_t                filter, opts, sort;
-    uint32_t              i;
     ngx_int_t             rc;
-    const char           *key;
-    const bson_t         *doc;
-    mongoc_cursor_t      *cursor;
     mongoc_collection_t  *msgs;
 
     msgs = mongoc_database_get_collection(db, "messages");
@@ -495,18 +490,7 @@ ngx_http_chat_msg_page_run(mongoc_database_t *db, ngx_http_chat_msg_op_t *op)
     BSON_APPEND_INT64(&opts, "skip", op->skip);
     BSON_APPEND_INT64(&opts, "limit", op->limit);
 
-    cursor = mongoc_collection_find_with_opts(msgs, &filter, &opts, NULL);
-
-    for (i = 0; mongoc_cursor_next(cursor, &doc); i++) {
-        bson_uint32_to_string(i, &key, buf, sizeof(buf));
-        bson_append_document(op->reply, key, -1, doc);
-    }
-
-    if (mongoc_cursor_error(cursor, &op->error)) {
-        rc = ngx_http_chat_mongo_error(&op->error);
-    }
-
-    mongoc_cursor_destroy(cursor);
+    rc = ngx_http_chat_msg_collect(msgs, &filter, &opts, op, NULL);
 
 done:
 
@@ -1256,14 +1240,10 @@ ngx_int_t
 ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     ngx_http_chat_msg_op_t *op)
 {
-    char                  buf[16];
     bson_t                doc, filter, gt, opts, sort;
-    uint32_t              i;
     ngx_int_t             rc;
-    const char           *key;
+    ngx_uint_t            n;
     bson_iter_t           it;
-    const bson_t         *found;
-    mongoc_cursor_t      *cursor;
     mongoc_collection_t  *msgs;
 
     msgs = mongoc_database_get_collection(db, "messages");
@@ -1301,20 +1281,8 @@ ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", op->limit);
 
-    cursor = mongoc_collection_find_with_opts(msgs, &filter, &opts, NULL);
-
-    for (i = 0; mongoc_cursor_next(cursor, &found); i++) {
-        bson_uint32_to_string(i, &key, buf, sizeof(buf));
-        bson_append_document(op->reply, key, -1, found);
-    }
-
-    op->count = i;
-
-    if (mongoc_cursor_error(cursor, &op->error)) {
-        rc = ngx_http_chat_mongo_error(&op->error);
-    }
-
-    mongoc_cursor_destroy(cursor);
+    rc = ngx_http_chat_msg_collect(msgs, &filter, &opts, op, &n);
+    op->count = n;
     bson_destroy(&opts);
     bson_destroy(&filter);
 

@@ -410,6 +410,42 @@ ngx_http_chat_msg_announce(ngx_http_request_t *r, int64_t room_id,
 }
 
 
+/*
+ * in a pool thread: the documents a find returns, into op->reply as
+ * {"0": doc, "1": doc, ...}; *n of them when n is not NULL
+ */
+
+ngx_int_t
+ngx_http_chat_msg_collect(mongoc_collection_t *coll, const bson_t *filter,
+    const bson_t *opts, ngx_http_chat_msg_op_t *op, ngx_uint_t *n)
+{
+    char              buf[16];
+    uint32_t          i;
+    ngx_int_t         rc;
+    const char       *key;
+    const bson_t     *doc;
+    mongoc_cursor_t  *cursor;
+
+    cursor = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+
+    for (i = 0; mongoc_cursor_next(cursor, &doc); i++) {
+        bson_uint32_to_string(i, &key, buf, sizeof(buf));
+        bson_append_document(op->reply, key, -1, doc);
+    }
+
+    if (n) {
+        *n = i;
+    }
+
+    rc = mongoc_cursor_error(cursor, &op->error)
+         ? ngx_http_chat_mongo_error(&op->error) : NGX_OK;
+
+    mongoc_cursor_destroy(cursor);
+
+    return rc;
+}
+
+
 int64_t
 ngx_http_chat_msg_now(void)
 {

@@ -254,6 +254,11 @@ ngx_int_t ngx_http_chat_msg_send_not_found(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_msg_oid(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_msg_op_t **opp);
 
+/* in a pool thread: a find's documents into op->reply, "0", "1", ... */
+ngx_int_t ngx_http_chat_msg_collect(mongoc_collection_t *coll,
+    const bson_t *filter, const bson_t *opts, ngx_http_chat_msg_op_t *op,
+    ngx_uint_t *n);
+
 /* in a pool thread: the message op->oid, its status and the document */
 ngx_int_t ngx_http_chat_msg_find(mongoc_collection_t *coll,
     ngx_http_chat_msg_op_t *op, bson_t *doc);

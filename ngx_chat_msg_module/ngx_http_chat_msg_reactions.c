@@ -245,13 +245,9 @@ ngx_http_chat_msg_reaction_member(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_chat_msg_react_run(mongoc_database_t *db, ngx_http_chat_msg_op_t *op)
 {
-    char                  id[25], buf[16];
+    char                  id[25];
     bson_t                filter, opts, sort;
-    uint32_t              i;
     ngx_int_t             rc;
-    const char           *key;
-    const bson_t         *doc;
-    mongoc_cursor_t      *cursor;
     mongoc_collection_t  *coll;
 
     coll = mongoc_database_get_collection(db, "message_reactions");
@@ -278,18 +274,7 @@ ngx_http_chat_msg_react_run(mongoc_database_t *db, ngx_http_chat_msg_op_t *op)
     BSON_APPEND_INT32(&sort, "_id", 1);
     bson_append_document_end(&opts, &sort);
 
-    cursor = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
-
-    for (i = 0; mongoc_cursor_next(cursor, &doc); i++) {
-        bson_uint32_to_string(i, &key, buf, sizeof(buf));
-        bson_append_document(op->reply, key, -1, doc);
-    }
-
-    if (mongoc_cursor_error(cursor, &op->error)) {
-        rc = ngx_http_chat_mongo_error(&op->error);
-    }
-
-    mongoc_cursor_destroy(cursor);
+    rc = ngx_http_chat_msg_collect(coll, &filter, &opts, op, NULL);
     bson_destroy(&opts);
     bson_destroy(&filter);
     mongoc_collection_destroy(coll);
