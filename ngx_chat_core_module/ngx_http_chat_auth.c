@@ -28,8 +28,9 @@ typedef struct {
 
 static ngx_int_t ngx_http_chat_revoked_key(ngx_http_request_t *r,
     ngx_str_t *token, ngx_str_t *key);
+static void ngx_http_chat_revocation_reply(ngx_http_chat_op_t *op);
 static ngx_int_t ngx_http_chat_revocation_checked(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, redisReply *reply);
+    ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_chat_bcrypt_run(void *data);
 static ngx_int_t ngx_http_chat_bcrypt_post(ngx_http_request_t *r,
     ngx_http_chat_bcrypt_t *b, ngx_uint_t verify,
@@ -270,16 +271,26 @@ ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
 }
 
 
+/* the revocation check of one request, and what follows it */
+
+typedef struct {
+    ngx_http_chat_handler_pt    next;
+    ngx_int_t                   revoked;    /* -1: no answer */
+} ngx_http_chat_revocation_t;
+
+
 /* a valid token not revoked by logout; then next(r, ctx) */
 
 ngx_int_t
 ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_str_t *token, ngx_http_chat_handler_pt next)
 {
-    ngx_int_t    rc;
-    ngx_str_t    key;
-    const char  *argv[2];
-    size_t       argvlen[2];
+    ngx_int_t                    rc;
+    ngx_str_t                    key;
+    const char                  *argv[2];
+    size_t                       argvlen[2];
+    ngx_http_chat_op_t          *all, *op;
+    ngx_http_chat_revocation_t  *rv;
 
     rc = ngx_http_chat_jwt_verify(r, token, ctx);
 
@@ -297,21 +308,47 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->next = next;
+    rv = ngx_palloc(r->pool, sizeof(ngx_http_chat_revocation_t));
+    if (rv == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rv->next = next;
+    rv->revoked = -1;
+
+    all = ngx_http_chat_all(r, ngx_http_chat_revocation_checked, rv);
+    if (all == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    op = ngx_http_chat_op_member(all, ngx_http_chat_revocation_reply, rv);
+    if (op == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     argv[0] = "EXISTS";
     argvlen[0] = sizeof("EXISTS") - 1;
     argv[1] = (const char *) key.data;
     argvlen[1] = key.len;
 
-    if (ngx_http_chat_redis(r, ngx_http_chat_revocation_checked, 2, argv,
-                            argvlen)
-        != NGX_DONE)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_http_chat_op_redis(op, 2, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
     }
 
-    return NGX_DONE;
+    return ngx_http_chat_all_wait(r, all);
+}
+
+
+static void
+ngx_http_chat_revocation_reply(ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_revocation_t  *rv;
+
+    rv = op->data;
+
+    if (op->rc == NGX_OK && op->reply->type == REDIS_REPLY_INTEGER) {
+        rv->revoked = (op->reply->integer != 0);
+    }
 }
 
 
@@ -319,19 +356,21 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_chat_revocation_checked(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, redisReply *reply)
+    ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data)
 {
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
+    ngx_http_chat_revocation_t *rv = data;
+
+    if (rv->revoked == -1) {
         return ngx_http_chat_send_unavailable(r);
     }
 
-    if (reply->integer != 0) {
+    if (rv->revoked) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chat: revoked token of user %i", ctx->user_id);
         return ngx_http_chat_send_unauthorized(r);
     }
 
-    return ctx->next(r, ctx);
+    return rv->next(r, ctx);
 }
 
 
@@ -403,10 +442,7 @@ static ngx_int_t
 ngx_http_chat_bcrypt_post(ngx_http_request_t *r, ngx_http_chat_bcrypt_t *b,
     ngx_uint_t verify, ngx_http_chat_thread_done_pt done)
 {
-    ngx_http_chat_bcrypt_task_t     *t;
-    ngx_http_chat_core_main_conf_t  *cmcf;
-
-    cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+    ngx_http_chat_bcrypt_task_t  *t;
 
     t = ngx_palloc(r->pool, sizeof(ngx_http_chat_bcrypt_task_t));
     if (t == NULL) {
@@ -424,8 +460,7 @@ ngx_http_chat_bcrypt_post(ngx_http_request_t *r, ngx_http_chat_bcrypt_t *b,
     t->verify = verify;
     b->match = 0;
 
-    return ngx_http_chat_thread(r, cmcf->cpu_pool, ngx_http_chat_bcrypt_run,
-                                t, done);
+    return ngx_http_chat_cpu(r, ngx_http_chat_bcrypt_run, t, done);
 }
 
 

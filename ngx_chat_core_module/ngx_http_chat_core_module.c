@@ -91,6 +91,20 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       offsetof(ngx_http_chat_core_main_conf_t, cpu_pool_name),
       NULL },
 
+    { ngx_string("chat_cpu_queue_size"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, cpu_queue_size),
+      NULL },
+
+    { ngx_string("chat_cpu_queue_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, cpu_queue_timeout),
+      NULL },
+
     { ngx_string("chat_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -262,6 +276,8 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
     cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
     cmcf->sse_max_queue = NGX_CONF_UNSET_SIZE;
+    cmcf->cpu_queue_size = NGX_CONF_UNSET_UINT;
+    cmcf->cpu_queue_timeout = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -285,6 +301,9 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(cmcf->events_maxlen, 100000);
     ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
     ngx_conf_init_size_value(cmcf->sse_max_queue, 256 * 1024);
+    ngx_conf_init_msec_value(cmcf->cpu_queue_timeout, 1000);
+
+    /* chat_cpu_queue_size stays unset for a default from the core count */
 
     if (cmcf->mongo_database.len == 0) {
         ngx_str_set(&cmcf->mongo_database, "bigtech_chat");
@@ -806,7 +825,8 @@ ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
 
     if (ngx_http_chat_mysql_init_process(cycle, cmcf) != NGX_OK
         || ngx_http_chat_redis_init_process(cycle, cmcf) != NGX_OK
-        || ngx_http_chat_mongo_init_process(cycle, cmcf) != NGX_OK)
+        || ngx_http_chat_mongo_init_process(cycle, cmcf) != NGX_OK
+        || ngx_http_chat_thread_init_process(cycle, cmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }

@@ -45,6 +45,7 @@
 
 typedef struct ngx_http_chat_ctx_s  ngx_http_chat_ctx_t;
 typedef struct ngx_http_chat_sse_s  ngx_http_chat_sse_t;
+typedef struct ngx_http_chat_op_s   ngx_http_chat_op_t;
 
 typedef ngx_int_t (*ngx_http_chat_handler_pt)(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
@@ -73,9 +74,56 @@ typedef struct {
     uint64_t                    affected;
     ngx_uint_t                  nrows;
     ngx_uint_t                  ncols;
-    ngx_str_t                  *cells;      /* nrows * ncols, r->pool;
+    ngx_str_t                  *cells;      /* nrows * ncols, op->pool;
                                                data == NULL: SQL NULL */
+
+    /* a request's step after this one, given to ngx_http_chat_sql_then() */
+    ngx_http_chat_handler_pt    next;
 } ngx_http_chat_sql_res_t;
+
+
+/*
+ * A datastore operation, independent of requests, in the spirit of
+ * ngx_resolver_ctx_t: the owner fills pool, log, handler and data, then
+ * passes it to one of ngx_http_chat_op_sql(), _redis(), _mongo(), _cpu()
+ * or _thread().  The handler runs exactly once, on the event loop and
+ * never before the starting call has returned, with the result in the
+ * operation:
+ *
+ *   rc  NGX_OK        done: sql, reply or the thread function's NGX_OK
+ *       NGX_ERROR     the datastore refused it (SQL error, Redis error
+ *                     reply, the thread function failed)
+ *       NGX_DECLINED  the datastore is unavailable or timed out
+ *       NGX_BUSY      refused by admission control (CPU queue full or
+ *                     not started within chat_cpu_queue_timeout)
+ *       NGX_ABORT     cancelled by ngx_http_chat_op_cancel()
+ *
+ * The operation's memory must stay valid until its handler has run; the
+ * result (SQL cells) is allocated from op->pool.
+ */
+
+typedef void (*ngx_http_chat_op_pt)(ngx_http_chat_op_t *op);
+
+struct ngx_http_chat_op_s {
+    ngx_pool_t                 *pool;
+    ngx_log_t                  *log;
+    ngx_http_chat_op_pt         handler;
+    void                       *data;
+
+    ngx_int_t                   rc;
+    ngx_http_chat_sql_res_t     sql;
+    redisReply                 *reply;      /* valid in the handler only */
+
+    /* the datastore's, while the operation is in flight */
+    void                      (*cancel)(ngx_http_chat_op_t *op);
+    void                       *state;
+    ngx_event_t                 event;      /* posted completion */
+
+    ngx_queue_t                 queue;      /* the owner's list */
+
+    unsigned                    active:1;
+    unsigned                    cancelled:1;
+};
 
 
 /* completion handlers return what the request is finalized with */
@@ -118,16 +166,15 @@ struct ngx_http_chat_ctx_s {
     ngx_str_t                   token;
     time_t                      token_exp;
 
-    ngx_http_chat_handler_pt    next;       /* after authentication */
     ngx_http_chat_sse_t        *sse;        /* an open event stream */
 
     /* service module's own state */
     void                       *data;
-    ngx_uint_t                  state;
 
-    ngx_http_chat_sql_pt        sql_handler;
-    ngx_http_chat_redis_pt      redis_handler;
-    ngx_http_chat_thread_done_pt  thread_done;
+    /* the core's: operations in flight for the request */
+    ngx_queue_t                 ops;
+    unsigned                    watched:1;  /* cleanup registered */
+    unsigned                    gone:1;     /* the client left */
 };
 
 
@@ -159,6 +206,8 @@ typedef struct {
     /* CPU work (bcrypt) */
     ngx_str_t                   cpu_pool_name;
     ngx_thread_pool_t          *cpu_pool;
+    ngx_uint_t                  cpu_queue_size;
+    ngx_msec_t                  cpu_queue_timeout;
 
     /* JWT */
     ngx_str_t                   jwt_secret;
@@ -210,6 +259,9 @@ ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *json);
 ngx_int_t ngx_http_chat_send_buffer(ngx_http_request_t *r, ngx_str_t *body);
+/* key and value must outlive the response (literals, r->pool) */
+ngx_int_t ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
+    const char *value);
 ngx_int_t ngx_http_chat_send_detail(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
 ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
@@ -218,6 +270,8 @@ ngx_int_t ngx_http_chat_send_flat_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *error, const char *message);
 ngx_int_t ngx_http_chat_send_unauthorized(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_send_unavailable(ngx_http_request_t *r);
+/* 503 with Retry-After: the server is too busy right now */
+ngx_int_t ngx_http_chat_send_busy(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_send_method_not_allowed(ngx_http_request_t *r,
     const char *allow);
 
@@ -287,11 +341,80 @@ ngx_int_t ngx_http_chat_bcrypt_verify(ngx_http_request_t *r,
     ngx_http_chat_bcrypt_t *b, ngx_http_chat_thread_done_pt done);
 
 
-/* MariaDB (ngx_http_chat_mysql.c) */
+/* operations (ngx_http_chat_op.c and each datastore's file) */
+
+ngx_int_t ngx_http_chat_op_sql(ngx_http_chat_op_t *op, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+ngx_int_t ngx_http_chat_op_redis(ngx_http_chat_op_t *op, int argc,
+    const char **argv, const size_t *argvlen);
+/* run() gets a client of the core's pool for the configured database */
+ngx_int_t ngx_http_chat_op_mongo(ngx_http_chat_op_t *op,
+    ngx_http_chat_mongo_pt run, void *data);
+/* CPU-bound work: bounded queue, bounded wait, lowered thread priority */
+ngx_int_t ngx_http_chat_op_cpu(ngx_http_chat_op_t *op,
+    ngx_http_chat_thread_pt run, void *data);
+ngx_int_t ngx_http_chat_op_thread(ngx_http_chat_op_t *op,
+    ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data);
+
+/* work not started yet is withdrawn, a late result is dropped: the
+ * handler still runs once, with NGX_ABORT */
+void ngx_http_chat_op_cancel(ngx_http_chat_op_t *op);
+
+/* for the datastores: start() when an operation is taken, then done() or
+ * post(), which runs the handler from the posted events */
+void ngx_http_chat_op_start(ngx_http_chat_op_t *op);
+void ngx_http_chat_op_post(ngx_http_chat_op_t *op, ngx_int_t rc);
+void ngx_http_chat_op_done(ngx_http_chat_op_t *op, ngx_int_t rc);
+
+/* fan-in: members started on their own; "all" completes after the last */
+ngx_http_chat_op_t *ngx_http_chat_op_member(ngx_http_chat_op_t *all,
+    ngx_http_chat_op_pt handler, void *data);
+void ngx_http_chat_op_wait(ngx_http_chat_op_t *all);
+/* an operation that could not be started completes with NGX_ERROR */
+void ngx_http_chat_op_fail(ngx_http_chat_op_t *op);
+
+/* in flight anywhere in this worker: an exiting worker waits for them */
+extern ngx_uint_t  ngx_http_chat_ops_active;
+
+
+/* request wrappers (ngx_http_chat_request.c): the request is parked while
+ * its operation runs, the continuation's result finalizes it */
 
 ngx_int_t ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
     ngx_http_chat_sql_pt handler);
+/* res->next is next, for the handler to continue with */
+ngx_int_t ngx_http_chat_sql_then(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next);
+ngx_int_t ngx_http_chat_redis(ngx_http_request_t *r,
+    ngx_http_chat_redis_pt handler, int argc, const char **argv,
+    const size_t *argvlen);
+ngx_int_t ngx_http_chat_thread(ngx_http_request_t *r,
+    ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data,
+    ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_cpu(ngx_http_request_t *r,
+    ngx_http_chat_thread_pt run, void *data,
+    ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_mongo(ngx_http_request_t *r,
+    ngx_http_chat_mongo_pt run, void *data,
+    ngx_http_chat_thread_done_pt done);
+
+/* a request's fan-in: done(r, ctx, rc, data) after the last member, rc
+ * NGX_OK or the first member's failure */
+typedef ngx_int_t (*ngx_http_chat_all_pt)(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
+ngx_http_chat_op_t *ngx_http_chat_all(ngx_http_request_t *r,
+    ngx_http_chat_all_pt done, void *data);
+ngx_int_t ngx_http_chat_all_wait(ngx_http_request_t *r,
+    ngx_http_chat_op_t *all);
+/* fire and forget: nothing waits, a failure is logged and counted */
+void ngx_http_chat_sql_forget(ngx_log_t *log, const char *what,
+    const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+
+
+/* MariaDB (ngx_http_chat_mysql.c) */
+
 ngx_int_t ngx_http_chat_mysql_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_core_main_conf_t *cmcf);
 void ngx_http_chat_mysql_exit_process(ngx_cycle_t *cycle);
@@ -300,9 +423,6 @@ ngx_uint_t ngx_http_chat_mysql_state(void);
 
 /* Redis (ngx_http_chat_redis.c) */
 
-ngx_int_t ngx_http_chat_redis(ngx_http_request_t *r,
-    ngx_http_chat_redis_pt handler, int argc, const char **argv,
-    const size_t *argvlen);
 ngx_int_t ngx_http_chat_redis_send(int argc, const char **argv,
     const size_t *argvlen);
 ngx_int_t ngx_http_chat_redis_subscribe(ngx_str_t *channel,
@@ -314,15 +434,11 @@ void ngx_http_chat_redis_exit_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_chat_redis_state(void);
 
 
-/* thread pool: CPU work and MongoDB (ngx_http_chat_mongo.c) */
+/* thread pools: CPU work and MongoDB (ngx_http_chat_thread.c,
+ * ngx_http_chat_mongo.c) */
 
-ngx_int_t ngx_http_chat_thread(ngx_http_request_t *r,
-    ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data,
-    ngx_http_chat_thread_done_pt done);
-
-ngx_int_t ngx_http_chat_mongo(ngx_http_request_t *r,
-    ngx_http_chat_mongo_pt run, void *data,
-    ngx_http_chat_thread_done_pt done);
+ngx_int_t ngx_http_chat_thread_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
 ngx_int_t ngx_http_chat_mongo_error(bson_error_t *error);
 ngx_int_t ngx_http_chat_mongo_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_core_main_conf_t *cmcf);
@@ -372,6 +488,15 @@ ngx_int_t ngx_http_chat_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_handler(ngx_http_request_t *r);
 void ngx_http_chat_metrics_stream(ngx_int_t delta);
 void ngx_http_chat_metrics_event(ngx_uint_t published);
+
+/* CPU tasks by outcome, the queue's length and its latest wait */
+#define NGX_HTTP_CHAT_CPU_DONE       0
+#define NGX_HTTP_CHAT_CPU_CANCELLED  1
+#define NGX_HTTP_CHAT_CPU_REJECTED   2
+
+void ngx_http_chat_metrics_cpu(ngx_uint_t outcome);
+void ngx_http_chat_metrics_cpu_queue(ngx_int_t delta, ngx_msec_t wait);
+void ngx_http_chat_metrics_forgotten(void);
 char *ngx_http_chat_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 

@@ -335,18 +335,32 @@ ngx_http_chat_send_flat_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 ngx_int_t
-ngx_http_chat_send_unauthorized(ngx_http_request_t *r)
+ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
+    const char *value)
 {
     ngx_table_elt_t  *h;
 
     h = ngx_list_push(&r->headers_out.headers);
     if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     h->hash = 1;
-    ngx_str_set(&h->key, "WWW-Authenticate");
-    ngx_str_set(&h->value, "Bearer");
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = (u_char *) value;
+    h->value.len = ngx_strlen(value);
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_chat_send_unauthorized(ngx_http_request_t *r)
+{
+    if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer") != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
                                      "Not authenticated");
@@ -362,21 +376,28 @@ ngx_http_chat_send_unavailable(ngx_http_request_t *r)
 }
 
 
+/* overload: a fast answer the client may retry soon, never a long queue */
+
+ngx_int_t
+ngx_http_chat_send_busy(ngx_http_request_t *r)
+{
+    if (ngx_http_chat_add_header(r, "Retry-After", "1") != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_flat_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                         "service_busy",
+                                         "Server is busy, retry shortly");
+}
+
+
 ngx_int_t
 ngx_http_chat_send_method_not_allowed(ngx_http_request_t *r,
     const char *allow)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_chat_add_header(r, "Allow", allow) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Allow");
-    h->value.data = (u_char *) allow;
-    h->value.len = ngx_strlen(allow);
 
     return ngx_http_chat_send_detail(r, NGX_HTTP_NOT_ALLOWED,
                                      "Method Not Allowed");

@@ -31,6 +31,10 @@ typedef struct {
     ngx_atomic_t                streams;
     ngx_atomic_t                events_published;
     ngx_atomic_t                events_failed;
+    ngx_atomic_t                cpu[3];     /* done, cancelled, rejected */
+    ngx_atomic_t                cpu_queued;
+    ngx_atomic_t                cpu_wait_ms;
+    ngx_atomic_t                forgotten;
     ngx_atomic_t                nroutes;
     ngx_http_chat_metrics_route_t  routes[NGX_HTTP_CHAT_METRICS_ROUTES];
 } ngx_http_chat_metrics_shm_t;
@@ -229,6 +233,43 @@ ngx_http_chat_metrics_event(ngx_uint_t published)
 }
 
 
+/* called from pool threads too: atomics only */
+
+void
+ngx_http_chat_metrics_cpu(ngx_uint_t outcome)
+{
+    if (ngx_http_chat_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->cpu[outcome], 1);
+    }
+}
+
+
+/* wait: how long the task that starts now waited, or NGX_TIMER_INFINITE */
+
+void
+ngx_http_chat_metrics_cpu_queue(ngx_int_t delta, ngx_msec_t wait)
+{
+    if (ngx_http_chat_metrics == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->cpu_queued, delta);
+
+    if (wait != NGX_TIMER_INFINITE) {
+        ngx_http_chat_metrics->cpu_wait_ms = wait;
+    }
+}
+
+
+void
+ngx_http_chat_metrics_forgotten(void)
+{
+    if (ngx_http_chat_metrics) {
+        (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->forgotten, 1);
+    }
+}
+
+
 ngx_int_t
 ngx_http_chat_metrics_handler(ngx_http_request_t *r)
 {
@@ -274,6 +315,22 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
             "chat_datastore_up{datastore=\"mysql\"} %d\n"
             "chat_datastore_up{datastore=\"redis\"} %d\n"
             "chat_datastore_up{datastore=\"mongo\"} %d\n"
+            "# HELP chat_cpu_tasks_total CPU tasks (bcrypt) by outcome.\n"
+            "# TYPE chat_cpu_tasks_total counter\n"
+            "chat_cpu_tasks_total{outcome=\"done\"} %uA\n"
+            "chat_cpu_tasks_total{outcome=\"cancelled\"} %uA\n"
+            "chat_cpu_tasks_total{outcome=\"rejected\"} %uA\n"
+            "# HELP chat_cpu_queue_length CPU tasks waiting for a thread.\n"
+            "# TYPE chat_cpu_queue_length gauge\n"
+            "chat_cpu_queue_length %A\n"
+            "# HELP chat_cpu_queue_wait_seconds "
+            "How long the latest CPU task waited to start.\n"
+            "# TYPE chat_cpu_queue_wait_seconds gauge\n"
+            "chat_cpu_queue_wait_seconds %uA.%03uA\n"
+            "# HELP chat_background_failures_total "
+            "Fire-and-forget statements that failed.\n"
+            "# TYPE chat_background_failures_total counter\n"
+            "chat_background_failures_total %uA\n"
             "# HELP chat_http_requests_total Requests by route and status.\n"
             "# TYPE chat_http_requests_total counter\n",
             ngx_http_chat_metrics->streams,
@@ -281,7 +338,14 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
             ngx_http_chat_metrics->events_failed,
             ngx_http_chat_mysql_state() == NGX_HTTP_CHAT_UP,
             ngx_http_chat_redis_state() == NGX_HTTP_CHAT_UP,
-            ngx_http_chat_mongo_state() == NGX_HTTP_CHAT_UP);
+            ngx_http_chat_mongo_state() == NGX_HTTP_CHAT_UP,
+            ngx_http_chat_metrics->cpu[NGX_HTTP_CHAT_CPU_DONE],
+            ngx_http_chat_metrics->cpu[NGX_HTTP_CHAT_CPU_CANCELLED],
+            ngx_http_chat_metrics->cpu[NGX_HTTP_CHAT_CPU_REJECTED],
+            (ngx_atomic_int_t) ngx_http_chat_metrics->cpu_queued,
+            ngx_http_chat_metrics->cpu_wait_ms / 1000,
+            ngx_http_chat_metrics->cpu_wait_ms % 1000,
+            ngx_http_chat_metrics->forgotten);
 
     for (i = 0; i < n; i++) {
         slot = &ngx_http_chat_metrics->routes[i];

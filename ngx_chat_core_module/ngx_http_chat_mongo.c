@@ -1,12 +1,13 @@
 
 /*
- * Work that cannot be done on the event loop: mongo-c-driver has no
- * asynchronous API and bcrypt is CPU-bound.  Both run in nginx thread
- * pools; the request is parked meanwhile and resumed on the loop.
+ * MongoDB: mongo-c-driver has no asynchronous API, so its calls run in a
+ * thread pool (ngx_http_chat_thread.c) with clients of one
+ * mongoc_client_pool_t per worker.  Everything that talks to MongoDB, with
+ * or without a request, does it through ngx_http_chat_op_mongo().
  *
- * A task function gets only its own data, allocated from the request pool
- * before the task is posted: it must not allocate from nginx pools, touch
- * the request or post events.
+ * A task function gets only its own data, allocated before the task is
+ * posted: it must not allocate from nginx pools, touch requests or post
+ * events.
  */
 
 
@@ -16,18 +17,14 @@
 #define NGX_HTTP_CHAT_MONGO_PING    10000
 
 
+/* what a MongoDB task runs: the caller's function with a pooled client */
+
 typedef struct {
-    ngx_http_request_t             *request;
-    ngx_http_chat_thread_pt         run;
-    ngx_http_chat_mongo_pt          mongo_run;
+    ngx_http_chat_mongo_pt          run;
     void                           *data;
-    ngx_http_chat_thread_done_pt    done;
-    ngx_int_t                       rc;
-} ngx_http_chat_task_t;
+} ngx_http_chat_mongo_task_t;
 
 
-static void ngx_http_chat_thread_handler(void *data, ngx_log_t *log);
-static void ngx_http_chat_thread_event(ngx_event_t *ev);
 static ngx_int_t ngx_http_chat_mongo_run(void *data);
 static void ngx_http_chat_mongo_log(mongoc_log_level_t level,
     const char *domain, const char *message, void *data);
@@ -52,108 +49,23 @@ static volatile ngx_atomic_t  ngx_http_chat_mongo_status
 
 
 ngx_int_t
-ngx_http_chat_thread(ngx_http_request_t *r, ngx_thread_pool_t *pool,
-    ngx_http_chat_thread_pt run, void *data,
-    ngx_http_chat_thread_done_pt done)
+ngx_http_chat_op_mongo(ngx_http_chat_op_t *op, ngx_http_chat_mongo_pt run,
+    void *data)
 {
-    ngx_thread_task_t     *task;
-    ngx_http_chat_ctx_t   *ctx;
-    ngx_http_chat_task_t  *t;
-
-    ctx = ngx_http_chat_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    task = ngx_thread_task_alloc(r->pool, sizeof(ngx_http_chat_task_t));
-    if (task == NULL) {
-        return NGX_ERROR;
-    }
-
-    t = task->ctx;
-
-    t->request = r;
-    t->run = run;
-    t->mongo_run = NULL;
-    t->data = data;
-    t->done = done;
-    t->rc = NGX_DECLINED;
-
-    task->handler = ngx_http_chat_thread_handler;
-    task->event.handler = ngx_http_chat_thread_event;
-    task->event.data = task;
-    task->event.log = r->connection->log;
-
-    ctx->thread_done = done;
-
-    ngx_http_chat_park(r);
-
-    if (pool == NULL || ngx_thread_task_post(pool, task) != NGX_OK) {
-
-        /* completes on the loop as "could not run", never inline */
-
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "chat: thread task could not be queued");
-
-        ngx_post_event(&task->event, &ngx_posted_events);
-    }
-
-    return NGX_DONE;
-}
-
-
-static void
-ngx_http_chat_thread_handler(void *data, ngx_log_t *log)
-{
-    ngx_http_chat_task_t *t = data;
-
-    t->rc = t->run(t->data);
-}
-
-
-static void
-ngx_http_chat_thread_event(ngx_event_t *ev)
-{
-    ngx_int_t              rc;
-    ngx_thread_task_t     *task;
-    ngx_http_request_t    *r;
-    ngx_http_chat_ctx_t   *ctx;
-    ngx_http_chat_task_t  *t;
-
-    task = ev->data;
-    t = task->ctx;
-    r = t->request;
-
-    ctx = ngx_http_chat_get_ctx(r);
-
-    ngx_http_chat_unpark(r);
-
-    rc = t->done(r, ctx, t->rc);
-
-    ngx_http_chat_finish(r, rc);
-}
-
-
-ngx_int_t
-ngx_http_chat_mongo(ngx_http_request_t *r, ngx_http_chat_mongo_pt run,
-    void *data, ngx_http_chat_thread_done_pt done)
-{
-    ngx_thread_pool_t     *pool;
-    ngx_http_chat_task_t  *t;
+    ngx_thread_pool_t           *pool;
+    ngx_http_chat_mongo_task_t  *t;
 
     pool = ngx_http_chat_mongo_clients ? ngx_http_chat_mongo_threads : NULL;
 
-    /* the task's data is this wrapper: it takes a client for run() */
-
-    t = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_task_t));
+    t = ngx_palloc(op->pool, sizeof(ngx_http_chat_mongo_task_t));
     if (t == NULL) {
         return NGX_ERROR;
     }
 
-    t->mongo_run = run;
+    t->run = run;
     t->data = data;
 
-    return ngx_http_chat_thread(r, pool, ngx_http_chat_mongo_run, t, done);
+    return ngx_http_chat_op_thread(op, pool, ngx_http_chat_mongo_run, t);
 }
 
 
@@ -162,7 +74,7 @@ ngx_http_chat_mongo(ngx_http_request_t *r, ngx_http_chat_mongo_pt run,
 static ngx_int_t
 ngx_http_chat_mongo_run(void *data)
 {
-    ngx_http_chat_task_t *t = data;
+    ngx_http_chat_mongo_task_t *t = data;
 
     ngx_int_t           rc;
     mongoc_client_t    *client;
@@ -175,7 +87,7 @@ ngx_http_chat_mongo_run(void *data)
 
     db = mongoc_client_get_database(client, ngx_http_chat_mongo_dbname);
 
-    rc = t->mongo_run(db, t->data);
+    rc = t->run(db, t->data);
 
     mongoc_database_destroy(db);
     mongoc_client_pool_push(ngx_http_chat_mongo_clients, client);

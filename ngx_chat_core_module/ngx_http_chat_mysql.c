@@ -42,9 +42,10 @@
 typedef struct ngx_http_chat_mysql_conn_s  ngx_http_chat_mysql_conn_t;
 
 
+/* the MariaDB part of an operation, in the operation's pool */
+
 typedef struct {
-    ngx_http_request_t            *request;
-    ngx_http_chat_ctx_t           *ctx;
+    ngx_http_chat_op_t            *base;
 
     u_char                        *sql;
     size_t                         sql_len;
@@ -58,9 +59,6 @@ typedef struct {
     ngx_queue_t                    queue;       /* waiting */
 
     ngx_event_t                    deadline;
-    ngx_event_t                    done;        /* posted completion */
-
-    ngx_http_chat_sql_res_t        res;
 
     unsigned                       queued:1;
 } ngx_http_chat_mysql_op_t;
@@ -142,7 +140,7 @@ static void ngx_http_chat_mysql_write_handler(ngx_event_t *wev);
 static void ngx_http_chat_mysql_timer_handler(ngx_event_t *ev);
 static void ngx_http_chat_mysql_lib_timer_handler(ngx_event_t *ev);
 static void ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev);
-static void ngx_http_chat_mysql_done_handler(ngx_event_t *ev);
+static void ngx_http_chat_mysql_cancel(ngx_http_chat_op_t *base);
 
 static ngx_int_t ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
     ngx_http_chat_mysql_op_t *op);
@@ -367,23 +365,16 @@ ngx_http_chat_mysql_state(void)
 
 
 ngx_int_t
-ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
-    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
-    ngx_http_chat_sql_pt handler)
+ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
 {
     u_char                      *p;
     size_t                       len;
     ngx_uint_t                   i, n;
-    ngx_http_chat_ctx_t         *ctx;
     ngx_http_chat_sql_arg_t     *a;
     ngx_http_chat_mysql_op_t    *op;
     ngx_http_chat_mysql_conn_t  *mc;
     ngx_http_chat_mysql_pool_t  *pool;
-
-    ctx = ngx_http_chat_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
 
     len = ngx_strlen(sql);
 
@@ -395,13 +386,13 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
     }
 
     if (n != nargs) {
-        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_ALERT, base->log, 0,
                       "chat mysql: %ui arguments for %ui placeholders in "
                       "\"%s\"", nargs, n, sql);
         return NGX_ERROR;
     }
 
-    op = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_mysql_op_t));
+    op = ngx_pcalloc(base->pool, sizeof(ngx_http_chat_mysql_op_t));
     if (op == NULL) {
         return NGX_ERROR;
     }
@@ -409,7 +400,7 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
     /* the caller's arguments may live on its stack: keep our own copy */
 
     if (nargs) {
-        a = ngx_palloc(r->pool, nargs * sizeof(ngx_http_chat_sql_arg_t));
+        a = ngx_palloc(base->pool, nargs * sizeof(ngx_http_chat_sql_arg_t));
         if (a == NULL) {
             return NGX_ERROR;
         }
@@ -422,7 +413,7 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
                 continue;
             }
 
-            a[i].str.data = ngx_pnalloc(r->pool, args[i].str.len);
+            a[i].str.data = ngx_pnalloc(base->pool, args[i].str.len);
             if (a[i].str.data == NULL) {
                 return NGX_ERROR;
             }
@@ -434,33 +425,31 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
         op->nargs = nargs;
     }
 
-    op->request = r;
-    op->ctx = ctx;
+    op->base = base;
     op->sql = (u_char *) sql;
     op->sql_len = len;
 
-    /* whatever ends an operation without a reply means "unavailable" */
-    op->res.rc = NGX_DECLINED;
-
-    op->done.handler = ngx_http_chat_mysql_done_handler;
-    op->done.data = op;
-    op->done.log = r->connection->log;
-
     op->deadline.handler = ngx_http_chat_mysql_deadline_handler;
     op->deadline.data = op;
-    op->deadline.log = r->connection->log;
+    op->deadline.log = base->log;
 
-    ctx->sql_handler = handler;
+    ngx_http_chat_op_start(base);
 
-    ngx_http_chat_park(r);
+    /* whatever ends an operation without a reply means "unavailable" */
+
+    ngx_memzero(&base->sql, sizeof(ngx_http_chat_sql_res_t));
+    base->sql.rc = NGX_DECLINED;
+
+    base->state = op;
+    base->cancel = ngx_http_chat_mysql_cancel;
 
     pool = ngx_http_chat_mysql_pool;
 
     if (pool == NULL) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, base->log, 0,
                        "chat mysql: not configured in this process");
         ngx_http_chat_mysql_complete(op);
-        return NGX_DONE;
+        return NGX_OK;
     }
 
     if (pool->timeout) {
@@ -472,33 +461,55 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
 
         if (mc) {
             ngx_http_chat_mysql_start(mc, op);
-            return NGX_DONE;
+            return NGX_OK;
         }
     }
 
     if (!ngx_http_chat_mysql_available()) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, base->log, 0,
                        "chat mysql: no connection up, failing fast");
         ngx_http_chat_mysql_complete(op);
-        return NGX_DONE;
+        return NGX_OK;
     }
 
     if (pool->nqueued >= pool->queue_size) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+        ngx_log_error(NGX_LOG_WARN, base->log, 0,
                       "chat mysql: all %ui connections busy and %ui "
                       "queries waiting", pool->nconns, pool->nqueued);
         ngx_http_chat_mysql_complete(op);
-        return NGX_DONE;
+        return NGX_OK;
     }
 
     ngx_queue_insert_tail(&pool->queue, &op->queue);
     op->queued = 1;
     pool->nqueued++;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, base->log, 0,
                    "chat mysql: query queued, %ui waiting", pool->nqueued);
 
-    return NGX_DONE;
+    return NGX_OK;
+}
+
+
+/* a query still waiting for a connection is withdrawn; one running is
+ * left to finish, its result is dropped */
+
+static void
+ngx_http_chat_mysql_cancel(ngx_http_chat_op_t *base)
+{
+    ngx_http_chat_mysql_op_t  *op;
+
+    op = base->state;
+
+    if (!op->queued) {
+        return;
+    }
+
+    ngx_queue_remove(&op->queue);
+    op->queued = 0;
+    ngx_http_chat_mysql_pool->nqueued--;
+
+    ngx_http_chat_mysql_complete(op);
 }
 
 
@@ -691,14 +702,14 @@ ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
     int  status, err;
 
     if (ngx_http_chat_mysql_build(mc, op) != NGX_OK) {
-        op->res.rc = NGX_ERROR;
+        op->base->sql.rc = NGX_ERROR;
         ngx_http_chat_mysql_complete(op);
         return;
     }
 
     /* the template only: arguments may be secrets */
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->request->connection->log, 0,
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->base->log, 0,
                    "chat mysql: connection #%ui query \"%*s\"",
                    mc->index, op->sql_len, op->sql);
 
@@ -740,9 +751,9 @@ ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc, int status,
     op = mc->op;
 
     if (mysql_field_count(mc->mysql) == 0) {
-        op->res.rc = NGX_OK;
-        op->res.affected = mysql_affected_rows(mc->mysql);
-        op->res.insert_id = mysql_insert_id(mc->mysql);
+        op->base->sql.rc = NGX_OK;
+        op->base->sql.affected = mysql_affected_rows(mc->mysql);
+        op->base->sql.insert_id = mysql_insert_id(mc->mysql);
 
         ngx_http_chat_mysql_finish(mc);
         return;
@@ -788,14 +799,14 @@ ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc, int status,
     mysql_free_result(res);
 
     if (rc == NGX_OK) {
-        op->res.rc = NGX_OK;
-        op->res.affected = mysql_affected_rows(mc->mysql);
+        op->base->sql.rc = NGX_OK;
+        op->base->sql.affected = mysql_affected_rows(mc->mysql);
 
     } else {
-        op->res.rc = NGX_ERROR;
-        op->res.nrows = 0;
-        op->res.ncols = 0;
-        op->res.cells = NULL;
+        op->base->sql.rc = NGX_ERROR;
+        op->base->sql.nrows = 0;
+        op->base->sql.ncols = 0;
+        op->base->sql.cells = NULL;
     }
 
     if (mysql_more_results(mc->mysql)) {
@@ -830,14 +841,14 @@ ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc)
     op = mc->op;
 
     errnum = mysql_errno(mc->mysql);
-    op->res.errnum = errnum;
+    op->base->sql.errnum = errnum;
 
     if (ngx_http_chat_mysql_lost(errnum)) {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "chat mysql: connection #%ui lost during a query: "
                       "%s (%ui)", mc->index, mysql_error(mc->mysql), errnum);
 
-        op->res.rc = NGX_DECLINED;
+        op->base->sql.rc = NGX_DECLINED;
         ngx_http_chat_mysql_fail(mc, 0);
         return;
     }
@@ -859,7 +870,7 @@ ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc)
                       op->sql_len, op->sql, mysql_error(mc->mysql), errnum);
     }
 
-    op->res.rc = NGX_ERROR;
+    op->base->sql.rc = NGX_ERROR;
 
     ngx_http_chat_mysql_finish(mc);
 }
@@ -1376,7 +1387,7 @@ ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev)
     op = ev->data;
     pool = ngx_http_chat_mysql_pool;
 
-    op->res.rc = NGX_DECLINED;
+    op->base->sql.rc = NGX_DECLINED;
 
     mc = op->conn;
 
@@ -1403,31 +1414,6 @@ ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev)
     }
 
     ngx_http_chat_mysql_complete(op);
-}
-
-
-static void
-ngx_http_chat_mysql_done_handler(ngx_event_t *ev)
-{
-    ngx_int_t                  rc;
-    ngx_http_request_t        *r;
-    ngx_http_chat_ctx_t       *ctx;
-    ngx_http_chat_mysql_op_t  *op;
-
-    op = ev->data;
-    r = op->request;
-    ctx = op->ctx;
-
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "chat mysql: done rc:%i errnum:%ui rows:%ui affected:%uL",
-                   op->res.rc, op->res.errnum, op->res.nrows,
-                   op->res.affected);
-
-    ngx_http_chat_unpark(r);
-
-    rc = ctx->sql_handler(r, ctx, &op->res);
-
-    ngx_http_chat_finish(r, rc);
 }
 
 
@@ -1461,7 +1447,7 @@ ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
         }
     }
 
-    op->query = ngx_pnalloc(op->request->pool, len + 1);
+    op->query = ngx_pnalloc(op->base->pool, len + 1);
     if (op->query == NULL) {
         return NGX_ERROR;
     }
@@ -1494,7 +1480,7 @@ ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
                                          (unsigned long) a->str.len);
 
             if (n == (unsigned long) -1) {
-                ngx_log_error(NGX_LOG_ALERT, op->request->connection->log, 0,
+                ngx_log_error(NGX_LOG_ALERT, op->base->log, 0,
                               "chat mysql: mysql_real_escape_string() "
                               "failed");
                 return NGX_ERROR;
@@ -1517,27 +1503,24 @@ ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
 }
 
 
-/* the result set into the request's pool: cells[row * ncols + col] */
+/* the result set into the operation's pool: cells[row * ncols + col] */
 
 static ngx_int_t
 ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 {
-    u_char              *buf;
-    size_t               size;
-    ngx_str_t           *cell, *last;
-    ngx_uint_t           nrows, ncols, i;
-    MYSQL_ROW            row;
-    unsigned long       *lengths;
-    ngx_http_request_t  *r;
-
-    r = op->request;
+    u_char         *buf;
+    size_t          size;
+    ngx_str_t      *cell, *last;
+    ngx_uint_t      nrows, ncols, i;
+    MYSQL_ROW       row;
+    unsigned long  *lengths;
 
     nrows = (ngx_uint_t) mysql_num_rows(res);
     ncols = mysql_num_fields(res);
 
-    op->res.nrows = nrows;
-    op->res.ncols = ncols;
-    op->res.cells = NULL;
+    op->base->sql.nrows = nrows;
+    op->base->sql.ncols = ncols;
+    op->base->sql.cells = NULL;
 
     if (nrows == 0 || ncols == 0) {
         return NGX_OK;
@@ -1547,8 +1530,8 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
         return NGX_ERROR;
     }
 
-    op->res.cells = ngx_palloc(r->pool, nrows * ncols * sizeof(ngx_str_t));
-    if (op->res.cells == NULL) {
+    op->base->sql.cells = ngx_palloc(op->base->pool, nrows * ncols * sizeof(ngx_str_t));
+    if (op->base->sql.cells == NULL) {
         return NGX_ERROR;
     }
 
@@ -1567,7 +1550,7 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
     buf = NULL;
 
     if (size) {
-        buf = ngx_pnalloc(r->pool, size);
+        buf = ngx_pnalloc(op->base->pool, size);
         if (buf == NULL) {
             return NGX_ERROR;
         }
@@ -1575,7 +1558,7 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 
     mysql_data_seek(res, 0);
 
-    cell = op->res.cells;
+    cell = op->base->sql.cells;
     last = cell + nrows * ncols;
 
     while (cell < last && (row = mysql_fetch_row(res)) != NULL) {
@@ -1619,7 +1602,12 @@ ngx_http_chat_mysql_complete(ngx_http_chat_mysql_op_t *op)
 
     op->conn = NULL;
 
-    ngx_post_event(&op->done, &ngx_posted_events);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, op->base->log, 0,
+                   "chat mysql: done rc:%i errnum:%ui rows:%ui affected:%uL",
+                   op->base->sql.rc, op->base->sql.errnum,
+                   op->base->sql.nrows, op->base->sql.affected);
+
+    ngx_http_chat_op_post(op->base, op->base->sql.rc);
 }
 
 

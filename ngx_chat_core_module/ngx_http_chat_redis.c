@@ -72,12 +72,11 @@ struct ngx_http_chat_redis_conn_s {
 };
 
 
-/* a request's command; lives in r->pool, the request is parked meanwhile */
+/* the Redis part of an operation's command, in the operation's pool */
 
 typedef struct {
-    ngx_http_request_t             *request;
-    ngx_event_t                     event;      /* timeout, or completion
-                                                   when Redis is down */
+    ngx_http_chat_op_t             *base;
+    ngx_event_t                     timer;
 } ngx_http_chat_redis_op_t;
 
 
@@ -124,9 +123,6 @@ static void ngx_http_chat_redis_handshake_reply(redisAsyncContext *ac,
 static void ngx_http_chat_redis_op_reply(redisAsyncContext *ac, void *data,
     void *privdata);
 static void ngx_http_chat_redis_op_timeout(ngx_event_t *ev);
-static void ngx_http_chat_redis_op_unavailable(ngx_event_t *ev);
-static void ngx_http_chat_redis_op_done(ngx_http_chat_redis_op_t *op,
-    redisReply *reply);
 static void ngx_http_chat_redis_send_reply(redisAsyncContext *ac, void *data,
     void *privdata);
 
@@ -156,32 +152,30 @@ static ngx_uint_t                   ngx_http_chat_redis_nchannels;
 static ngx_uint_t                   ngx_http_chat_redis_exiting;
 
 
-/* the request API: one command, completed asynchronously */
+/*
+ * One command of an operation.  A command once written cannot be taken
+ * back: a cancelled operation's reply is dropped when it arrives.
+ */
 
 ngx_int_t
-ngx_http_chat_redis(ngx_http_request_t *r, ngx_http_chat_redis_pt handler,
-    int argc, const char **argv, const size_t *argvlen)
+ngx_http_chat_op_redis(ngx_http_chat_op_t *base, int argc, const char **argv,
+    const size_t *argvlen)
 {
     ngx_int_t                    rc;
-    ngx_http_chat_ctx_t         *ctx;
     ngx_http_chat_redis_op_t    *op;
     ngx_http_chat_redis_conn_t  *rconn;
 
-    ctx = ngx_http_chat_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    op = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_redis_op_t));
+    op = ngx_pcalloc(base->pool, sizeof(ngx_http_chat_redis_op_t));
     if (op == NULL) {
         return NGX_ERROR;
     }
 
-    ctx->redis_handler = handler;
+    op->base = base;
+    op->timer.data = op;
+    op->timer.handler = ngx_http_chat_redis_op_timeout;
+    op->timer.log = base->log;
 
-    op->request = r;
-    op->event.data = op;
-    op->event.log = r->connection->log;
+    ngx_http_chat_op_start(base);
 
     rconn = ngx_http_chat_redis_cmd;
     rc = NGX_DECLINED;
@@ -192,26 +186,19 @@ ngx_http_chat_redis(ngx_http_request_t *r, ngx_http_chat_redis_pt handler,
                                               op, argc, argv, argvlen);
     }
 
-    if (rc == NGX_OK) {
-        op->event.handler = ngx_http_chat_redis_op_timeout;
-
-        if (rconn->cmcf->redis_timeout) {
-            ngx_add_timer(&op->event, rconn->cmcf->redis_timeout);
-        }
-
-    } else {
-        /* the reply is never given before this function returns */
-
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    if (rc != NGX_OK) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, base->log, 0,
                        "chat redis: unavailable, command not sent");
 
-        op->event.handler = ngx_http_chat_redis_op_unavailable;
-        ngx_post_event(&op->event, &ngx_posted_events);
+        ngx_http_chat_op_post(base, NGX_DECLINED);
+        return NGX_OK;
     }
 
-    ngx_http_chat_park(r);
+    if (rconn->cmcf->redis_timeout) {
+        ngx_add_timer(&op->timer, rconn->cmcf->redis_timeout);
+    }
 
-    return NGX_DONE;
+    return NGX_OK;
 }
 
 
@@ -221,27 +208,47 @@ ngx_http_chat_redis_op_reply(redisAsyncContext *ac, void *data,
 {
     ngx_http_chat_redis_op_t  *op = privdata;
 
-    if (op->event.timer_set) {
-        ngx_del_timer(&op->event);
+    redisReply  *reply = data;
+    ngx_int_t    rc;
+
+    if (op->timer.timer_set) {
+        ngx_del_timer(&op->timer);
     }
 
     /*
      * the context is freed at worker exit: other datastores may be gone
-     * already, so requests are not resumed, the process ends with them
+     * already, so operations are not completed, the process ends with them
      */
 
     if (ngx_http_chat_redis_exiting) {
         return;
     }
 
-    ngx_http_chat_redis_op_done(op, data);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->base->log, 0,
+                   "chat redis: reply %p", reply);
+
+    if (reply == NULL) {
+        rc = NGX_DECLINED;
+
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        rc = NGX_ERROR;
+
+    } else {
+        rc = NGX_OK;
+    }
+
+    /* the reply is the library's: valid while the handler runs */
+
+    op->base->reply = reply;
+
+    ngx_http_chat_op_done(op->base, rc);
 }
 
 
 /*
  * No reply within the timeout: the server is taken as hung.  Freeing the
  * context completes every command in flight, this one included, with a
- * NULL reply, so nothing in hiredis points into a request pool afterwards.
+ * NULL reply, so nothing in hiredis points into an operation afterwards.
  */
 
 static void
@@ -259,32 +266,6 @@ ngx_http_chat_redis_op_timeout(ngx_event_t *ev)
 
     ngx_http_chat_redis_conn_error(rconn, "timed out", NULL, 0);
     ngx_http_chat_redis_conn_drop(rconn);
-}
-
-
-static void
-ngx_http_chat_redis_op_unavailable(ngx_event_t *ev)
-{
-    ngx_http_chat_redis_op_done(ev->data, NULL);
-}
-
-
-static void
-ngx_http_chat_redis_op_done(ngx_http_chat_redis_op_t *op, redisReply *reply)
-{
-    ngx_int_t             rc;
-    ngx_http_request_t   *r;
-    ngx_http_chat_ctx_t  *ctx;
-
-    r = op->request;
-    ctx = ngx_http_chat_get_ctx(r);
-
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "chat redis: reply %p", reply);
-
-    ngx_http_chat_unpark(r);
-    rc = ctx->redis_handler(r, ctx, reply);
-    ngx_http_chat_finish(r, rc);
 }
 
 

@@ -1,8 +1,8 @@
 
 /*
  * Request plumbing for the service modules: route matching, 404/405 in
- * JSON, body reading and JSON parsing, authentication, and parking a
- * request while a datastore works for it.
+ * JSON, body reading and JSON parsing, authentication, and the request
+ * wrappers of datastore operations.
  *
  * The order of checks follows the original (API.md 2.4): a body that is
  * not JSON is a 422 before authentication, then 401, then the handler's
@@ -11,6 +11,40 @@
 
 
 #include "ngx_http_chat_core_module.h"
+
+
+#define NGX_HTTP_CHAT_OP_SQL     0
+#define NGX_HTTP_CHAT_OP_REDIS   1
+#define NGX_HTTP_CHAT_OP_THREAD  2
+#define NGX_HTTP_CHAT_OP_CPU     3
+#define NGX_HTTP_CHAT_OP_ALL     4
+
+
+/* a request's operation: the continuation travels with it */
+
+typedef struct {
+    ngx_http_chat_op_t              op;         /* first */
+    ngx_http_request_t             *request;
+    ngx_uint_t                      kind;
+
+    union {
+        ngx_http_chat_sql_pt        sql;
+        ngx_http_chat_redis_pt      redis;
+        ngx_http_chat_thread_done_pt  thread;
+        ngx_http_chat_all_pt        all;
+    } handler;
+
+    ngx_http_chat_handler_pt        next;
+    void                           *data;
+} ngx_http_chat_request_op_t;
+
+
+/* a fire-and-forget statement: what it was, for the log */
+
+typedef struct {
+    ngx_http_chat_op_t              op;
+    const char                     *what;
+} ngx_http_chat_forget_t;
 
 
 static ngx_http_chat_route_t *ngx_http_chat_match(ngx_http_request_t *r,
@@ -23,6 +57,13 @@ static ngx_int_t ngx_http_chat_read_body(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t *rc);
 static ngx_int_t ngx_http_chat_run(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
+static ngx_http_chat_request_op_t *ngx_http_chat_request_op(
+    ngx_http_request_t *r, ngx_uint_t kind);
+static ngx_int_t ngx_http_chat_request_park(ngx_http_chat_request_op_t *rop,
+    ngx_int_t rc);
+static void ngx_http_chat_request_op_done(ngx_http_chat_op_t *op);
+static void ngx_http_chat_request_cleanup(void *data);
+static void ngx_http_chat_forgotten(ngx_http_chat_op_t *op);
 
 
 ngx_http_chat_ctx_t *
@@ -38,6 +79,8 @@ ngx_http_chat_get_ctx(ngx_http_request_t *r)
             return NULL;
         }
 
+        ngx_queue_init(&ctx->ops);
+
         ngx_http_set_ctx(r, ctx, ngx_http_chat_core_module);
     }
 
@@ -46,10 +89,16 @@ ngx_http_chat_get_ctx(ngx_http_request_t *r)
 
 
 /*
- * A parked request waits for a datastore.  "blocked" keeps nginx from
- * freeing it if the client goes away meanwhile, so datastore code may keep
- * pointers into r->pool until it completes; completions are bounded by the
- * datastore timeouts.
+ * A request waits for its operations parked: each holds a reference
+ * (r->main->count) and keeps nginx from freeing the request ("blocked")
+ * while a datastore may still use its memory.  A cleanup cancels the
+ * operations when the request is terminated (the client closed the
+ * connection, noticed by ngx_http_test_reading, or a send failed): what
+ * has not started is withdrawn at once (a queued query, a bcrypt not yet
+ * begun), what runs is left to finish and its result dropped, and the
+ * continuation never runs.  The last operation to end lets nginx close
+ * the request, logged as 499.  What runs is bounded by the datastores'
+ * timeouts.
  */
 
 void
@@ -78,6 +127,371 @@ ngx_http_chat_finish(ngx_http_request_t *r, ngx_int_t rc)
 
     ngx_http_finalize_request(r, rc);
     ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler)
+{
+    return ngx_http_chat_sql_then(r, sql, args, nargs, handler, NULL);
+}
+
+
+ngx_int_t
+ngx_http_chat_sql_then(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_SQL);
+    if (rop == NULL) {
+        return NGX_ERROR;
+    }
+
+    rop->handler.sql = handler;
+    rop->next = next;
+
+    return ngx_http_chat_request_park(rop,
+                       ngx_http_chat_op_sql(&rop->op, sql, args, nargs));
+}
+
+
+ngx_int_t
+ngx_http_chat_redis(ngx_http_request_t *r, ngx_http_chat_redis_pt handler,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_REDIS);
+    if (rop == NULL) {
+        return NGX_ERROR;
+    }
+
+    rop->handler.redis = handler;
+
+    return ngx_http_chat_request_park(rop,
+                       ngx_http_chat_op_redis(&rop->op, argc, argv, argvlen));
+}
+
+
+ngx_int_t
+ngx_http_chat_thread(ngx_http_request_t *r, ngx_thread_pool_t *pool,
+    ngx_http_chat_thread_pt run, void *data,
+    ngx_http_chat_thread_done_pt done)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_THREAD);
+    if (rop == NULL) {
+        return NGX_ERROR;
+    }
+
+    rop->handler.thread = done;
+
+    return ngx_http_chat_request_park(rop,
+                       ngx_http_chat_op_thread(&rop->op, pool, run, data));
+}
+
+
+/* a task refused by admission control is answered here: 503 at once */
+
+ngx_int_t
+ngx_http_chat_cpu(ngx_http_request_t *r, ngx_http_chat_thread_pt run,
+    void *data, ngx_http_chat_thread_done_pt done)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_CPU);
+    if (rop == NULL) {
+        return NGX_ERROR;
+    }
+
+    rop->handler.thread = done;
+
+    return ngx_http_chat_request_park(rop,
+                       ngx_http_chat_op_cpu(&rop->op, run, data));
+}
+
+
+ngx_int_t
+ngx_http_chat_mongo(ngx_http_request_t *r, ngx_http_chat_mongo_pt run,
+    void *data, ngx_http_chat_thread_done_pt done)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_THREAD);
+    if (rop == NULL) {
+        return NGX_ERROR;
+    }
+
+    rop->handler.thread = done;
+
+    return ngx_http_chat_request_park(rop,
+                       ngx_http_chat_op_mongo(&rop->op, run, data));
+}
+
+
+/*
+ * A fan-in for a request: take members with ngx_http_chat_op_member(),
+ * start each (or ngx_http_chat_op_fail() it), then return
+ * ngx_http_chat_all_wait(); done() runs once, after the last member.
+ */
+
+ngx_http_chat_op_t *
+ngx_http_chat_all(ngx_http_request_t *r, ngx_http_chat_all_pt done,
+    void *data)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_ALL);
+    if (rop == NULL) {
+        return NULL;
+    }
+
+    rop->handler.all = done;
+    rop->data = data;
+
+    return &rop->op;
+}
+
+
+ngx_int_t
+ngx_http_chat_all_wait(ngx_http_request_t *r, ngx_http_chat_op_t *all)
+{
+    ngx_http_chat_op_wait(all);
+
+    return ngx_http_chat_request_park((ngx_http_chat_request_op_t *) all,
+                                      NGX_OK);
+}
+
+
+/*
+ * Fire and forget: a statement whose result no answer depends on.  It
+ * runs on the core's pool like any other; a failure is logged and
+ * counted, never reported to a client.
+ */
+
+void
+ngx_http_chat_sql_forget(ngx_log_t *log, const char *what, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
+{
+    ngx_pool_t              *pool;
+    ngx_http_chat_forget_t  *f;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        ngx_http_chat_metrics_forgotten();
+        return;
+    }
+
+    f = ngx_pcalloc(pool, sizeof(ngx_http_chat_forget_t));
+    if (f == NULL) {
+        goto failed;
+    }
+
+    f->what = what;
+    f->op.pool = pool;
+    f->op.log = ngx_cycle->log;
+    f->op.handler = ngx_http_chat_forgotten;
+    f->op.data = f;
+
+    if (ngx_http_chat_op_sql(&f->op, sql, args, nargs) == NGX_OK) {
+        return;
+    }
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, log, 0, "chat: %s not started", what);
+    ngx_http_chat_metrics_forgotten();
+    ngx_destroy_pool(pool);
+}
+
+
+static void
+ngx_http_chat_forgotten(ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_forget_t  *f;
+
+    f = op->data;
+
+    if (op->rc != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                      "chat: %s failed (%s)", f->what,
+                      op->rc == NGX_DECLINED ? "MariaDB unavailable"
+                                             : "SQL error");
+        ngx_http_chat_metrics_forgotten();
+    }
+
+    ngx_destroy_pool(op->pool);
+}
+
+
+static ngx_http_chat_request_op_t *
+ngx_http_chat_request_op(ngx_http_request_t *r, ngx_uint_t kind)
+{
+    ngx_http_cleanup_t          *cln;
+    ngx_http_chat_ctx_t         *ctx;
+    ngx_http_chat_request_op_t  *rop;
+
+    ctx = ngx_http_chat_get_ctx(r);
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    if (!ctx->watched) {
+        cln = ngx_http_cleanup_add(r, 0);
+        if (cln == NULL) {
+            return NULL;
+        }
+
+        cln->handler = ngx_http_chat_request_cleanup;
+        cln->data = r;
+
+        ctx->watched = 1;
+
+        /* a client that leaves while its request waits is noticed */
+
+        if (r->read_event_handler == ngx_http_block_reading) {
+            r->read_event_handler = ngx_http_test_reading;
+        }
+    }
+
+    rop = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_request_op_t));
+    if (rop == NULL) {
+        return NULL;
+    }
+
+    rop->request = r;
+    rop->kind = kind;
+
+    rop->op.pool = r->pool;
+    rop->op.log = r->connection->log;
+    rop->op.handler = ngx_http_chat_request_op_done;
+    rop->op.data = rop;
+
+    return rop;
+}
+
+
+/* rc: what starting the operation returned */
+
+static ngx_int_t
+ngx_http_chat_request_park(ngx_http_chat_request_op_t *rop, ngx_int_t rc)
+{
+    ngx_http_request_t   *r;
+    ngx_http_chat_ctx_t  *ctx;
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r = rop->request;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    ngx_queue_insert_tail(&ctx->ops, &rop->op.queue);
+
+    ngx_http_chat_park(r);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "chat: request waits for op %p, kind %ui",
+                   &rop->op, rop->kind);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_chat_request_op_done(ngx_http_chat_op_t *op)
+{
+    ngx_int_t                    rc;
+    ngx_http_request_t          *r;
+    ngx_http_chat_ctx_t         *ctx;
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = op->data;
+    r = rop->request;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    ngx_queue_remove(&op->queue);
+    ngx_http_chat_unpark(r);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "chat: request op %p done rc:%i gone:%ui",
+                   op, op->rc, (ngx_uint_t) ctx->gone);
+
+    if (op->rc == NGX_ABORT) {
+
+        if (!ctx->gone) {
+            /* dropped by the request itself: only its reference ends */
+            ngx_http_chat_finish(r, NGX_DONE);
+            return;
+        }
+
+        /* nginx closes the request once nothing of ours runs for it */
+
+        if (r->main->blocked == 0) {
+            ngx_http_chat_finish(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+        }
+
+        return;
+    }
+
+    switch (rop->kind) {
+
+    case NGX_HTTP_CHAT_OP_SQL:
+        op->sql.next = rop->next;
+        rc = rop->handler.sql(r, ctx, &op->sql);
+        break;
+
+    case NGX_HTTP_CHAT_OP_REDIS:
+        rc = rop->handler.redis(r, ctx,
+                                op->rc == NGX_DECLINED ? NULL : op->reply);
+        break;
+
+    case NGX_HTTP_CHAT_OP_CPU:
+        if (op->rc == NGX_BUSY) {
+            rc = ngx_http_chat_send_busy(r);
+            break;
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_CHAT_OP_THREAD:
+        rc = rop->handler.thread(r, ctx, op->rc);
+        break;
+
+    default: /* NGX_HTTP_CHAT_OP_ALL */
+        rc = rop->handler.all(r, ctx, op->rc, rop->data);
+    }
+
+    ngx_http_chat_finish(r, rc);
+}
+
+
+/* the request is terminated: its operations end without continuations */
+
+static void
+ngx_http_chat_request_cleanup(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_queue_t          *q, *next;
+    ngx_http_chat_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    ctx->gone = 1;
+
+    for (q = ngx_queue_head(&ctx->ops);
+         q != ngx_queue_sentinel(&ctx->ops);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
+    }
 }
 
 

@@ -219,14 +219,12 @@ ngx_http_chat_user_load(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    uctx->next = next;
-
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = ctx->user_id;
 
-    return ngx_http_chat_sql(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
-                             " FROM users WHERE id = ?", &arg, 1,
-                             ngx_http_chat_user_loaded);
+    return ngx_http_chat_sql_then(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
+                                  " FROM users WHERE id = ?", &arg, 1,
+                                  ngx_http_chat_user_loaded, next);
 }
 
 
@@ -250,7 +248,7 @@ ngx_http_chat_user_loaded(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     ngx_http_chat_user_touch(ctx->user_id);
 
-    return uctx->next(r, ctx);
+    return res->next(r, ctx);
 }
 
 

@@ -45,7 +45,6 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                  *user;       /* the caller's row */
-    ngx_http_chat_handler_pt    next;
 
     ngx_str_t                   email;
     ngx_str_t                   username;

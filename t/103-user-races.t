@@ -10,11 +10,16 @@ use Test::Nginx::Chat;
 use ChatStack;
 use POSIX ();
 
+# every registration must reach the database here, so the CPU queue takes
+# them all (admission control under overload is t/600's subject)
 my $ngx = start_nginx_with(
     workers     => 2,
     master      => 1,
     main_config => chat_main_config(),
-    http_config => chat_http_config(),
+    http_config => chat_http_config() . <<'EOF',
+    chat_cpu_queue_size     64;
+    chat_cpu_queue_timeout  60s;
+EOF
     config      => 'location /api/ { chat_user; }',
 );
 
