@@ -13,6 +13,11 @@
  * pool; a client that does not read falls behind until its unsent output
  * passes chat_sse_max_queue, and then it is cut off alone (it reconnects
  * and replays with Last-Event-ID).
+ *
+ * A worker that shuts down (reload, graceful stop) ends its streams as
+ * streams end: the terminating chunk, an access log line.  nginx has no
+ * hook for that moment, so while streams are open a timer that nginx may
+ * not cancel looks at ngx_exiting every NGX_HTTP_CHAT_SSE_WATCH ms.
  */
 
 
@@ -20,6 +25,7 @@
 
 
 #define NGX_HTTP_CHAT_SSE_REPLAYED  64
+#define NGX_HTTP_CHAT_SSE_WATCH     250
 
 
 struct ngx_http_chat_sse_s {
@@ -34,6 +40,7 @@ struct ngx_http_chat_sse_s {
     size_t                      held_size;
 
     ngx_event_t                 ping;
+    ngx_queue_t                 queue;      /* the worker's streams */
 
     unsigned                    subscribed:1;
     unsigned                    hold:1;
@@ -49,13 +56,15 @@ static ngx_int_t ngx_http_chat_sse_output(ngx_http_chat_sse_t *s,
 static void ngx_http_chat_sse_ping(ngx_event_t *ev);
 static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
-static ngx_int_t ngx_http_chat_sse_header(ngx_http_request_t *r,
-    const char *name, const char *value);
+static void ngx_http_chat_sse_watch(ngx_event_t *ev);
 static ngx_uint_t ngx_http_chat_sse_replayed(ngx_array_t *ids,
     ngx_str_t *frame);
 
 
-static ngx_uint_t  ngx_http_chat_sse_nstreams;
+static ngx_uint_t        ngx_http_chat_sse_nstreams;
+static ngx_queue_t       ngx_http_chat_sse_streams;
+static ngx_event_t       ngx_http_chat_sse_watcher;
+static ngx_connection_t  ngx_http_chat_sse_dummy;
 
 
 ngx_int_t
@@ -113,27 +122,6 @@ ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame)
 }
 
 
-static ngx_int_t
-ngx_http_chat_sse_header(ngx_http_request_t *r, const char *name,
-    const char *value)
-{
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    h->key.data = (u_char *) name;
-    h->key.len = ngx_strlen(name);
-    h->value.data = (u_char *) value;
-    h->value.len = ngx_strlen(value);
-
-    return NGX_OK;
-}
-
-
 ngx_http_chat_sse_t *
 ngx_http_chat_sse_open(ngx_http_request_t *r)
 {
@@ -169,8 +157,8 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
     r->headers_out.content_type_len = sizeof("text/event-stream") - 1;
     r->headers_out.content_type_lowcase = NULL;
 
-    if (ngx_http_chat_sse_header(r, "Cache-Control", "no-cache") != NGX_OK
-        || ngx_http_chat_sse_header(r, "X-Accel-Buffering", "no") != NGX_OK)
+    if (ngx_http_chat_add_header(r, "Cache-Control", "no-cache") != NGX_OK
+        || ngx_http_chat_add_header(r, "X-Accel-Buffering", "no") != NGX_OK)
     {
         return NULL;
     }
@@ -202,7 +190,62 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
 
     ngx_add_timer(&s->ping, cmcf->sse_keepalive);
 
+    if (ngx_http_chat_sse_nstreams == 1) {
+        ngx_queue_init(&ngx_http_chat_sse_streams);
+    }
+
+    ngx_queue_insert_tail(&ngx_http_chat_sse_streams, &s->queue);
+
+    if (!ngx_http_chat_sse_watcher.timer_set) {
+        ngx_http_chat_sse_dummy.fd = (ngx_socket_t) -1;
+
+        ngx_http_chat_sse_watcher.handler = ngx_http_chat_sse_watch;
+        ngx_http_chat_sse_watcher.data = &ngx_http_chat_sse_dummy;
+        ngx_http_chat_sse_watcher.log = ngx_cycle->log;
+
+        ngx_add_timer(&ngx_http_chat_sse_watcher, NGX_HTTP_CHAT_SSE_WATCH);
+    }
+
     return s;
+}
+
+
+/* a shutting down worker ends its streams cleanly, clients reconnect */
+
+static void
+ngx_http_chat_sse_watch(ngx_event_t *ev)
+{
+    ngx_queue_t          *q;
+    ngx_connection_t     *c;
+    ngx_http_chat_sse_t  *s;
+
+    if (ngx_http_chat_sse_nstreams == 0) {
+        return;
+    }
+
+    if (!ngx_exiting) {
+        ngx_add_timer(ev, NGX_HTTP_CHAT_SSE_WATCH);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, ev->log, 0,
+                  "chat sse: worker exiting, ending %ui streams",
+                  ngx_http_chat_sse_nstreams);
+
+    /* each close takes its stream off the list */
+
+    while (!ngx_queue_empty(&ngx_http_chat_sse_streams)) {
+        q = ngx_queue_head(&ngx_http_chat_sse_streams);
+        s = ngx_queue_data(q, ngx_http_chat_sse_t, queue);
+
+        ngx_queue_remove(q);
+        ngx_queue_init(q);
+
+        c = s->request->connection;
+
+        ngx_http_chat_sse_close(s, NGX_OK);
+        ngx_http_run_posted_requests(c);
+    }
 }
 
 
@@ -607,6 +650,10 @@ ngx_http_chat_sse_cleanup(void *data)
 
     if (s->ping.timer_set) {
         ngx_del_timer(&s->ping);
+    }
+
+    if (ngx_queue_next(&s->queue) != &s->queue) {
+        ngx_queue_remove(&s->queue);
     }
 
     ngx_http_chat_sse_nstreams--;
