@@ -24,21 +24,22 @@
     "if n < f then redis.call('SET', KEYS[1], f) n = f end "                 \
     "return n"
 
-/* optimistic retries of an edit that raced with another one */
-#define NGX_HTTP_CHAT_MSG_EDIT_TRIES    8
+/*
+ * optimistic retries of an edit that raced with another one: each round
+ * lets at least one of the racing edits through, so of n edits at the
+ * same moment the last may need n tries
+ */
+#define NGX_HTTP_CHAT_MSG_EDIT_TRIES    32
 
 
 static ngx_int_t ngx_http_chat_msg_type(ngx_str_t *type);
-static ngx_int_t ngx_http_chat_msg_send_room(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx);
-static ngx_int_t ngx_http_chat_msg_send_seq(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, redisReply *reply);
+static void ngx_http_chat_msg_send_seq(ngx_http_chat_op_t *op);
+static ngx_int_t ngx_http_chat_msg_send_ready(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_chat_msg_insert_run(mongoc_database_t *db,
     ngx_http_chat_msg_op_t *op);
 static ngx_int_t ngx_http_chat_msg_inserted(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
-static ngx_int_t ngx_http_chat_msg_touched(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
 static ngx_int_t ngx_http_chat_msg_page_room(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_page_run(mongoc_database_t *db,
@@ -105,10 +106,15 @@ ngx_http_chat_msg_type(ngx_str_t *type)
 ngx_int_t
 ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
+    u_char                    key[sizeof("chat:room::seq") + NGX_INT64_LEN];
     cJSON                    *errors, *input;
+    size_t                    argvlen[4];
     int64_t                   room_id;
     ngx_str_t                 content, type;
+    const char               *argv[4];
+    ngx_http_chat_op_t       *all, *room, *seq;
     ngx_http_chat_msg_op_t   *op;
+    ngx_http_chat_sql_arg_t   arg;
     ngx_http_chat_msg_ctx_t  *mctx;
 
     errors = NULL;
@@ -164,27 +170,36 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     op->content = content;
     op->message_type = type;
     op->blank = ngx_http_chat_msg_blank(&content);
+    op->room_id = room_id;
 
-    return ngx_http_chat_msg_room_check(r, ctx, room_id,
-                                        ngx_http_chat_msg_send_room);
-}
+    /*
+     * The room checks and the room's next sequence number at once: a send
+     * the checks refuse spends a number, which is harmless, sequence
+     * numbers only order a room's messages and may have gaps.
+     */
 
+    all = ngx_http_chat_all(r, ngx_http_chat_msg_send_ready, NULL);
+    if (all == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-static ngx_int_t
-ngx_http_chat_msg_send_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
-{
-    u_char                    key[sizeof("chat:room::seq") + NGX_INT64_LEN];
-    const char               *argv[4];
-    size_t                    argvlen[4];
-    ngx_http_chat_msg_ctx_t  *mctx;
+    room = ngx_http_chat_op_member(all, NULL, NULL);
+    seq = ngx_http_chat_op_member(all, ngx_http_chat_msg_send_seq, op);
 
-    mctx = ctx->data;
+    if (room == NULL || seq == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
-    if (mctx->op->blank) {
-        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
-                                        "INVALID_INPUT",
-                                        "Message content cannot be empty",
-                                        NULL);
+    mctx->room_op = room;
+
+    arg.type = NGX_HTTP_CHAT_SQL_INT;
+    arg.num = room_id;
+
+    if (ngx_http_chat_op_sql(room, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
+                             &arg, 1)
+        != NGX_OK)
+    {
+        ngx_http_chat_op_fail(room);
     }
 
     argv[0] = "EVAL";
@@ -194,38 +209,70 @@ ngx_http_chat_msg_send_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     argv[2] = "1";
     argvlen[2] = 1;
     argv[3] = (const char *) key;
-    argvlen[3] = ngx_sprintf(key, "chat:room:%L:seq", mctx->room.id) - key;
+    argvlen[3] = ngx_sprintf(key, "chat:room:%L:seq", room_id) - key;
 
-    return ngx_http_chat_redis(r, ngx_http_chat_msg_send_seq, 4, argv,
-                               argvlen);
+    if (ngx_http_chat_op_redis(seq, 4, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(seq);
+    }
+
+    return ngx_http_chat_all_wait(r, all);
+}
+
+
+/* the reply lives only while this runs: the number is taken now */
+
+static void
+ngx_http_chat_msg_send_seq(ngx_http_chat_op_t *seq)
+{
+    ngx_http_chat_msg_op_t  *op;
+
+    op = seq->data;
+
+    if (seq->rc == NGX_OK && seq->reply->type == REDIS_REPLY_INTEGER) {
+        op->seq = seq->reply->integer;
+        return;
+    }
+
+    if (seq->rc == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, seq->log, 0,
+                      "chat msg: sequence script failed: %s",
+                      seq->reply->str);
+    }
+
+    op->seq = 0;
 }
 
 
 static ngx_int_t
-ngx_http_chat_msg_send_seq(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    redisReply *reply)
+ngx_http_chat_msg_send_ready(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_int_t rc, void *data)
 {
     ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_msg_ctx_t  *mctx;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
-        if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "chat msg: sequence script failed: %s",
-                          reply->str);
-        }
-
-        return ngx_http_chat_send_unavailable(r);
-    }
-
     mctx = ctx->data;
     op = mctx->op;
 
+    if (ngx_http_chat_msg_room_verdict(r, ctx, &mctx->room_op->sql, &rc)
+        != NGX_OK)
+    {
+        return rc;
+    }
+
+    if (op->blank) {
+        return ngx_http_chat_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                        "INVALID_INPUT",
+                                        "Message content cannot be empty",
+                                        NULL);
+    }
+
+    if (op->seq == 0) {
+        return ngx_http_chat_send_unavailable(r);
+    }
+
     mctx->now = ngx_http_chat_msg_now();
 
-    op->seq = reply->integer;
     op->now = mctx->now / 1000;
-    op->room_id = mctx->room.id;
     op->user_id = ctx->user_id;
 
     bson_oid_init(&op->oid, NULL);
@@ -353,37 +400,18 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     (void) ngx_http_chat_msg_publish(r, m->room_id, "new_message", &m->id,
                                      data);
 
-    /* the room moves to the top of its members' lists (C1) */
+    /* the room moves to the top of its members' lists (C1); the answer
+     * does not wait for it, a failure is logged and counted */
 
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = m->room_id;
 
-    return ngx_http_chat_sql(r, "UPDATE chat_rooms SET updated_at = "
-                             "UTC_TIMESTAMP() WHERE id = ?", &arg, 1,
-                             ngx_http_chat_msg_touched);
-}
-
-
-/* the message is stored and announced: a late room update does not undo
- * that, so its failure is only logged */
-
-static ngx_int_t
-ngx_http_chat_msg_touched(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    ngx_http_chat_sql_res_t *res)
-{
-    ngx_http_chat_msg_ctx_t  *mctx;
-
-    mctx = ctx->data;
-
-    if (res->rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                      "chat msg: updated_at of room %L not set, rc:%i",
-                      mctx->room.id, res->rc);
-    }
+    ngx_http_chat_sql_forget(r->connection->log, "room updated_at touch",
+                             "UPDATE chat_rooms SET updated_at = "
+                             "UTC_TIMESTAMP() WHERE id = ?", &arg, 1);
 
     return ngx_http_chat_send_json(r, NGX_HTTP_CREATED,
-                                   ngx_http_chat_msg_json(r, NULL,
-                                                          &mctx->msg));
+                                   ngx_http_chat_msg_json(r, NULL, m));
 }
 
 

@@ -168,14 +168,14 @@ ngx_http_chat_msg_room_check(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    mctx->next = next;
     mctx->room_id = room_id;
 
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = room_id;
 
-    return ngx_http_chat_sql(r, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
-                             &arg, 1, ngx_http_chat_msg_room_loaded);
+    return ngx_http_chat_sql_then(r, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
+                                  &arg, 1, ngx_http_chat_msg_room_loaded,
+                                  next);
 }
 
 
@@ -183,24 +183,41 @@ static ngx_int_t
 ngx_http_chat_msg_room_loaded(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_res_t *res)
 {
+    ngx_int_t  rc;
+
+    if (ngx_http_chat_msg_room_verdict(r, ctx, res, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    return res->next(r, ctx);
+}
+
+
+ngx_int_t
+ngx_http_chat_msg_room_verdict(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_http_chat_sql_res_t *res, ngx_int_t *rc)
+{
     ngx_http_chat_msg_ctx_t   *mctx;
     ngx_http_chat_msg_room_t  *room;
 
     if (res->rc != NGX_OK
         || (res->nrows && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS))
     {
-        return ngx_http_chat_msg_sql_failed(r, res);
+        *rc = ngx_http_chat_msg_sql_failed(r, res);
+        return NGX_DONE;
     }
 
     if (res->nrows == 0) {
-        return ngx_http_chat_msg_send_not_found(r, "Chat room");
+        *rc = ngx_http_chat_msg_send_not_found(r, "Chat room");
+        return NGX_DONE;
     }
 
     mctx = ctx->data;
     room = &mctx->room;
 
     if (ngx_http_chat_msg_room_row(res->cells, room) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DONE;
     }
 
     if (ctx->user_id != room->user_1_id && ctx->user_id != room->user_2_id) {
@@ -208,13 +225,14 @@ ngx_http_chat_msg_room_loaded(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                       "chat msg: user %i is not a member of room %L",
                       ctx->user_id, room->id);
 
-        return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
-                                        "authorization_error",
-                                        "Access denied to this chat room",
-                                        NULL);
+        *rc = ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
+                                       "authorization_error",
+                                       "Access denied to this chat room",
+                                       NULL);
+        return NGX_DONE;
     }
 
-    return mctx->next(r, ctx);
+    return NGX_OK;
 }
 
 

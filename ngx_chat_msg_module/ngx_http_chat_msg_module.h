@@ -152,7 +152,7 @@ struct ngx_http_chat_msg_op_s {
 
 typedef struct {
     ngx_http_chat_msg_room_t    room;
-    ngx_http_chat_handler_pt    next;
+    ngx_http_chat_op_t         *room_op;        /* C4: the room's query */
 
     ngx_http_chat_msg_op_t     *op;
     ngx_http_chat_msg_t         msg;
@@ -185,6 +185,12 @@ ngx_http_chat_msg_ctx_t *ngx_http_chat_msg_get_ctx(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_msg_room_check(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, int64_t room_id,
     ngx_http_chat_handler_pt next);
+
+/* the room checks on a result of NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?":
+ * NGX_OK, the room stored as above, or NGX_DONE when answered, *rc what
+ * the request is finalized with */
+ngx_int_t ngx_http_chat_msg_room_verdict(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res, ngx_int_t *rc);
 
 ngx_int_t ngx_http_chat_msg_room_row(ngx_str_t *cells,
     ngx_http_chat_msg_room_t *room);
