@@ -276,6 +276,7 @@ ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
 typedef struct {
     ngx_http_chat_handler_pt    next;
     ngx_int_t                   revoked;    /* -1: no answer */
+    ngx_uint_t                  early;      /* next() ran beside it */
 } ngx_http_chat_revocation_t;
 
 
@@ -315,6 +316,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     rv->next = next;
     rv->revoked = -1;
+    rv->early = 0;
 
     all = ngx_http_chat_all(r, ngx_http_chat_revocation_checked, rv);
     if (all == NULL) {
@@ -335,7 +337,29 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         ngx_http_chat_op_fail(op);
     }
 
-    return ngx_http_chat_all_wait(r, all);
+    rc = ngx_http_chat_all_wait(r, all);
+
+    if (rc != NGX_DONE || ctx->route == NULL
+        || !(ctx->route->flags & NGX_HTTP_CHAT_EARLY))
+    {
+        return rc;
+    }
+
+    /* the route's first step runs at once, its result waits for this */
+
+    ctx->gate = all;
+    rv->early = 1;
+
+    rc = next(r, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "chat: an early route answered before the token's "
+                      "revocation check");
+        ctx->gate = NULL;
+    }
+
+    return rc;
 }
 
 
@@ -360,14 +384,27 @@ ngx_http_chat_revocation_checked(ngx_http_request_t *r,
 {
     ngx_http_chat_revocation_t *rv = data;
 
-    if (rv->revoked == -1) {
-        return ngx_http_chat_send_unavailable(r);
+    if (rv->early && ctx->gate == NULL) {
+        return NGX_DONE;    /* the route answered already */
     }
 
-    if (rv->revoked) {
+    if (rv->revoked == -1 || rv->revoked) {
+
+        if (rv->early) {
+            ngx_http_chat_gate_shut(r, ctx);
+        }
+
+        if (rv->revoked == -1) {
+            return ngx_http_chat_send_unavailable(r);
+        }
+
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chat: revoked token of user %i", ctx->user_id);
         return ngx_http_chat_send_unauthorized(r);
+    }
+
+    if (rv->early) {
+        return ngx_http_chat_gate_open(r, ctx);
     }
 
     return rv->next(r, ctx);

@@ -29,6 +29,12 @@
 #define NGX_HTTP_CHAT_JSON          0x02    /* JSON body, parsed first */
 #define NGX_HTTP_CHAT_BODY          0x04    /* raw body (form, multipart) */
 #define NGX_HTTP_CHAT_INTERNAL      0x08    /* service listener only */
+/*
+ * The handler neither answers nor changes anything before its first
+ * datastore step completes: it runs beside the token's revocation check,
+ * and the step's continuation waits for the verdict.
+ */
+#define NGX_HTTP_CHAT_EARLY         0x10
 
 #define NGX_HTTP_CHAT_MAX_PARAMS    4
 
@@ -173,6 +179,9 @@ struct ngx_http_chat_ctx_s {
 
     /* the core's: operations in flight for the request */
     ngx_queue_t                 ops;
+    ngx_http_chat_op_t         *gate;       /* the revocation check that
+                                               runs beside an EARLY handler */
+    ngx_http_chat_op_t         *held;       /* completed before it */
     unsigned                    watched:1;  /* cleanup registered */
     unsigned                    gone:1;     /* the client left */
 };
@@ -408,6 +417,13 @@ ngx_http_chat_op_t *ngx_http_chat_all(ngx_http_request_t *r,
     ngx_http_chat_all_pt done, void *data);
 ngx_int_t ngx_http_chat_all_wait(ngx_http_request_t *r,
     ngx_http_chat_op_t *all);
+/* the verdict on the token of an EARLY route: open() runs the continuation
+ * held meanwhile, if any; shut() drops or cancels what the handler started;
+ * both return what the request is finalized with for the check itself */
+ngx_int_t ngx_http_chat_gate_open(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+void ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx);
+
 /* fire and forget: nothing waits, a failure is logged and counted */
 void ngx_http_chat_sql_forget(ngx_log_t *log, const char *what,
     const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);

@@ -62,6 +62,8 @@ static ngx_http_chat_request_op_t *ngx_http_chat_request_op(
 static ngx_int_t ngx_http_chat_request_park(ngx_http_chat_request_op_t *rop,
     ngx_int_t rc);
 static void ngx_http_chat_request_op_done(ngx_http_chat_op_t *op);
+static ngx_int_t ngx_http_chat_request_continue(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_op_t *op);
 static void ngx_http_chat_request_cleanup(void *data);
 static void ngx_http_chat_forgotten(ngx_http_chat_op_t *op);
 
@@ -406,7 +408,6 @@ ngx_http_chat_request_park(ngx_http_chat_request_op_t *rop, ngx_int_t rc)
 static void
 ngx_http_chat_request_op_done(ngx_http_chat_op_t *op)
 {
-    ngx_int_t                    rc;
     ngx_http_request_t          *r;
     ngx_http_chat_ctx_t         *ctx;
     ngx_http_chat_request_op_t  *rop;
@@ -439,35 +440,103 @@ ngx_http_chat_request_op_done(ngx_http_chat_op_t *op)
         return;
     }
 
+    if (ctx->gate && op != ctx->gate) {
+
+        /* the token is not known good yet: the continuation waits */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "chat: op %p held for the token's verdict", op);
+
+        ctx->held = op;
+        return;
+    }
+
+    ngx_http_chat_finish(r, ngx_http_chat_request_continue(r, ctx, op));
+}
+
+
+static ngx_int_t
+ngx_http_chat_request_continue(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_request_op_t  *rop;
+
+    rop = op->data;
+
     switch (rop->kind) {
 
     case NGX_HTTP_CHAT_OP_SQL:
         op->sql.next = rop->next;
-        rc = rop->handler.sql(r, ctx, &op->sql);
-        break;
+        return rop->handler.sql(r, ctx, &op->sql);
 
     case NGX_HTTP_CHAT_OP_REDIS:
-        rc = rop->handler.redis(r, ctx,
-                                op->rc == NGX_DECLINED ? NULL : op->reply);
-        break;
+        return rop->handler.redis(r, ctx,
+                                  op->rc == NGX_DECLINED ? NULL : op->reply);
 
     case NGX_HTTP_CHAT_OP_CPU:
         if (op->rc == NGX_BUSY) {
-            rc = ngx_http_chat_send_busy(r);
-            break;
+            return ngx_http_chat_send_busy(r);
         }
 
         /* fall through */
 
     case NGX_HTTP_CHAT_OP_THREAD:
-        rc = rop->handler.thread(r, ctx, op->rc);
-        break;
+        return rop->handler.thread(r, ctx, op->rc);
 
     default: /* NGX_HTTP_CHAT_OP_ALL */
-        rc = rop->handler.all(r, ctx, op->rc, rop->data);
+        return rop->handler.all(r, ctx, op->rc, rop->data);
+    }
+}
+
+
+/*
+ * The verdict on the token of an EARLY route.  Each operation holds a
+ * reference to the request: the check's own ends here, the held step's
+ * with its continuation.
+ */
+
+ngx_int_t
+ngx_http_chat_gate_open(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    ngx_http_chat_op_t  *held;
+
+    held = ctx->held;
+
+    ctx->gate = NULL;
+    ctx->held = NULL;
+
+    if (held == NULL) {
+        return NGX_DONE;
     }
 
-    ngx_http_chat_finish(r, rc);
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return ngx_http_chat_request_continue(r, ctx, held);
+}
+
+
+void
+ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    ngx_queue_t  *q, *next;
+
+    ctx->gate = NULL;
+
+    if (ctx->held) {
+        ctx->held = NULL;
+        ngx_http_finalize_request(r, NGX_DONE);
+        return;
+    }
+
+    /* what the handler started ends without its continuation */
+
+    for (q = ngx_queue_head(&ctx->ops);
+         q != ngx_queue_sentinel(&ctx->ops);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
+    }
 }
 
 

@@ -74,11 +74,11 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       ngx_http_chat_friend_answer },
 
     { NGX_HTTP_GET, ngx_string("/api/friends/list"),
-      NGX_HTTP_CHAT_AUTH,
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_list },
 
     { NGX_HTTP_GET, ngx_string("/api/friends/requests"),
-      NGX_HTTP_CHAT_AUTH,
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_requests },
 
     { NGX_HTTP_DELETE, ngx_string("/api/friends/request/{}"),

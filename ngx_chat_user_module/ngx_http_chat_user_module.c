@@ -102,7 +102,7 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_logout },
 
     { NGX_HTTP_GET, ngx_string("/api/profile/me"),
-      NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_me },
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_me },
 
     { NGX_HTTP_PUT, ngx_string("/api/profile/me"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_user_update },
