@@ -368,6 +368,7 @@ ngx_int_t ngx_http_chat_op_thread(ngx_http_chat_op_t *op,
 /* work not started yet is withdrawn, a late result is dropped: the
  * handler still runs once, with NGX_ABORT */
 void ngx_http_chat_op_cancel(ngx_http_chat_op_t *op);
+void ngx_http_chat_op_cancel_all(ngx_queue_t *ops);
 
 /* for the datastores: start() when an operation is taken, then done() or
  * post(), which runs the handler from the posted events */

@@ -153,6 +153,23 @@ ngx_http_chat_op_cancel(ngx_http_chat_op_t *op)
 }
 
 
+/* every operation of an owner's list (linked through op->queue) */
+
+void
+ngx_http_chat_op_cancel_all(ngx_queue_t *ops)
+{
+    ngx_queue_t  *q, *next;
+
+    /* cancelling completes nothing on the spot (completions are posted),
+     * so no operation leaves the list while it is walked */
+
+    for (q = ngx_queue_head(ops); q != ngx_queue_sentinel(ops); q = next) {
+        next = ngx_queue_next(q);
+        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
+    }
+}
+
+
 static void
 ngx_http_chat_op_guard(ngx_event_t *ev)
 {
@@ -286,18 +303,11 @@ ngx_http_chat_op_member_done(ngx_http_chat_op_t *op)
 static void
 ngx_http_chat_op_all_cancel(ngx_http_chat_op_t *all)
 {
-    ngx_queue_t             *q, *next;
     ngx_http_chat_op_all_t  *a;
 
     a = all->state;
 
-    /* all->cancel stays set: "all" completes after its members */
+    /* "all" completes after its members */
 
-    for (q = ngx_queue_head(&a->members);
-         q != ngx_queue_sentinel(&a->members);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
-    }
+    ngx_http_chat_op_cancel_all(&a->members);
 }

@@ -518,8 +518,6 @@ ngx_http_chat_gate_open(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 void
 ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
-    ngx_queue_t  *q, *next;
-
     ctx->gate = NULL;
 
     if (ctx->held) {
@@ -530,13 +528,7 @@ ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     /* what the handler started ends without its continuation */
 
-    for (q = ngx_queue_head(&ctx->ops);
-         q != ngx_queue_sentinel(&ctx->ops);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
-    }
+    ngx_http_chat_op_cancel_all(&ctx->ops);
 }
 
 
@@ -547,20 +539,13 @@ ngx_http_chat_request_cleanup(void *data)
 {
     ngx_http_request_t *r = data;
 
-    ngx_queue_t          *q, *next;
     ngx_http_chat_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
 
     ctx->gone = 1;
 
-    for (q = ngx_queue_head(&ctx->ops);
-         q != ngx_queue_sentinel(&ctx->ops);
-         q = next)
-    {
-        next = ngx_queue_next(q);
-        ngx_http_chat_op_cancel(ngx_queue_data(q, ngx_http_chat_op_t, queue));
-    }
+    ngx_http_chat_op_cancel_all(&ctx->ops);
 }
 
 

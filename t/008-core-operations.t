@@ -34,6 +34,18 @@ sub me {
     return ($status, $body, time - $t0);
 }
 
+# the valid token is served again (the worker recovered)
+sub served_again {
+    my ($name) = @_;
+    my $ok = 0;
+    for (1 .. 50) {
+        my ($st) = me($token);
+        last if $st == 200 && ($ok = 1);
+        sleep 0.1;
+    }
+    ok($ok, $name);
+}
+
 sub log_since {
     my ($offset) = @_;
     return $ngx->read_error_log($offset);
@@ -77,13 +89,7 @@ is($body->{id}, $user->{id}, '... with the caller');
     is($b2->{detail}, 'Not authenticated', '... in the contract shape');
     cmp_ok($took, '<', 1, "... without waiting for MariaDB ($took s)");
 
-    my $ok = 0;
-    for (1 .. 50) {
-        ($st) = me($token);
-        last if $st == 200 && ($ok = 1);
-        sleep 0.1;
-    }
-    ok($ok, 'the valid token is served again after SIGCONT');
+    served_again('the valid token is served again after SIGCONT');
 }
 
 # ---- a client that leaves while its request waits
@@ -127,13 +133,7 @@ is($body->{id}, $user->{id}, '... with the caller');
          'the worker noticed the client leave');
     unlike($log, qr/\[(alert|crit|emerg)\]/, 'no alert');
 
-    my $ok = 0;
-    for (1 .. 50) {
-        ($status) = me($token);
-        last if $status == 200 && ($ok = 1);
-        sleep 0.1;
-    }
-    ok($ok, 'the same worker serves the next request');
+    served_again('the same worker serves the next request');
 }
 
 unlike($ngx->read_error_log(0), qr/exited on signal|\[alert\]/,
