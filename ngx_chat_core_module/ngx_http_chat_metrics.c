@@ -328,7 +328,7 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
             "# TYPE chat_cpu_queue_wait_seconds gauge\n"
             "chat_cpu_queue_wait_seconds %uA.%03uA\n"
             "# HELP chat_background_failures_total "
-            "Fire-and-forget statements that failed.\n"
+            "Fire-and-forget commands and statements that failed.\n"
             "# TYPE chat_background_failures_total counter\n"
             "chat_background_failures_total %uA\n"
             "# HELP chat_http_requests_total Requests by route and status.\n"

@@ -281,6 +281,7 @@ ngx_http_chat_redis_send(int argc, const char **argv, const size_t *argvlen)
     rconn = ngx_http_chat_redis_cmd;
 
     if (rconn == NULL || !rconn->open || argc < 1) {
+        ngx_http_chat_metrics_forgotten();
         return NGX_DECLINED;
     }
 
@@ -302,6 +303,7 @@ ngx_http_chat_redis_send(int argc, const char **argv, const size_t *argvlen)
             ngx_free(name);
         }
 
+        ngx_http_chat_metrics_forgotten();
         return NGX_DECLINED;
     }
 
@@ -316,13 +318,19 @@ ngx_http_chat_redis_send_reply(redisAsyncContext *ac, void *data,
     u_char      *name = privdata;
     redisReply  *reply = data;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR
+    /* no reply: the connection was lost, which is logged once there */
+
+    if ((reply == NULL || reply->type == REDIS_REPLY_ERROR)
         && !ngx_http_chat_redis_exiting)
     {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat redis: %s failed: %*s",
-                      name ? (char *) name : "command",
-                      reply->len, reply->str);
+        ngx_http_chat_metrics_forgotten();
+
+        if (reply) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat redis: %s failed: %*s",
+                          name ? (char *) name : "command",
+                          reply->len, reply->str);
+        }
     }
 
     if (name) {
