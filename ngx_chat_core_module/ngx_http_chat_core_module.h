@@ -483,6 +483,9 @@ ngx_int_t ngx_http_chat_sse_frame(ngx_pool_t *pool, const char *event,
 
 /* the frame reaches every open stream of the channel on every node */
 ngx_int_t ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame);
+/* the same, then handler(r, ctx, reply) once Redis has taken it */
+ngx_int_t ngx_http_chat_sse_publish_then(ngx_http_request_t *r,
+    ngx_str_t *channel, ngx_str_t *frame, ngx_http_chat_redis_pt handler);
 
 /* sends the stream's headers; the request stays open until the client
  * leaves, the stream falls too far behind, or it is closed */

@@ -40,6 +40,8 @@ static ngx_int_t ngx_http_chat_msg_insert_run(mongoc_database_t *db,
     ngx_http_chat_msg_op_t *op);
 static ngx_int_t ngx_http_chat_msg_inserted(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
+static ngx_int_t ngx_http_chat_msg_announced(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_chat_msg_page_room(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_page_run(mongoc_database_t *db,
@@ -395,11 +397,6 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     (void) ngx_http_chat_event_publish(r, "message.events", m->room_id,
                                        "MessageSent", fields);
 
-    data = ngx_http_chat_msg_new_message(r, m, username, &now);
-
-    (void) ngx_http_chat_msg_publish(r, m->room_id, "new_message", &m->id,
-                                     data);
-
     /* the room moves to the top of its members' lists (C1); the answer
      * does not wait for it, a failure is logged and counted */
 
@@ -410,8 +407,42 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                              "UPDATE chat_rooms SET updated_at = "
                              "UTC_TIMESTAMP() WHERE id = ?", &arg, 1);
 
+    /* the answer follows the frame: a sender's next message, to any node,
+     * reaches every stream after this one */
+
+    data = ngx_http_chat_msg_new_message(r, m, username, &now);
+
+    if (ngx_http_chat_msg_publish_then(r, m->room_id, "new_message", &m->id,
+                                       data, ngx_http_chat_msg_announced)
+        == NGX_DONE)
+    {
+        return NGX_DONE;
+    }
+
+    return ngx_http_chat_msg_announced(r, ctx, NULL);
+}
+
+
+/* stored either way: a frame Redis did not take is only logged, the
+ * streams' replay finds the message */
+
+static ngx_int_t
+ngx_http_chat_msg_announced(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    redisReply *reply)
+{
+    ngx_http_chat_msg_ctx_t  *mctx;
+
+    mctx = ctx->data;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "chat msg: frame of message %V not published",
+                      &mctx->msg.id);
+    }
+
     return ngx_http_chat_send_json(r, NGX_HTTP_CREATED,
-                                   ngx_http_chat_msg_json(r, NULL, m));
+                                   ngx_http_chat_msg_json(r, NULL,
+                                                          &mctx->msg));
 }
 
 

@@ -215,6 +215,11 @@ ngx_int_t ngx_http_chat_msg_channel(ngx_pool_t *pool, int64_t room_id,
 /* a frame to every open stream of the room; id may be NULL */
 ngx_int_t ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
     const char *event, ngx_str_t *id, cJSON *data);
+/* the same, the request continuing with then() once Redis has the frame:
+ * NGX_DONE, or NGX_ERROR */
+ngx_int_t ngx_http_chat_msg_publish_then(ngx_http_request_t *r,
+    int64_t room_id, const char *event, ngx_str_t *id, cJSON *data,
+    ngx_http_chat_redis_pt then);
 
 /* an action's event on message.events and its frame to the room */
 ngx_int_t ngx_http_chat_msg_announce(ngx_http_request_t *r, int64_t room_id,

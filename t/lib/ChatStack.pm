@@ -150,10 +150,27 @@ sub server_pid {
     return $pid;
 }
 
-# SIGSTOP a datastore: it keeps its sockets but answers nothing
+# SIGSTOP a datastore: it keeps its sockets but answers nothing.  A
+# process stops thread by thread after kill() returns, so this waits until
+# every thread of it is seen stopped ("T" in /proc/<pid>/task/*/stat).
 sub freeze {
     my ($which) = @_;
-    kill 'STOP', server_pid($which);
+    my $pid = server_pid($which);
+    kill 'STOP', $pid;
+
+    for (1 .. 200) {
+        my $running = 0;
+        for my $stat (glob("/proc/$pid/task/*/stat")) {
+            open(my $fh, '<', $stat) or next;
+            my $line = <$fh> // '';
+            close $fh;
+            $running++ if $line =~ /^\d+ \(.*\) ([^T])/s;
+        }
+        return if !$running;
+        select(undef, undef, undef, 0.005);
+    }
+
+    die "$which (pid $pid) did not stop\n";
 }
 
 sub thaw {
