@@ -29,7 +29,9 @@
 #                        the square of the messages
 #   BENCH_SEND_WARMUP    warm-up before the send run [1s]
 #   BENCH_IDLE           seconds of the idle reading [3]
-#   BENCH_SETTLE         longest wait for a quiet stack, in seconds [60]
+#   BENCH_SETTLE         seconds of waiting for a quiet stack before
+#                        measuring, in all [60]; and the longest wait
+#                        for the work the sends left
 #
 # Exit status: 0, or 1 when any run saw an error (a non-2xx response, a
 # socket error or a timeout), after the numbers are printed.
@@ -41,7 +43,6 @@ set -euo pipefail
 : "${BENCH_SEND_DURATION:=2s}"
 : "${BENCH_SEND_WARMUP:=1s}"
 : "${BENCH_IDLE:=3}"
-: "${BENCH_SETTLE:=60}"
 
 TMPD=$(mktemp -d)
 trap 'rm -rf "$TMPD"' EXIT
@@ -113,8 +114,8 @@ cpu_measure() {
     shift 5
 
     BENCH_WARMUP=$wu warmup "$label" "$conns" "$url" "$@"
-    settle "$BENCH_SETTLE"
-    echo "$label: warmed up, the stack quiet after $SETTLED s"
+    settle
+    echo "$label: warmed up, the stack $(quiet_text)"
 
     cpu_snapshot > "$TMPD/$label.before"
     t0=$(now)
@@ -156,8 +157,8 @@ echo "processes: $(awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }' \
 echo "           CPU time from /proc/<pid>/stat (utime + stime, all threads), $CLK_TCK ticks a second"
 echo
 
-settle "$BENCH_SETTLE"
-echo "quiet:     after $SETTLED s"
+settle
+echo "stack:     $(quiet_text)"
 
 cpu_snapshot > "$TMPD/idle.before"
 sleep "$BENCH_IDLE"
@@ -188,11 +189,11 @@ R_SEND=$RESULT C_SEND=$CPU
 
 # the work the sends left (the notification consumer's backlog), per
 # message
-settle "$BENCH_SETTLE"
+quiet_wait "$BENCH_SETTLE"
 cpu_snapshot > "$TMPD/send.settled"
 C_AFTER=$(cpu_line send_after "$(field requests "$R_SEND")" \
               "$TMPD/send.after" "$TMPD/send.settled" "$SETTLED")
-echo "after the send run, until the stack is quiet ($SETTLED s):"
+echo "after the send run, until the stack is quiet (it was $(quiet_text)):"
 cpu_table "$C_AFTER"
 echo "$C_AFTER"
 echo
@@ -239,6 +240,6 @@ echo "profile_me / ping:  rps ratio $(div "$(field rps "$R_ME")" "$(field rps "$
      "p99 ratio $(div "$(field p99_ms "$R_ME")" "$(field p99_ms "$R_PING")")," \
      "nginx workers' CPU per request ratio $(div "$(field nginx_workers_us "$C_ME")" "$(field nginx_workers_us "$C_PING")")"
 echo "a message:          $(field total_us "$C_SEND") us of CPU while sent," \
-     "$(field total_us "$C_AFTER") us after (the stack was quiet again after $SETTLED s)"
+     "$(field total_us "$C_AFTER") us after (the stack was $(quiet_text))"
 
 finish

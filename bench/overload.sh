@@ -32,8 +32,8 @@
 #   OVERLOAD_WITHIN      "answered within" threshold, seconds [2]
 #   OVERLOAD_DRAIN_MAX   longest wait for idle workers and for the fresh
 #                        login, seconds [60]
-#   BENCH_SETTLE         longest wait for a quiet stack before a phase,
-#                        seconds [60]
+#   BENCH_SETTLE         seconds of waiting for a quiet stack before the
+#                        phases, in all [60]
 #
 # Exit status: 0, or 1 when the load could not be run or an answer was a
 # 4xx (a wrong request or the rate limit, not overload).
@@ -47,7 +47,6 @@ set -euo pipefail
 : "${OVERLOAD_TIMEOUT:=2}"
 : "${OVERLOAD_WITHIN:=2}"
 : "${OVERLOAD_DRAIN_MAX:=60}"
-: "${BENCH_SETTLE:=60}"
 
 CLIENT=$HERE/overload/login-load.pl
 
@@ -140,11 +139,11 @@ drain() {
 phase() {
     local label=$1 timeout=$2 out rc=0 fpid fresh
 
-    settle "$BENCH_SETTLE"
+    settle
     echo "--- $label: $OVERLOAD_CLIENTS clients x ${OVERLOAD_DURATION} s," \
          "$([ "$timeout" = 0 ] && echo "no client timeout" \
                                || echo "client timeout $timeout s")" \
-         "(the stack quiet after $SETTLED s)"
+         "(the stack $(quiet_text))"
 
     out=$(perl "$CLIENT" --host "$API_HOST" --port "$API_PORT" \
               --body "$LOGIN_BODY" --clients "$OVERLOAD_CLIENTS" \
