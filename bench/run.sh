@@ -43,7 +43,7 @@ available() {
     local f n
 
     for n in $ORDER; do
-        [ -f "$HERE/$n.sh" ] && echo "$n"
+        if [ -f "$HERE/$n.sh" ]; then echo "$n"; fi
     done
     for f in "$HERE"/*.sh; do
         n=$(basename "$f" .sh)
