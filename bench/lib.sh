@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 #
-# What the wrk benchmarks share (sourced by bench/user.sh and
-# bench/chat.sh): settings, one measured wrk run, the result fields, a
-# user of their own.
+# What the benchmarks share (sourced by bench/user.sh, bench/chat.sh,
+# bench/cpu.sh and bench/overload.sh): settings, one measured wrk run,
+# the result fields, a user of their own, the CPU time of the stack's
+# processes.
 #
 # Environment (defaults in brackets):
 #   BENCH_URL              base URL of the gateway [http://127.0.0.1:$CHAT_HTTP_PORT]
@@ -14,9 +15,16 @@
 #   BENCH_DURATION         length of each of those runs [10s]
 #   BENCH_WARMUP           unmeasured run before each measured one [2s]; 0: none
 #   BENCH_TIMEOUT          wrk's per-request timeout [10s]
+#   BENCH_SETTLE           seconds a benchmark waits, in all, for a quiet
+#                          stack before it measures [60]
+#   CHAT_WORK, CHAT_MYSQL_PORT, CHAT_REDIS_PORT, CHAT_MONGO_PORT
+#                          where build.sh runs the stack: the processes
+#                          whose CPU time the benchmarks read
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+TOP=$(cd "$HERE/.." && pwd)
 STATS=$HERE/stats.lua
+WORK=${CHAT_WORK:-$TOP/.work}
 
 : "${BENCH_URL:=http://127.0.0.1:${CHAT_HTTP_PORT:-8080}}"
 : "${BENCH_API_URL:=$BENCH_URL}"
@@ -26,6 +34,12 @@ STATS=$HERE/stats.lua
 : "${BENCH_DURATION:=10s}"
 : "${BENCH_WARMUP:=2s}"
 : "${BENCH_TIMEOUT:=10s}"
+: "${BENCH_SETTLE:=60}"
+
+# the datastores' ports, to find their processes (build.sh's defaults)
+: "${CHAT_MYSQL_PORT:=13306}"
+: "${CHAT_REDIS_PORT:=16379}"
+: "${CHAT_MONGO_PORT:=27117}"
 
 BENCH_URL=${BENCH_URL%/}
 BENCH_API_URL=${BENCH_API_URL%/}
@@ -58,6 +72,19 @@ div() {
 
 FAILED=()
 
+# warmup LABEL CONNECTIONS URL [VAR=value ...]: the unmeasured wrk run
+# of BENCH_WARMUP (none when it is 0)
+warmup() {
+    local label=$1 conns=$2 url=$3
+    shift 3
+
+    [ "$BENCH_WARMUP" != 0 ] || return 0
+    env "$@" BENCH_LABEL="$label-warmup" wrk -t"$BENCH_THREADS" \
+        -c"$conns" -d"$BENCH_WARMUP" --timeout "$BENCH_TIMEOUT" \
+        -s "$STATS" "$url" >/dev/null 2>&1 || true
+}
+
+
 # measure LABEL CONNECTIONS DURATION URL [VAR=value ...]: one wrk run
 # (after an unmeasured warm-up); wrk's own report is printed, the RESULT
 # line is left in the global RESULT
@@ -65,11 +92,7 @@ measure() {
     local label=$1 conns=$2 dur=$3 url=$4 out rc=0
     shift 4
 
-    if [ "$BENCH_WARMUP" != 0 ]; then
-        env "$@" BENCH_LABEL="$label-warmup" wrk -t"$BENCH_THREADS" \
-            -c"$conns" -d"$BENCH_WARMUP" --timeout "$BENCH_TIMEOUT" \
-            -s "$STATS" "$url" >/dev/null 2>&1 || true
-    fi
+    warmup "$label" "$conns" "$url" "$@"
 
     echo "--- $label: wrk -t$BENCH_THREADS -c$conns -d$dur --latency $url"
     out=$(env "$@" BENCH_LABEL="$label" wrk -t"$BENCH_THREADS" -c"$conns" \
@@ -94,6 +117,150 @@ measure() {
             FAILED+=("$label: 429s come from the gateway's rate limit: start the stack with CHAT_RATE_LIMIT=0 (./build.sh bench does)")
         fi
     fi
+}
+
+
+# ---------------------------------------------------------------- CPU time
+#
+# CPU time is read from /proc/<pid>/stat (utime + stime): for a process
+# with threads (MariaDB, the MongoDB server, an nginx worker with its
+# thread pools) it is the sum over all its threads, ended ones included.
+
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_ticks PID: the process's user + system time in clock ticks, empty
+# when it is gone
+cpu_ticks() {
+    # the command name (field 2) may hold spaces and parentheses: count
+    # the fields from after its last ")"
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" \
+        2>/dev/null || true
+}
+
+
+# store_pid PIDFILE PORT: the datastore's pid, from the pid file
+# ./build.sh writes or, when that is missing or stale, from the process
+# listening on PORT
+store_pid() {
+    local file=$1 port=$2 pid=
+
+    [ -f "$file" ] && pid=$(cat "$file")
+    if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+        pid=$(ss -Hltnp "sport = :$port" 2>/dev/null \
+              | sed -n 's/.*pid=\([0-9]*\),.*/\1/p' | head -1)
+    fi
+    echo "$pid"
+}
+
+
+# stack_processes: "<name> <pid>" for every process of the stack in
+# CHAT_WORK: nginx's master and each of its workers (not old ones still
+# shutting down after a reload), MariaDB, Redis, the MongoDB server
+stack_processes() {
+    local master pid args
+
+    master=$(cat "$WORK/nginx/logs/nginx.pid" 2>/dev/null || true)
+    [ -n "$master" ] && kill -0 "$master" 2>/dev/null \
+        || die "no nginx master in $WORK/nginx/logs/nginx.pid"
+    echo "nginx_master $master"
+    while read -r pid args; do
+        [ "$args" = "nginx: worker process" ] && echo "nginx_worker $pid"
+    done < <(ps -o pid=,args= --ppid "$master")
+
+    echo "mariadbd $(store_pid "$WORK/run/mariadb.pid" "$CHAT_MYSQL_PORT")"
+    echo "redis $(store_pid "$WORK/run/redis.pid" "$CHAT_REDIS_PORT")"
+    echo "mongo $(store_pid "$WORK/run/mongo.pid" "$CHAT_MONGO_PORT")"
+}
+
+
+# cpu_snapshot: "<name> <pid> <ticks>" for every process of the stack
+cpu_snapshot() {
+    local name pid
+
+    while read -r name pid; do
+        echo "$name $pid $(cpu_ticks "$pid")"
+    done < <(stack_processes)
+}
+
+
+# cpu_delta BEFORE AFTER: "<name> <ticks> <processes>" per name (the
+# workers summed) between two snapshots; a process must be in both
+# (a worker that died or was started in between is left out, and said)
+cpu_delta() {
+    awk 'NR == FNR { t[$2] = $3; next }
+         ($2 in t) && $3 != "" {
+             d[$1] += $3 - t[$2]; n[$1]++; if (!($1 in o)) o[$1] = ++k }
+         !($2 in t) { printf "note: %s %s started during the run\n",
+                             $1, $2 > "/dev/stderr" }
+         END { for (x in o) order[o[x]] = x
+               for (i = 1; i <= k; i++)
+                   print order[i], d[order[i]], n[order[i]] }' "$1" "$2"
+}
+
+
+# stack_ticks [NAME]: the CPU time of the processes called NAME (every
+# process of the stack when none is given) now, summed
+stack_ticks() {
+    cpu_snapshot | awk -v n="${1:-}" 'n == "" || $1 == n { s += $3 }
+                                      END { print s + 0 }'
+}
+
+
+# now: seconds since the epoch, with nanoseconds
+now() {
+    date +%s.%N
+}
+
+
+# since T: seconds from T to now, one decimal
+since() {
+    awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f\n", b - a }'
+}
+
+
+# quiet_wait MAX: waits until the stack is quiet, its processes together
+# below a tenth of a core over a second (an earlier run may have left
+# work queued: notifications of sent messages, hashes for clients that
+# gave up), at most MAX seconds; sets SETTLED to the seconds waited, with
+# a "+" when it gave up
+quiet_wait() {
+    local max=$1 start a b
+
+    start=$(now)
+    a=$(stack_ticks)
+    while :; do
+        sleep 1
+        b=$(stack_ticks)
+        SETTLED=$(since "$start")
+        [ $((b - a)) -lt $((CLK_TCK / 10)) ] && return 0
+        if awk -v s="$SETTLED" -v m="$max" 'BEGIN { exit !(s >= m) }'; then
+            SETTLED="$SETTLED+"
+            return 0
+        fi
+        a=$b
+    done
+}
+
+
+# quiet_text: how the last wait ended, for the output
+quiet_text() {
+    case $SETTLED in
+        *+) echo "still busy after ${SETTLED%+} s" ;;
+        *)  echo "quiet after $SETTLED s" ;;
+    esac
+}
+
+
+# settle: quiet_wait before a measurement.  The waits of one benchmark
+# take BENCH_SETTLE seconds in all at most: a stack that stays busy (an
+# earlier benchmark's backlog) is measured busy, and the output says so,
+# rather than waited for again and again.
+SETTLE_LEFT=$BENCH_SETTLE
+
+settle() {
+    quiet_wait "$SETTLE_LEFT"
+    SETTLE_LEFT=$(awk -v l="$SETTLE_LEFT" -v s="${SETTLED%+}" \
+                      'BEGIN { printf "%.1f\n", (l > s ? l - s : 0) }')
 }
 
 

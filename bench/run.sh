@@ -4,9 +4,9 @@
 #
 # Starts the stack with the gateway's rate limit off (or, when it runs,
 # re-renders its configuration and reloads nginx), then runs each named
-# benchmark, bench/<name>.sh, every one when no name is given.  Each
-# benchmark's output is printed and saved to
-# bench/results/<name>-<UTC timestamp>.txt.
+# benchmark, bench/<name>.sh, every one when no name is given; "core"
+# stands for cpu and overload.  Each benchmark's output is printed and
+# saved to bench/results/<name>-<UTC timestamp>.txt.
 #
 # The benchmarks' own parameters (BENCH_*) are described at the head of
 # each script; CHAT_* variables go to build.sh as usual.
@@ -25,28 +25,52 @@ log() { printf '>>> %s\n' "$*" >&2; }
 die() { printf 'bench/run.sh: %s\n' "$*" >&2; exit 1; }
 
 
-# every bench/<name>.sh but this one and the shared lib.sh
+# The order of a full run.  chat comes last: the thousands of messages
+# it sends are as many notifications for the consumer to create after
+# the run, and against the MongoDB test server (a full scan for each)
+# that keeps the stack busy for minutes, under whatever would run next.
+ORDER="user cpu overload sse chat"
+
+# names that stand for several benchmarks
+declare -A GROUPS_OF=(
+    [core]="cpu overload"       # what the core's CPU work costs
+)
+
+
+# every bench/<name>.sh but this one and the shared lib.sh, in ORDER
+# first
 available() {
     local f n
 
+    for n in $ORDER; do
+        if [ -f "$HERE/$n.sh" ]; then echo "$n"; fi
+    done
     for f in "$HERE"/*.sh; do
         n=$(basename "$f" .sh)
-        case $n in run|lib) continue ;; esac
+        case " run lib $ORDER " in *" $n "*) continue ;; esac
         echo "$n"
     done
 }
 
 
-names=("$@")
+names=()
+for n in "$@"; do
+    if [ -n "${GROUPS_OF[$n]:-}" ]; then
+        read -ra more <<< "${GROUPS_OF[$n]}"
+        names+=("${more[@]}")
+    else
+        names+=("$n")
+    fi
+done
 if [ ${#names[@]} -eq 0 ]; then
     mapfile -t names < <(available)
 fi
 for n in "${names[@]}"; do
     case $n in
-        */* | run | "") die "no benchmark '$n' (available: $(available | paste -sd' '))" ;;
+        */* | run | lib | "") die "no benchmark '$n' (available: $(available | paste -sd' '), ${!GROUPS_OF[*]})" ;;
     esac
     [ -f "$HERE/$n.sh" ] \
-        || die "no benchmark '$n' (available: $(available | paste -sd' '))"
+        || die "no benchmark '$n' (available: $(available | paste -sd' '), ${!GROUPS_OF[*]})"
 done
 
 

@@ -42,8 +42,10 @@
 #                     publish [15]
 #   SSE_NCHAN_STORE   nostore | distributed | memory: nchan's storage
 #                     [nostore: Redis as a pub/sub bus only, as the hub]
-#   SSE_DIAG_PORT     port of the private diagnostics nginx [18490]
-#   SSE_NCHAN_PORT    port of the private nchan nginx [18491]
+#   SSE_DIAG_PORT     port of the private diagnostics nginx
+#                     [CHAT_HTTP_PORT + 10410: 18490]
+#   SSE_NCHAN_PORT    port of the private nchan nginx
+#                     [CHAT_HTTP_PORT + 10411: 18491]
 #   CHAT_HTTP_PORT, CHAT_REDIS_PORT, CHAT_WORK, ...: as build.sh
 #
 # Output: the client's report for each side, memory lines, a summary
@@ -97,10 +99,12 @@ fi
 : "${SSE_RATE:=5}"
 : "${SSE_TIMEOUT:=15}"
 : "${SSE_NCHAN_STORE:=nostore}"
-: "${SSE_DIAG_PORT:=18490}"
-: "${SSE_NCHAN_PORT:=18491}"
 : "${CHAT_HTTP_PORT:=8080}"
 : "${CHAT_REDIS_PORT:=16379}"
+# the private servers' ports follow the gateway's, so that the benchmark
+# of a stack on other ports does not collide with one on the defaults
+: "${SSE_DIAG_PORT:=$((CHAT_HTTP_PORT + 10410))}"
+: "${SSE_NCHAN_PORT:=$((CHAT_HTTP_PORT + 10411))}"
 
 BASE=http://127.0.0.1:$CHAT_HTTP_PORT
 SSE_WORK=$WORK/bench-sse
