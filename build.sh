@@ -14,6 +14,8 @@
 #   CHAT_USER_PORT (8005) CHAT_FRIEND_PORT (8003) CHAT_MSG_PORT (8002)
 #   CHAT_NOTIFY_PORT (8004)
 #   CHAT_MYSQL_PORT (13306) CHAT_REDIS_PORT (16379) CHAT_MONGO_PORT (27117)
+#   CHAT_TEST_*_PORT        `test`'s own stack (default: the ports above
+#                           + 10000; its block tests' nginx: gateway + 1)
 #   CHAT_RATE_LIMIT         requests per minute per client address on the
 #                           gateway (100); 0 disables the limit
 #   CHAT_WORK               work directory (.work inside the repository)
@@ -405,6 +407,8 @@ test_env() {
     export TEST_NGINX_REDIS_PID=$RUN/redis.pid
     export TEST_NGINX_MONGO_PID=$RUN/mongo.pid
     export TEST_NGINX_STACK_PORT=$CHAT_HTTP_PORT
+    # the block tests' own nginx: next to the test stack's gateway
+    export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-$((CHAT_HTTP_PORT + 1))}
     export TEST_NGINX_SERVROOT=$WORK/servroot
     if [ "${CHAT_VALGRIND:-0}" = 1 ]; then
         export TEST_NGINX_USE_VALGRIND=1
@@ -413,14 +417,15 @@ test_env() {
 
 
 run_tests() {
-    # the test stack: own database, own ports, no rate limit except where
-    # a test sets one up itself
+    # the test stack: own database, own ports (the stack's plus 10000, so
+    # checkouts run with different CHAT_*_PORTs test side by side), no rate
+    # limit except where a test sets one up itself
     export CHAT_DATABASE=chat_test
-    export CHAT_HTTP_PORT=${CHAT_TEST_HTTP_PORT:-18080}
-    export CHAT_USER_PORT=${CHAT_TEST_USER_PORT:-18005}
-    export CHAT_FRIEND_PORT=${CHAT_TEST_FRIEND_PORT:-18003}
-    export CHAT_MSG_PORT=${CHAT_TEST_MSG_PORT:-18002}
-    export CHAT_NOTIFY_PORT=${CHAT_TEST_NOTIFY_PORT:-18004}
+    export CHAT_HTTP_PORT=${CHAT_TEST_HTTP_PORT:-$((CHAT_HTTP_PORT + 10000))}
+    export CHAT_USER_PORT=${CHAT_TEST_USER_PORT:-$((CHAT_USER_PORT + 10000))}
+    export CHAT_FRIEND_PORT=${CHAT_TEST_FRIEND_PORT:-$((CHAT_FRIEND_PORT + 10000))}
+    export CHAT_MSG_PORT=${CHAT_TEST_MSG_PORT:-$((CHAT_MSG_PORT + 10000))}
+    export CHAT_NOTIFY_PORT=${CHAT_TEST_NOTIFY_PORT:-$((CHAT_NOTIFY_PORT + 10000))}
     export CHAT_RATE_LIMIT=${CHAT_TEST_RATE_LIMIT:-0}
 
     deps

@@ -3,8 +3,11 @@
 
 use Test::Nginx::Socket 'no_plan';
 use Test::Nginx::Chat qw(:all);
+use Test::Nginx::Chat::Exchange qw(http_call wait_any);
 use IO::Socket::INET;
-use Time::HiRes qw(time);
+use POSIX ();
+use Socket ();
+use Time::HiRes qw(time sleep);
 
 workers(2);
 master_on();
@@ -142,6 +145,112 @@ _EOC_
     stop_nginx($node);
     ok !kill(0, $pid), 'stop_nginx: process gone';
     ok !Test::Nginx::Chat::Process::port_is_listening($port), 'stop_nginx: port released';
+}
+
+# ---------------------------------------------------------------------------
+# Test::Nginx::Chat::Exchange: how a request ended, against a scripted
+# server (one connection each) and stock nginx.
+
+{
+    # a listener whose child process treats one connection as $script says
+    my $scripted = sub {
+        my ($script) = @_;
+        my $l = IO::Socket::INET->new(Listen => 8, LocalAddr => '127.0.0.1',
+                                      LocalPort => 0, Proto => 'tcp',
+                                      ReuseAddr => 1)
+            or die "cannot listen: $!";
+        my $port = $l->sockport;
+        my $pid = fork() // die "fork: $!";
+        if ($pid == 0) {
+            alarm 5;
+            my $c = $l->accept;
+            if ($script eq 'reset') {
+                setsockopt($c, Socket::SOL_SOCKET(), Socket::SO_LINGER(),
+                           pack('ii', 1, 0));
+                close $c;
+            } elsif ($script ne 'close') {
+                my $req = '';
+                $req .= $_ while defined($_ = <$c>) && $_ ne "\r\n";
+                print {$c} $script;
+                sleep 0.2;
+                close $c;
+            }
+            POSIX::_exit(0);
+        }
+        close $l;
+        return ($port, $pid);
+    };
+    my $url = sub { "http://127.0.0.1:$_[0]/x" };
+
+    my ($port, $pid) = $scripted->('');
+    my $r = http_call(url => $url->($port), timeout => 2);
+    is $r->{outcome}, 'cut', 'exchange: closed after the request: cut';
+    ok $r->{written}, 'exchange: cut: the request was written';
+    waitpid $pid, 0;
+
+    ($port, $pid) = $scripted->("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+    $r = http_call(url => $url->($port), timeout => 2);
+    is $r->{outcome}, 'truncated', 'exchange: short body: truncated';
+    is $r->{status}, 200, 'exchange: truncated: the status is kept';
+    waitpid $pid, 0;
+
+    for my $how ('close', 'reset') {
+        ($port, $pid) = $scripted->($how);
+        my $x = Test::Nginx::Chat::Exchange->new(url => $url->($port), timeout => 2);
+        sleep 0.3;    # the server gives up the connection first
+        $r = $x->run->result;
+        is $r->{outcome}, 'closed_before_write',
+            "exchange: $how before the request: closed_before_write";
+        ok $r->{retryable} && !$r->{written}, "exchange: $how: may be retried";
+        waitpid $pid, 0;
+    }
+
+    $r = http_call(url => $url->(free_port()), timeout => 1);
+    is $r->{outcome}, 'refused', 'exchange: nothing listening: refused';
+    ok $r->{retryable}, 'exchange: refused: may be retried';
+
+    $r = http_call(url => "http://127.0.0.1:$ENV{TEST_NGINX_BLACKHOLE_PORT}/",
+                   timeout => 0.5);
+    is $r->{outcome}, 'timeout', 'exchange: no answer: timeout';
+    ok $r->{elapsed} >= 0.45 && $r->{elapsed} < 1.5,
+        "exchange: timeout after the timeout ($r->{elapsed})";
+
+    my $head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+             . "Transfer-Encoding: chunked\r\n\r\n";
+    my $chunk = "data: hello\n\n";
+    $chunk = sprintf("%x\r\n%s\r\n", length $chunk, $chunk);
+    for my $case ([$head . $chunk, 0], [$head . $chunk . "0\r\n\r\n", 1]) {
+        ($port, $pid) = $scripted->($case->[0]);
+        my $x = Test::Nginx::Chat::Exchange->new(url => $url->($port),
+                                                 stream => 1, timeout => 2);
+        is $x->run->outcome, 'response', 'exchange: stream header';
+        my $sse = $x->sse;
+        my @ev;
+        while (1) {
+            push @ev, $sse->poll_events;
+            last if $sse->eof;
+            wait_any(1, $sse);
+        }
+        is_deeply \@ev, [{ data => 'hello' }], 'exchange: stream events';
+        is $sse->last_chunk, $case->[1],
+            'sse: last_chunk ' . ($case->[1] ? 'seen' : 'missing: closed');
+        waitpid $pid, 0;
+    }
+
+    my $node = start_nginx_with(config => <<'_EOC_');
+        location = /hello { return 200 "hello\n"; }
+        location = /stall { proxy_pass http://127.0.0.1:$TEST_NGINX_BLACKHOLE_PORT; }
+_EOC_
+    my @x = map {
+        Test::Nginx::Chat::Exchange->new(url => $node->url($_ % 2 ? '/hello' : '/stall'),
+                                         timeout => 0.5)
+    } 1 .. 10;
+    wait_any(1, @x) while grep { !$_->done } @x;
+    is_deeply [map { $_->result->{outcome} . ($_->result->{status} // '') } @x],
+        [map { $_ % 2 ? 'response200' : 'timeout' } 1 .. 10],
+        'wait_any: ten at once';
+    is $x[0]->result->{body}, "hello\n", 'exchange: body';
+    stop_nginx($node);
 }
 
 # ---------------------------------------------------------------------------

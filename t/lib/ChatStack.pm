@@ -18,7 +18,8 @@ use Exporter 'import';
 our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  make_jwt redis_cmd mysql_cmd freeze thaw json_decode
                  json_encode unique_name register_user login_user
-                 user_token api);
+                 user_token api file_port read_metrics parse_metrics
+                 metric_sum fork_job job_done job_result);
 
 sub env {
     my ($name, $default) = @_;
@@ -185,6 +186,110 @@ sub unique_name {
     my ($prefix) = @_;
     $seq++;
     return sprintf('%s%x%x%d', $prefix // 'u', time(), $$, $seq);
+}
+
+# A port for a test file's own nginx, derived from the stack's ports so
+# that checkouts run with different CHAT_* ports never meet: the gateway
+# port (CHAT_HTTP_PORT, or TEST_NGINX_STACK_PORT from build.sh) + 100 + $n,
+# $n told apart by the files that use it.  Without either, a free port.
+sub file_port {
+    my ($n) = @_;
+    my $base = $ENV{CHAT_HTTP_PORT} || env('STACK_PORT', '');
+    require Test::Nginx::Chat::Process;
+    return Test::Nginx::Chat::Process::free_port() unless $base;
+    return $base + 100 + ($n // 0);
+}
+
+# ---- /metrics (Prometheus text)
+
+# { name => [ [ { label => value, ... }, value ], ... ] }
+sub parse_metrics {
+    my ($text) = @_;
+    my %m;
+    for my $line (split /\n/, $text // '') {
+        next if $line =~ /^\s*(?:#|$)/;
+        my ($name, $labels, $value) =
+            $line =~ /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/
+            or next;
+        my %l;
+        while (($labels // '') =~ /([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"/g) {
+            $l{$1} = $2;
+        }
+        push @{ $m{$name} }, [\%l, $value + 0];
+    }
+    return \%m;
+}
+
+# the parsed /metrics of $url, undef unless it answers 200
+sub read_metrics {
+    my ($url) = @_;
+    require Test::Nginx::Chat;
+    my $res = Test::Nginx::Chat::http_request(GET => $url, {}, undef, 5);
+    return undef unless ($res->{status} // 0) == 200;
+    return parse_metrics($res->{body});
+}
+
+# the sum of the samples of $name whose labels include %want (other labels,
+# e.g. per worker, are summed over); undef when there is no such sample
+sub metric_sum {
+    my ($m, $name, %want) = @_;
+    my $sum;
+    for my $sample (@{ ($m // {})->{$name} // [] }) {
+        my ($labels, $value) = @$sample;
+        next if grep { ($labels->{$_} // "\0") ne $want{$_} } keys %want;
+        $sum = ($sum // 0) + $value;
+    }
+    return $sum;
+}
+
+# ---- work in a child process (load generators, probes)
+
+# runs $code in a child; what it returns (a reference) comes back as JSON
+# through a file, however large
+sub fork_job {
+    my ($code) = @_;
+    require File::Temp;
+    require POSIX;
+    my ($fh, $file) = File::Temp::tempfile('chat-job-XXXXXX', TMPDIR => 1);
+    close $fh;
+    my $pid = fork() // die "fork: $!";
+
+    if ($pid == 0) {
+        my $out = eval { $code->() };
+        $out = { error => "$@" } if $@;
+        if (open(my $w, '>', $file)) {
+            print {$w} json_encode($out);
+            close $w;
+        }
+        POSIX::_exit(0);    # no END blocks: the parent owns nginx
+    }
+
+    return { pid => $pid, file => $file };
+}
+
+# has the child finished (without waiting)?
+sub job_done {
+    my ($job) = @_;
+    return 1 if $job->{reaped};
+    require POSIX;
+    return 0 unless waitpid($job->{pid}, POSIX::WNOHANG()) == $job->{pid};
+    $job->{reaped} = 1;
+    return 1;
+}
+
+# waits for the child; its result (undef if it died)
+sub job_result {
+    my ($job) = @_;
+    unless ($job->{reaped}) {
+        waitpid($job->{pid}, 0);
+        $job->{reaped} = 1;
+    }
+    open(my $fh, '<', $job->{file}) or return undef;
+    local $/;
+    my $text = <$fh>;
+    close $fh;
+    unlink $job->{file};
+    return json_decode($text // '');
 }
 
 # ---- the user service, through the file's running nginx

@@ -211,6 +211,15 @@ sub status  { $_[0]{status} }
 sub headers { $_[0]{headers} }
 sub eof     { $_[0]{eof} }
 
+# the chunked body ended properly: the last chunk ("0\r\n\r\n") came
+sub last_chunk { $_[0]{last_chunk} ? 1 : 0 }
+
+# for Test::Nginx::Chat::Exchange::wait_any
+sub sock     { $_[0]{sock} }
+sub wants    { $_[0]{eof} || !$_[0]{sock} ? undef : 'r' }
+sub deadline { undef }
+sub step     { my ($self) = @_; 1 while !$self->{eof} && $self->_fill(0); 1 }
+
 sub close {
     my ($self) = @_;
     CORE::close($self->{sock}) if $self->{sock};
@@ -244,13 +253,20 @@ sub _decode {
                 last if length $self->{raw} < 2 && $self->{raw} ne "\n";
                 $self->{raw} =~ s/\A\r?\n//;
                 $self->{need_crlf} = 0;
+            } elsif ($self->{trailer}) {
+                # after the last chunk: trailer fields (ignored) up to an
+                # empty line
+                last unless $self->{raw} =~ s/\A([^\n]*)\n//;
+                next unless $1 eq '' || $1 eq "\r";
+                @$self{qw(last_chunk eof)} = (1, 1);
+                $self->{raw} = '';
+                last;
             } else {
                 last unless $self->{raw} =~ s/\A([0-9a-fA-F]+)[^\n]*\n//;
                 my $size = hex $1;
-                if ($size == 0) {    # last chunk; trailers are ignored
-                    $self->{eof} = 1;
-                    $self->{raw} = '';
-                    last;
+                if ($size == 0) {
+                    $self->{trailer} = 1;
+                    next;
                 }
                 $self->{chunk_left} = $size;
             }
@@ -267,6 +283,7 @@ sub _fill {
     if (!defined $n) {
         return 0 if $!{EAGAIN} || $!{EINTR};
         $self->{eof} = 1;
+        $self->{error} = "read: $!";
     } elsif ($n == 0) {
         $self->{eof} = 1;
     }
@@ -317,6 +334,19 @@ sub read_event {
         return undef if $left <= 0;
         $self->_fill($left);
     }
+}
+
+# Everything that can be had now without waiting: the complete events (and
+# comments, with { comments => 1 }) in order, possibly none.
+sub poll_events {
+    my ($self, $opts) = @_;
+    my $comments = $opts && $opts->{comments};
+    my @items;
+    $self->step;
+    while (my $item = $self->_next_item($comments)) {
+        push @items, $item;
+    }
+    return @items;
 }
 
 # Rest of the body as text (until end of message, close or timeout).
@@ -409,10 +439,20 @@ or undef when none is complete within C<$timeout> seconds (default 5) or the
 stream ended. Comment lines (C<: text>) are skipped, or returned as
 C<< { comment => 'text' } >> when C<comments> is true.
 
-=item ->status, ->headers, ->eof, ->read_body($timeout), ->close
+=item ->poll_events({ comments => 1 })
 
-HTTP status, lower-cased header hash, whether the stream has ended, the rest
-of the body as text (for non-event responses), closing the connection.
+The events (and comments) that are complete now, reading what has arrived
+without waiting; an empty list when there are none.
+
+=item ->status, ->headers, ->eof, ->last_chunk, ->read_body($timeout), ->close
+
+HTTP status, lower-cased header hash, whether the stream has ended, whether
+it ended properly with the last chunk (C<0\r\n\r\n>; false when the
+connection just closed), the rest of the body as text (for non-event
+responses), closing the connection.
+
+A stream can also wait in L<Test::Nginx::Chat::Exchange>'s C<wait_any>
+beside requests (C<sock>, C<wants>, C<step>).
 
 =back
 
@@ -428,7 +468,8 @@ C<master> (bool), C<log_level>, C<worker_connections>, C<env> (array ref of
 names), C<no_root_location>, C<server_name>, C<user_files> (hash
 name => content). Returns a L<Test::Nginx::Chat::Process> object with
 C<port>, C<servroot>, C<pid>, C<url($path)>, C<html_dir>, C<error_log>,
-C<error_log_size>, C<read_error_log($offset)> and C<stop>.
+C<error_log_size>, C<read_error_log($offset)>, C<read_access_log($offset)>,
+C<worker_pids>, C<reload> and C<stop>.
 
 =item stop_nginx(@instances)
 

@@ -488,6 +488,32 @@ sub read_error_log {
 
 sub error_log { $_[0]->read_error_log(0) }
 
+sub access_log_path { "$_[0]{servroot}/logs/access.log" }
+
+# Text of access.log from byte offset $from (default 0) to the end.
+sub read_access_log {
+    my ($self, $from) = @_;
+    my $text = _slurp($self->access_log_path) // return '';
+    $from //= 0;
+    return '' if $from >= length $text;
+    return substr($text, $from);
+}
+
+# Pids of the master's children (the workers, old ones still exiting too).
+sub worker_pids {
+    my ($self) = @_;
+    return () unless $self->{pid} && $self->_master;
+    return sort { $a <=> $b } _child_pids($self->{pid});
+}
+
+# "nginx -s reload": SIGHUP to the master (needs master => 1).
+sub reload {
+    my ($self) = @_;
+    croak "reload: nginx is not running" unless $self->is_running;
+    croak "reload: no master process" unless $self->_master;
+    return kill 'HUP', $self->{pid};
+}
+
 # Parse valgrind log files; problems whose stack mentions a frame matching
 # TEST_NGINX_VALGRIND_FRAME (default "ngx_http_chat") are added to
 # @ValgrindIssues: definitely lost blocks, invalid reads/writes/frees and
@@ -603,6 +629,10 @@ pid is known without reading the pid file and it can always be reaped.
 Settings: C<port servroot workers master log_level worker_connections env
 no_root_location server_name listen_addr> and the configuration snippets
 C<main_config post_main_config http_config server_config config>.
+
+Besides C<start>, C<stop>, C<error_log>/C<read_error_log($offset)>:
+C<read_access_log($offset)>, C<worker_pids> (the master's children) and
+C<reload> (SIGHUP to the master, as C<nginx -s reload>).
 
 Running instances are stopped at exit (unless C<TEST_NGINX_NO_CLEAN> is set)
 and on SIGINT/SIGTERM/SIGHUP when no other handler is installed.
