@@ -175,6 +175,7 @@ static ngx_int_t
 ngx_http_chat_metrics_log(ngx_http_request_t *r)
 {
     ngx_uint_t                      i, status;
+    ngx_time_t                     *tp;
     ngx_msec_int_t                  ms;
     ngx_http_chat_ctx_t            *ctx;
     ngx_http_chat_metrics_route_t  *slot;
@@ -196,7 +197,12 @@ ngx_http_chat_metrics_log(ngx_http_request_t *r)
         (void) ngx_atomic_fetch_add(&slot->status[status - 1], 1);
     }
 
-    ms = (ngx_msec_int_t) (ngx_current_msec - r->start_msec);
+    /* as $request_time: r->start_msec is the milliseconds of start_sec */
+
+    tp = ngx_timeofday();
+
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
     ms = ngx_max(ms, 0);
 
     for (i = 0; i < NGX_HTTP_CHAT_METRICS_BUCKETS - 1; i++) {

@@ -26,7 +26,9 @@ location = /metrics { chat_metrics; }
 [('.') x 8,
  '(?m)^chat_http_requests_total\{method="GET",route="/diag/mysql",status="2xx"\} 6$.*'
  . '^chat_http_requests_total\{method="GET",route="/diag/whoami",status="4xx"\} 2$.*'
+ . '^chat_http_request_duration_seconds_bucket\{method="GET",route="/diag/mysql",le="5.000"\} 6$.*'
  . '^chat_http_request_duration_seconds_bucket\{method="GET",route="/diag/mysql",le="\+Inf"\} 6$.*'
+ . '^chat_http_request_duration_seconds_sum\{method="GET",route="/diag/mysql"\} 0\.\d{3}$.*'
  . '^chat_http_request_duration_seconds_count\{method="GET",route="/diag/mysql"\} 6$']
 --- response_headers eval
 [("") x 8, "Content-Type: text/plain; version=0.0.4"]
