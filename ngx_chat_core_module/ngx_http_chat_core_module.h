@@ -102,7 +102,8 @@ typedef struct {
  *       NGX_DECLINED  the datastore is unavailable or timed out
  *       NGX_BUSY      refused by admission control (CPU queue full or
  *                     not started within chat_cpu_queue_timeout)
- *       NGX_ABORT     cancelled by ngx_http_chat_op_cancel()
+ *       NGX_ABORT     cancelled by ngx_http_chat_op_cancel(); a Redis reply
+ *                     that came all the same is still in op->reply
  *
  * The operation's memory must stay valid until its handler has run; the
  * result (SQL cells) is allocated from op->pool.
@@ -483,9 +484,6 @@ ngx_int_t ngx_http_chat_sse_frame(ngx_pool_t *pool, const char *event,
 
 /* the frame reaches every open stream of the channel on every node */
 ngx_int_t ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame);
-/* the same, then handler(r, ctx, reply) once Redis has taken it */
-ngx_int_t ngx_http_chat_sse_publish_then(ngx_http_request_t *r,
-    ngx_str_t *channel, ngx_str_t *frame, ngx_http_chat_redis_pt handler);
 
 /* sends the stream's headers; the request stays open until the client
  * leaves, the stream falls too far behind, or it is closed */

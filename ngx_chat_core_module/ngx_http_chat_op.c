@@ -117,9 +117,11 @@ ngx_http_chat_op_done(ngx_http_chat_op_t *op, ngx_int_t rc)
         ngx_delete_posted_event(&op->event);
     }
 
+    /* a reply that came all the same stays readable: what the owner took
+     * may need giving back (a sequence number, say) */
+
     if (op->cancelled) {
         rc = NGX_ABORT;
-        op->reply = NULL;
     }
 
     op->rc = rc;

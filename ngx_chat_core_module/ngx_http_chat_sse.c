@@ -108,21 +108,6 @@ ngx_http_chat_sse_frame(ngx_pool_t *pool, const char *event, ngx_str_t *id,
 ngx_int_t
 ngx_http_chat_sse_publish(ngx_str_t *channel, ngx_str_t *frame)
 {
-    return ngx_http_chat_sse_publish_then(NULL, channel, frame, NULL);
-}
-
-
-/*
- * With a request and a handler, the request waits until Redis has taken
- * the frame: whoever has the answer knows that every stream sees this
- * frame before any frame of what the answer makes it do next, whichever
- * node that goes to.
- */
-
-ngx_int_t
-ngx_http_chat_sse_publish_then(ngx_http_request_t *r, ngx_str_t *channel,
-    ngx_str_t *frame, ngx_http_chat_redis_pt handler)
-{
     const char  *argv[3];
     size_t       argvlen[3];
 
@@ -132,10 +117,6 @@ ngx_http_chat_sse_publish_then(ngx_http_request_t *r, ngx_str_t *channel,
     argvlen[1] = channel->len;
     argv[2] = (const char *) frame->data;
     argvlen[2] = frame->len;
-
-    if (handler) {
-        return ngx_http_chat_redis(r, handler, 3, argv, argvlen);
-    }
 
     return ngx_http_chat_redis_send(3, argv, argvlen);
 }

@@ -14,7 +14,8 @@
 /*
  * The room's sequence number: INCR, but never below the Redis clock in
  * microseconds, so a counter lost with Redis's data restarts above every
- * number handed out before.  Numbers stay below 2^53.
+ * number handed out before.  Numbers stay below 2^53.  The number is in
+ * flight (KEYS[2]) until its send settles it.
  */
 
 #define NGX_HTTP_CHAT_MSG_SEQ_SCRIPT                                         \
@@ -22,7 +23,42 @@
     "local t = redis.call('TIME') "                                          \
     "local f = tonumber(t[1]) * 1000000 + tonumber(t[2]) "                   \
     "if n < f then redis.call('SET', KEYS[1], f) n = f end "                 \
+    "redis.call('ZADD', KEYS[2], n, n) "                                     \
+    "redis.call('EXPIRE', KEYS[2], 3600) "                                   \
     "return n"
+
+/*
+ * A send settles its number: with its frame (ARGV[3]) once stored, with
+ * "" when it gives up.  Then every waiting frame below the smallest number
+ * still in flight goes out, in seq order, and the last one's seq becomes
+ * the room's "released" mark.  Numbers in flight for longer than ARGV[4]
+ * seconds belong to senders that died: they no longer hold others back.
+ * KEYS: flight, ready, released; ARGV: seq, channel, frame, stale.
+ */
+
+#define NGX_HTTP_CHAT_MSG_SETTLE_SCRIPT                                      \
+    "redis.call('ZREM', KEYS[1], ARGV[1]) "                                  \
+    "if ARGV[3] ~= '' then "                                                 \
+        "redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3]) end "                 \
+    "local t = redis.call('TIME') "                                          \
+    "local old = (tonumber(t[1]) - tonumber(ARGV[4])) * 1000000 "            \
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', "                       \
+        "string.format('(%.0f', old)) "                                      \
+    "local low = redis.call('ZRANGE', KEYS[1], 0, 0) "                       \
+    "local max = '+inf' "                                                    \
+    "if low[1] then max = '(' .. low[1] end "                                \
+    "local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', max, "         \
+        "'WITHSCORES') "                                                     \
+    "for i = 1, #out, 2 do redis.call('PUBLISH', ARGV[2], out[i]) end "      \
+    "if #out > 0 then "                                                      \
+        "redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', max) "              \
+        "redis.call('SET', KEYS[3], out[#out], 'EX', 86400) end "            \
+    "redis.call('EXPIRE', KEYS[2], 3600) "                                   \
+    "return #out / 2"
+
+/* seconds after which a number in flight no longer holds frames back */
+#define NGX_HTTP_CHAT_MSG_STALE         "30"
+
 
 /*
  * optimistic retries of an edit that raced with another one: each round
@@ -34,6 +70,10 @@
 
 static ngx_int_t ngx_http_chat_msg_type(ngx_str_t *type);
 static void ngx_http_chat_msg_send_seq(ngx_http_chat_op_t *op);
+static void ngx_http_chat_msg_send_cleanup(void *data);
+static ngx_int_t ngx_http_chat_msg_settle(ngx_http_request_t *r,
+    ngx_http_chat_msg_op_t *op, ngx_str_t *frame,
+    ngx_http_chat_redis_pt then);
 static ngx_int_t ngx_http_chat_msg_send_ready(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
 static ngx_int_t ngx_http_chat_msg_insert_run(mongoc_database_t *db,
@@ -109,11 +149,14 @@ ngx_int_t
 ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
     u_char                    key[sizeof("chat:room::seq") + NGX_INT64_LEN];
+    u_char                    flight[sizeof("chat:room::flight")
+                                     + NGX_INT64_LEN];
     cJSON                    *errors, *input;
-    size_t                    argvlen[4];
+    size_t                    argvlen[5];
     int64_t                   room_id;
     ngx_str_t                 content, type;
-    const char               *argv[4];
+    const char               *argv[5];
+    ngx_pool_cleanup_t       *cln;
     ngx_http_chat_op_t       *all, *room, *seq;
     ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_sql_arg_t   arg;
@@ -204,16 +247,29 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
         ngx_http_chat_op_fail(room);
     }
 
+    /* a number taken is settled whatever becomes of the request */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_chat_msg_send_cleanup;
+    cln->data = op;
+
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
     argv[1] = NGX_HTTP_CHAT_MSG_SEQ_SCRIPT;
     argvlen[1] = sizeof(NGX_HTTP_CHAT_MSG_SEQ_SCRIPT) - 1;
-    argv[2] = "1";
+    argv[2] = "2";
     argvlen[2] = 1;
     argv[3] = (const char *) key;
     argvlen[3] = ngx_sprintf(key, "chat:room:%L:seq", room_id) - key;
+    argv[4] = (const char *) flight;
+    argvlen[4] = ngx_sprintf(flight, "chat:room:%L:flight", room_id)
+                 - flight;
 
-    if (ngx_http_chat_op_redis(seq, 4, argv, argvlen) != NGX_OK) {
+    if (ngx_http_chat_op_redis(seq, 5, argv, argvlen) != NGX_OK) {
         ngx_http_chat_op_fail(seq);
     }
 
@@ -230,7 +286,11 @@ ngx_http_chat_msg_send_seq(ngx_http_chat_op_t *seq)
 
     op = seq->data;
 
-    if (seq->rc == NGX_OK && seq->reply->type == REDIS_REPLY_INTEGER) {
+    /* taken even if the request is gone: then it is given up at its end */
+
+    if ((seq->rc == NGX_OK || seq->rc == NGX_ABORT) && seq->reply
+        && seq->reply->type == REDIS_REPLY_INTEGER)
+    {
         op->seq = seq->reply->integer;
         return;
     }
@@ -341,7 +401,7 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 {
     char                      id[25];
     cJSON                    *fields, *data;
-    ngx_str_t                *username, now;
+    ngx_str_t                *username, now, frame;
     ngx_http_chat_msg_t      *m;
     ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_sql_arg_t   arg;
@@ -412,14 +472,88 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     data = ngx_http_chat_msg_new_message(r, m, username, &now);
 
-    if (ngx_http_chat_msg_publish_then(r, m->room_id, "new_message", &m->id,
-                                       data, ngx_http_chat_msg_announced)
-        == NGX_DONE)
+    if (data != NULL
+        && ngx_http_chat_sse_frame(r->pool, "new_message", &m->id, data,
+                                   &frame)
+           == NGX_OK
+        && ngx_http_chat_msg_settle(r, op, &frame,
+                                    ngx_http_chat_msg_announced)
+           == NGX_DONE)
     {
         return NGX_DONE;
     }
 
     return ngx_http_chat_msg_announced(r, ctx, NULL);
+}
+
+
+/*
+ * The send's number settled: with the frame, the request continuing with
+ * then() once Redis has it (NGX_DONE); with frame NULL, fire and forget.
+ */
+
+static ngx_int_t
+ngx_http_chat_msg_settle(ngx_http_request_t *r, ngx_http_chat_msg_op_t *op,
+    ngx_str_t *frame, ngx_http_chat_redis_pt then)
+{
+    u_char       flight[sizeof("chat:room::flight") + NGX_INT64_LEN];
+    u_char       ready[sizeof("chat:room::ready") + NGX_INT64_LEN];
+    u_char       released[sizeof("chat:room::released") + NGX_INT64_LEN];
+    u_char       seq[NGX_INT64_LEN], channel[sizeof("chat:room:")
+                                             + NGX_INT64_LEN];
+    size_t       argvlen[10];
+    const char  *argv[10];
+
+    op->announced = 1;
+
+    argv[0] = "EVAL";
+    argvlen[0] = sizeof("EVAL") - 1;
+    argv[1] = NGX_HTTP_CHAT_MSG_SETTLE_SCRIPT;
+    argvlen[1] = sizeof(NGX_HTTP_CHAT_MSG_SETTLE_SCRIPT) - 1;
+    argv[2] = "3";
+    argvlen[2] = 1;
+    argv[3] = (const char *) flight;
+    argvlen[3] = ngx_sprintf(flight, "chat:room:%L:flight", op->room_id)
+                 - flight;
+    argv[4] = (const char *) ready;
+    argvlen[4] = ngx_sprintf(ready, "chat:room:%L:ready", op->room_id)
+                 - ready;
+    argv[5] = (const char *) released;
+    argvlen[5] = ngx_sprintf(released, "chat:room:%L:released",
+                             op->room_id)
+                 - released;
+    argv[6] = (const char *) seq;
+    argvlen[6] = ngx_sprintf(seq, "%L", op->seq) - seq;
+    argv[7] = (const char *) channel;
+    argvlen[7] = ngx_sprintf(channel, "chat:room:%L", op->room_id)
+                 - channel;
+    argv[8] = frame ? (const char *) frame->data : "";
+    argvlen[8] = frame ? frame->len : 0;
+    argv[9] = NGX_HTTP_CHAT_MSG_STALE;
+    argvlen[9] = sizeof(NGX_HTTP_CHAT_MSG_STALE) - 1;
+
+    if (then) {
+        return ngx_http_chat_redis(r, then, 10, argv, argvlen);
+    }
+
+    return ngx_http_chat_redis_send(10, argv, argvlen);
+}
+
+
+/*
+ * At the end of a send's request: a number taken and not settled (the
+ * room checks refused, the insert failed, the client left) is given up,
+ * so the frames behind it go out now
+ */
+
+static void
+ngx_http_chat_msg_send_cleanup(void *data)
+{
+    ngx_http_chat_msg_op_t *op = data;
+
+    if (op->seq != 0 && !op->announced) {
+        (void) ngx_http_chat_msg_settle(NULL, op, NULL, NULL);
+    }
 }
 
 
@@ -1289,8 +1423,9 @@ ngx_http_chat_msg_oid(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
 /*
  * in a pool thread, for the stream's Last-Event-ID replay: the messages of
- * room op->room_id stored after message op->oid, by seq, oldest first, at
- * most op->limit, as reply {"0":doc,...}.  op->status is NOT_FOUND when
+ * room op->room_id stored after message op->oid, by seq, oldest first, up
+ * to op->released (when set) and at most op->limit, as reply
+ * {"0":doc,...}.  op->status is NOT_FOUND when
  * op->oid names no message of the room that has a seq.  Deleted messages
  * are left out: a client never needs to see them appear.
  */
@@ -1332,6 +1467,11 @@ ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     BSON_APPEND_BOOL(&filter, "is_deleted", false);
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &gt);
     BSON_APPEND_INT64(&gt, "$gt", op->seq);
+
+    if (op->released) {
+        BSON_APPEND_INT64(&gt, "$lte", op->released);
+    }
+
     bson_append_document_end(&filter, &gt);
 
     bson_init(&opts);

@@ -373,15 +373,6 @@ ngx_int_t
 ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
     const char *event, ngx_str_t *id, cJSON *data)
 {
-    return ngx_http_chat_msg_publish_then(r, room_id, event, id, data, NULL);
-}
-
-
-ngx_int_t
-ngx_http_chat_msg_publish_then(ngx_http_request_t *r, int64_t room_id,
-    const char *event, ngx_str_t *id, cJSON *data,
-    ngx_http_chat_redis_pt then)
-{
     ngx_str_t  channel, frame;
 
     if (data == NULL
@@ -390,10 +381,6 @@ ngx_http_chat_msg_publish_then(ngx_http_request_t *r, int64_t room_id,
            != NGX_OK)
     {
         return NGX_ERROR;
-    }
-
-    if (then) {
-        return ngx_http_chat_sse_publish_then(r, &channel, &frame, then);
     }
 
     if (ngx_http_chat_sse_publish(&channel, &frame) != NGX_OK) {

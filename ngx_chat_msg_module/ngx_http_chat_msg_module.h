@@ -9,12 +9,20 @@
  * the increment atomically, so seq is strictly increasing in the order the
  * sends of a room were accepted, across workers and nodes, and a sender's
  * messages are in the order it sent them; the page of C5 and the stream's
- * Last-Event-ID replay both sort by it.  The insert and then the frame
- * "new_message" follow the increment: with two sends in flight a reader
- * may see seq n+1 a few milliseconds before n, so a stream subscribes to
- * the room's channel before it replays, and gets n live.  The counter
- * never falls below the Redis clock in microseconds: if Redis loses the
- * key, new messages still sort after the old ones, so seq is not dense.
+ * Last-Event-ID replay both sort by it.  The counter never falls below
+ * the Redis clock in microseconds: if Redis loses the key, new messages
+ * still sort after the old ones, so seq is not dense.
+ *
+ * Live frames follow seq too, so that a Last-Event-ID is a watermark: a
+ * stream that resumes after message n has seen everything before n and
+ * nothing after it.  With two sends in flight the insert of n+1 may end
+ * before that of n; so every number handed out stays "in flight" (the
+ * room's set "chat:room:<id>:flight") until its send announces its frame
+ * or gives up, and Redis publishes a frame only when no smaller number is
+ * in flight (the set "...:ready" holds the others meanwhile).  The seq of
+ * the last frame published is "...:released": a replay stops there, the
+ * rest comes live.  A number whose sender died is given up after
+ * NGX_HTTP_CHAT_MSG_STALE seconds.
  * Documents written by the original service have no seq; they sort before
  * every message that has one, then by created_at.
  *
@@ -118,6 +126,7 @@ struct ngx_http_chat_msg_op_s {
     int64_t                     skip;
     int64_t                     limit;
     int64_t                     seq;
+    int64_t                     released;       /* replay: 0, no bound */
 
     ngx_str_t                   content;
     ngx_str_t                   message_type;
@@ -135,6 +144,7 @@ struct ngx_http_chat_msg_op_s {
     unsigned                    blank:1;
     unsigned                    remove:1;
     unsigned                    deleted:1;
+    unsigned                    announced:1;    /* C4: seq settled */
 
     /* results */
     bson_t                     *reply;
@@ -215,11 +225,6 @@ ngx_int_t ngx_http_chat_msg_channel(ngx_pool_t *pool, int64_t room_id,
 /* a frame to every open stream of the room; id may be NULL */
 ngx_int_t ngx_http_chat_msg_publish(ngx_http_request_t *r, int64_t room_id,
     const char *event, ngx_str_t *id, cJSON *data);
-/* the same, the request continuing with then() once Redis has the frame:
- * NGX_DONE, or NGX_ERROR */
-ngx_int_t ngx_http_chat_msg_publish_then(ngx_http_request_t *r,
-    int64_t room_id, const char *event, ngx_str_t *id, cJSON *data,
-    ngx_http_chat_redis_pt then);
 
 /* an action's event on message.events and its frame to the room */
 ngx_int_t ngx_http_chat_msg_announce(ngx_http_request_t *r, int64_t room_id,

@@ -24,6 +24,8 @@ static ngx_int_t ngx_http_chat_msg_stream_room(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_stream_last(ngx_http_request_t *r,
     bson_oid_t *oid);
+static ngx_int_t ngx_http_chat_msg_stream_mark(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
 static ngx_int_t ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
@@ -66,6 +68,10 @@ static ngx_int_t
 ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
     u_char                   *p;
+    u_char                    key[sizeof("chat:room::released")
+                                  + NGX_INT64_LEN];
+    size_t                    argvlen[2];
+    const char               *argv[2];
     cJSON                    *data;
     ngx_str_t                 channel, frame, message;
     bson_oid_t                last;
@@ -131,11 +137,57 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     op->room_id = mctx->room.id;
     op->limit = NGX_HTTP_CHAT_MSG_REPLAY_MAX;
 
-    if (ngx_http_chat_msg_mongo(r, op, ngx_http_chat_msg_replay_run,
-                                ngx_http_chat_msg_stream_replayed)
+    /* the replay stops where the live frames begin (the room's "released"
+     * mark, ngx_http_chat_msg_module.h): the rest comes live, in order */
+
+    argv[0] = "GET";
+    argvlen[0] = sizeof("GET") - 1;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "chat:room:%L:released", op->room_id)
+                 - key;
+
+    if (ngx_http_chat_redis(r, ngx_http_chat_msg_stream_mark, 2, argv,
+                            argvlen)
         != NGX_DONE)
     {
         ngx_http_chat_sse_close(sse, NGX_ERROR);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_chat_msg_stream_mark(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    redisReply *reply)
+{
+    ngx_int_t                 n;
+    ngx_http_chat_msg_ctx_t  *mctx;
+
+    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
+        return NGX_DONE;
+    }
+
+    /* no mark: nothing was ever held back, the replay has no bound */
+
+    mctx->op->released = 0;
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        n = ngx_atoi((u_char *) reply->str, reply->len);
+
+        if (n > 0) {
+            mctx->op->released = n;
+        }
+    }
+
+    if (ngx_http_chat_msg_mongo(r, mctx->op, ngx_http_chat_msg_replay_run,
+                                ngx_http_chat_msg_stream_replayed)
+        != NGX_DONE)
+    {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
     }
 
     return NGX_DONE;
