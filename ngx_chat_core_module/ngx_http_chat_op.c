@@ -184,7 +184,8 @@ ngx_http_chat_op_guard(ngx_event_t *ev)
 /*
  * Fan-in.  "all" is an operation like any other: its owner fills pool,
  * log, handler and data, takes members, starts each of them with the
- * datastore call it needs, then calls ngx_http_chat_op_wait(all).  The
+ * datastore call it needs, then calls ngx_http_chat_op_wait(all); once a
+ * member is started, nothing may come between it and wait().  The
  * member's own handler, if any, runs at its completion (a Redis reply is
  * valid there only); all's handler runs after the last member's, with
  * rc NGX_OK, or the first member's failure.  Cancelling all cancels every
@@ -225,14 +226,11 @@ ngx_http_chat_op_member(ngx_http_chat_op_t *all, ngx_http_chat_op_pt handler,
             return NULL;
         }
 
-        ngx_http_chat_op_start(all);
-
         ngx_queue_init(&a->members);
         a->pending = 1;
         a->rc = NGX_OK;
 
         all->state = a;
-        all->cancel = ngx_http_chat_op_all_cancel;
     }
 
     m = ngx_pcalloc(all->pool, sizeof(ngx_http_chat_op_member_t));
@@ -263,11 +261,18 @@ ngx_http_chat_op_wait(ngx_http_chat_op_t *all)
 
     a = all->state;
 
+    /* "all" starts only now: its members complete from posted events, so
+     * none can have completed yet */
+
+    ngx_http_chat_op_start(all);
+
     if (a == NULL) {
-        ngx_http_chat_op_start(all);
         ngx_http_chat_op_post(all, NGX_OK);
         return;
     }
+
+    all->state = a;
+    all->cancel = ngx_http_chat_op_all_cancel;
 
     if (--a->pending == 0) {
         ngx_http_chat_op_post(all, a->rc);

@@ -235,7 +235,19 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a number taken is settled whatever becomes of the request */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_chat_msg_send_cleanup;
+    cln->data = op;
+
     mctx->room_op = room;
+
+    /* from the first start on, nothing fails before the wait */
 
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = room_id;
@@ -246,16 +258,6 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     {
         ngx_http_chat_op_fail(room);
     }
-
-    /* a number taken is settled whatever becomes of the request */
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    cln->handler = ngx_http_chat_msg_send_cleanup;
-    cln->data = op;
 
     argv[0] = "EVAL";
     argvlen[0] = sizeof("EVAL") - 1;
