@@ -15,8 +15,8 @@
  *
  * An entry whose datastore failed (unavailable, timed out, refused) is not
  * acknowledged: it stays pending, and the consumer reads it again after a
- * pause, as long as it takes.  Entries that need no MariaDB are stored
- * while MariaDB is down.
+ * pause, as long as it takes.  The entries of a batch that need no
+ * MariaDB are stored even when the rooms cannot be looked up.
  *
  * A notification's id is derived from its stream entry, and it is stored
  * with an upsert that only ever inserts: an entry delivered again (the
