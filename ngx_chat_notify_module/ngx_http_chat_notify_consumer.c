@@ -1066,9 +1066,9 @@ ngx_http_chat_notify_room_rows(ngx_http_chat_op_t *op)
 static void
 ngx_http_chat_notify_looked_up(ngx_http_chat_op_t *op)
 {
-    ngx_uint_t                    i, retried;
-    ngx_http_chat_notify_job_t   *job;
-    ngx_http_chat_notify_batch_t *b;
+    ngx_uint_t                     i, retried;
+    ngx_http_chat_notify_job_t    *job;
+    ngx_http_chat_notify_batch_t  *b;
 
     b = op->data;
 
