@@ -8,6 +8,8 @@
 #   ./build.sh test     same set-up, then the whole suite (prove -r t/)
 #   ./build.sh bench    benchmarks in bench/ against a running stack
 #   ./build.sh stop     stop exactly the processes run/test started
+#   ./build.sh datastores  start MariaDB, Redis, MongoDB where not running
+#                       (as run and test do; tests restart servers with it)
 #
 # Options (environment):
 #   CHAT_HTTP_PORT (8080)   gateway listener; service listeners are
@@ -406,6 +408,7 @@ test_env() {
     export TEST_NGINX_MARIADB_PID=$RUN/mariadb.pid
     export TEST_NGINX_REDIS_PID=$RUN/redis.pid
     export TEST_NGINX_MONGO_PID=$RUN/mongo.pid
+    export TEST_NGINX_WORK=$WORK
     export TEST_NGINX_STACK_PORT=$CHAT_HTTP_PORT
     # the block tests' own nginx: next to the test stack's gateway
     export TEST_NGINX_SERVER_PORT=${TEST_NGINX_SERVER_PORT:-$((CHAT_HTTP_PORT + 1))}
@@ -451,5 +454,6 @@ case "${1:-}" in
     test)   shift; run_tests "$@" ;;
     bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
     stop)   stop ;;
-    *)      sed -n '3,20p' "$0"; exit 2 ;;
+    datastores) start_datastores ;;
+    *)      sed -n '3,22p' "$0"; exit 2 ;;
 esac

@@ -5,12 +5,18 @@
  * Every worker of every node runs one consumer of the group
  * "notifications" (chat_notify_group) on the streams friend.events and
  * message.events (ngx_http_chat_redis.c), so Redis hands each entry to
- * one of them.  The entries of a round become one batch, done in a thread
- * of the MongoDB pool with a client of its own: the recipient of a
- * message is looked up in chat_rooms (MariaDB, blocking, in that thread),
- * then each notification is stored.  Back on the event loop, each new
- * notification goes to its recipient's streams and to
- * notification.events, and only then is its entry acknowledged.
+ * one of them.  The entries of a round become one batch, worked through
+ * with the core's datastore operations, so the event loop never waits:
+ * the recipient of a message is looked up in chat_rooms on the core's
+ * MariaDB pool, then the notifications are stored by one task of the
+ * MongoDB thread pool, with a client of the core's pool.  Back on the
+ * event loop, each new notification goes to its recipient's streams and
+ * to notification.events, and only then is its entry acknowledged.
+ *
+ * An entry whose datastore failed (unavailable, timed out, refused) is not
+ * acknowledged: it stays pending, and the consumer reads it again after a
+ * pause, as long as it takes.  The entries of a batch that need no
+ * MariaDB are stored even when the rooms cannot be looked up.
  *
  * A notification's id is derived from its stream entry, and it is stored
  * with an upsert that only ever inserts: an entry delivered again (the
@@ -18,21 +24,24 @@
  * notification there and is only acknowledged.  So storage is exactly
  * once per entry, and a notification is published by whoever stored it.
  *
- * The batch's clients live no longer than its task: nothing of MongoDB or
- * MariaDB outlives the thread pools, which finish before any module's
- * exit_process runs, and before the core tears the libraries down.
+ * One batch of a worker is in work at a time, and the next round is read
+ * only when every entry of the last one is settled.  A batch's memory,
+ * its operations included, is its own pool.  A graceful shutdown waits
+ * for the batch: the core waits for operations in flight, and the guard
+ * timer for the settling that follows them.
  */
 
 
 #include "ngx_http_chat_notify_module.h"
 
-#include <mysql.h>
-
 
 #define NGX_HTTP_CHAT_NOTIFY_PREVIEW  100
 
-/* how long a graceful shutdown waits for the batch in the thread pool */
+/* how long a graceful shutdown waits for a batch to settle */
 #define NGX_HTTP_CHAT_NOTIFY_GUARD    60000
+
+/* rooms per lookup statement: its size stays bounded, whatever the batch */
+#define NGX_HTTP_CHAT_NOTIFY_ROOMS    100
 
 /* what becomes of an entry */
 #define NGX_HTTP_CHAT_NOTIFY_STORE    0     /* to be stored */
@@ -40,6 +49,9 @@
 #define NGX_HTTP_CHAT_NOTIFY_EXISTED  2     /* stored before: delivered again */
 #define NGX_HTTP_CHAT_NOTIFY_SKIP     3     /* nobody to notify */
 #define NGX_HTTP_CHAT_NOTIFY_RETRY    4     /* a datastore failed */
+
+
+typedef struct ngx_http_chat_notify_consumer_s  ngx_http_chat_notify_consumer_t;
 
 
 typedef struct {
@@ -57,41 +69,43 @@ typedef struct {
 
 
 typedef struct {
+    ngx_http_chat_notify_consumer_t *consumer;
     ngx_pool_t                     *pool;
     ngx_array_t                    *jobs;
     ngx_uint_t                      rooms;      /* jobs needing MariaDB */
     ngx_uint_t                      indexes;    /* create them first */
-    ngx_uint_t                      indexed;
 
-    /* what went wrong in the thread, logged on the loop */
+    ngx_http_chat_op_t              lookup;     /* the rooms: a fan-in */
+    ngx_http_chat_op_t              store;      /* the MongoDB task */
+
+    /* written by the MongoDB task, read on the loop once it is done */
+    ngx_int_t                       rc;
+    ngx_uint_t                      indexed;
     char                            error[256];
 } ngx_http_chat_notify_batch_t;
 
 
+/* one statement of the rooms' lookup, a member of the batch's fan-in */
+
 typedef struct {
+    ngx_http_chat_notify_batch_t   *batch;
+    int64_t                        *rooms;
+    ngx_uint_t                      nrooms;
+} ngx_http_chat_notify_lookup_t;
+
+
+struct ngx_http_chat_notify_consumer_s {
     ngx_http_chat_redis_consumer_t *consumer;
     ngx_log_t                      *log;
-    ngx_thread_pool_t              *threads;
     ngx_uint_t                      maxlen;
     ngx_str_t                       group;
 
-    char                           *mongo_uri;
-    char                           *mongo_db;
-    char                           *mysql_host;
-    char                           *mysql_user;
-    char                           *mysql_password;
-    char                           *mysql_db;
-    unsigned int                    mysql_port;
-    unsigned int                    mysql_connect_timeout;  /* seconds */
-    unsigned int                    mysql_timeout;
-
     ngx_http_chat_notify_batch_t   *collecting; /* this round's entries */
-    ngx_http_chat_notify_batch_t   *running;    /* in the thread pool */
-    ngx_thread_task_t              *task;
+    ngx_http_chat_notify_batch_t   *running;    /* in work */
     ngx_event_t                     flush;      /* posted on an entry */
     ngx_event_t                     guard;
     ngx_uint_t                      indexed;
-} ngx_http_chat_notify_consumer_t;
+};
 
 
 typedef struct {
@@ -117,16 +131,20 @@ static ngx_int_t ngx_http_chat_notify_str(cJSON *event, const char *name,
 static ngx_int_t ngx_http_chat_notify_entry_oid(ngx_str_t *stream,
     ngx_str_t *id, bson_oid_t *oid);
 static void ngx_http_chat_notify_flush(ngx_event_t *ev);
-static void ngx_http_chat_notify_thread(void *data, ngx_log_t *log);
-static void ngx_http_chat_notify_rooms(ngx_http_chat_notify_consumer_t *nc,
-    ngx_http_chat_notify_batch_t *b);
-static void ngx_http_chat_notify_store(ngx_http_chat_notify_consumer_t *nc,
-    ngx_http_chat_notify_batch_t *b);
+static void ngx_http_chat_notify_lookup(ngx_http_chat_notify_batch_t *b);
+static ngx_int_t ngx_http_chat_notify_lookup_start(
+    ngx_http_chat_notify_batch_t *b, int64_t *rooms, ngx_uint_t n);
+static void ngx_http_chat_notify_room_rows(ngx_http_chat_op_t *op);
+static void ngx_http_chat_notify_looked_up(ngx_http_chat_op_t *op);
+static void ngx_http_chat_notify_store(ngx_http_chat_notify_batch_t *b);
+static ngx_int_t ngx_http_chat_notify_store_task(mongoc_database_t *db,
+    void *data);
 static void ngx_http_chat_notify_create_indexes(
     mongoc_collection_t *coll, ngx_http_chat_notify_batch_t *b);
 static ngx_uint_t ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t *job);
-static void ngx_http_chat_notify_done(ngx_event_t *ev);
+static void ngx_http_chat_notify_stored(ngx_http_chat_op_t *op);
+static void ngx_http_chat_notify_done(ngx_http_chat_notify_batch_t *b);
 static void ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
     ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t *job);
 static ngx_int_t ngx_http_chat_notify_event(
@@ -136,7 +154,6 @@ static void ngx_http_chat_notify_guard(ngx_event_t *ev);
 static ngx_http_chat_notify_batch_t *ngx_http_chat_notify_batch_new(
     ngx_http_chat_notify_consumer_t *nc);
 static void ngx_http_chat_notify_batch_free(ngx_http_chat_notify_batch_t *b);
-static char *ngx_http_chat_notify_cstr(ngx_pool_t *pool, ngx_str_t *s);
 
 
 static ngx_http_chat_notify_stream_t  ngx_http_chat_notify_streams[] = {
@@ -175,53 +192,8 @@ ngx_http_chat_notify_consumer_init(ngx_cycle_t *cycle,
     }
 
     nc->log = cycle->log;
-    nc->threads = cmcf->mongo_pool;
     nc->maxlen = cmcf->events_maxlen;
     nc->group = nmcf->group;
-
-    nc->mongo_uri = ngx_http_chat_notify_cstr(cycle->pool, &cmcf->mongo_uri);
-    nc->mongo_db = ngx_http_chat_notify_cstr(cycle->pool,
-                                             &cmcf->mongo_database);
-    nc->mysql_host = ngx_http_chat_notify_cstr(cycle->pool,
-                                               &cmcf->mysql_host);
-    nc->mysql_user = ngx_http_chat_notify_cstr(cycle->pool,
-                                               &cmcf->mysql_user);
-    nc->mysql_password = ngx_http_chat_notify_cstr(cycle->pool,
-                                                   &cmcf->mysql_password);
-    nc->mysql_db = ngx_http_chat_notify_cstr(cycle->pool,
-                                             &cmcf->mysql_database);
-
-    if (nc->mongo_uri == NULL || nc->mongo_db == NULL
-        || nc->mysql_host == NULL || nc->mysql_user == NULL
-        || nc->mysql_password == NULL || nc->mysql_db == NULL)
-    {
-        return NGX_ERROR;
-    }
-
-    nc->mysql_port = (unsigned int) cmcf->mysql_port;
-    nc->mysql_connect_timeout = (cmcf->mysql_connect_timeout + 999) / 1000;
-    nc->mysql_timeout = (cmcf->mysql_timeout + 999) / 1000;
-
-    if (nc->mysql_connect_timeout == 0) {
-        nc->mysql_connect_timeout = 1;
-    }
-
-    if (nc->mysql_timeout == 0) {
-        nc->mysql_timeout = 1;
-    }
-
-    nc->task = ngx_thread_task_alloc(cycle->pool,
-                                     sizeof(ngx_http_chat_notify_consumer_t *));
-    if (nc->task == NULL) {
-        return NGX_ERROR;
-    }
-
-    *(ngx_http_chat_notify_consumer_t **) nc->task->ctx = nc;
-
-    nc->task->handler = ngx_http_chat_notify_thread;
-    nc->task->event.handler = ngx_http_chat_notify_done;
-    nc->task->event.data = nc;
-    nc->task->event.log = cycle->log;
 
     ngx_http_chat_notify_dummy.fd = (ngx_socket_t) -1;
 
@@ -294,8 +266,10 @@ ngx_http_chat_notify_consumer_exit(ngx_cycle_t *cycle)
     }
 
     /*
-     * the thread pools are done: a batch there has run, but its
-     * completion will not; its entries stay pending and are claimed
+     * Only a fast shutdown leaves a batch in work.  The core's datastores
+     * have ended before this and will not complete its operations, so
+     * nothing refers to its memory any more; its entries stay pending and
+     * are claimed.
      */
 
     if (nc->running) {
@@ -798,6 +772,7 @@ ngx_http_chat_notify_batch_new(ngx_http_chat_notify_consumer_t *nc)
         return NULL;
     }
 
+    b->consumer = nc;
     b->pool = pool;
     b->indexes = !nc->indexed;
 
@@ -835,13 +810,11 @@ ngx_http_chat_notify_batch_free(ngx_http_chat_notify_batch_t *b)
 }
 
 
-/* the round's entries are all in: the batch goes to the thread pool */
+/* the round's entries are all in: the batch goes to work */
 
 static void
 ngx_http_chat_notify_flush(ngx_event_t *ev)
 {
-    ngx_uint_t                        i;
-    ngx_http_chat_notify_job_t       *job;
     ngx_http_chat_notify_batch_t     *b;
     ngx_http_chat_notify_consumer_t  *nc;
 
@@ -862,202 +835,276 @@ ngx_http_chat_notify_flush(ngx_event_t *ev)
 
     nc->running = b;
 
-    if (ngx_thread_task_post(nc->threads, nc->task) == NGX_OK) {
-        ngx_add_timer(&nc->guard, NGX_HTTP_CHAT_NOTIFY_GUARD);
-        return;
+    ngx_add_timer(&nc->guard, NGX_HTTP_CHAT_NOTIFY_GUARD);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, nc->log, 0,
+                   "chat notify: batch %p: %ui entries, %ui of messages",
+                   b, b->jobs->nelts, b->rooms);
+
+    if (b->rooms) {
+        ngx_http_chat_notify_lookup(b);
+
+    } else {
+        ngx_http_chat_notify_store(b);
     }
-
-    ngx_log_error(NGX_LOG_ERR, nc->log, 0,
-                  "chat notify: thread task could not be queued");
-
-    nc->running = NULL;
-
-    job = b->jobs->elts;
-
-    for (i = 0; i < b->jobs->nelts; i++) {
-        ngx_http_chat_redis_consumer_retry(job[i].entry);
-    }
-
-    ngx_http_chat_notify_batch_free(b);
 }
 
 
-/* in a pool thread: no nginx pools, events or logs, only the batch */
+/*
+ * The recipients of messages: the rooms, each once, looked up on the
+ * core's MariaDB pool, NGX_HTTP_CHAT_NOTIFY_ROOMS to a statement, all
+ * statements at once.  An entry whose room could not be looked up keeps
+ * user_id 0 and is retried.
+ */
 
 static void
-ngx_http_chat_notify_thread(void *data, ngx_log_t *log)
+ngx_http_chat_notify_lookup(ngx_http_chat_notify_batch_t *b)
 {
-    ngx_http_chat_notify_consumer_t *nc =
-                                  *(ngx_http_chat_notify_consumer_t **) data;
-
-    if (nc->running->rooms) {
-        ngx_http_chat_notify_rooms(nc, nc->running);
-    }
-
-    ngx_http_chat_notify_store(nc, nc->running);
-}
-
-
-/* in a pool thread: the recipients of messages, from their rooms */
-
-static void
-ngx_http_chat_notify_rooms(ngx_http_chat_notify_consumer_t *nc,
-    ngx_http_chat_notify_batch_t *b)
-{
-    char                        *sql, *p;
-    size_t                       size;
-    int64_t                      room, user[2];
-    MYSQL                       *mysql;
-    MYSQL_RES                   *res;
-    MYSQL_ROW                    row;
-    ngx_str_t                    s;
-    ngx_uint_t                   i, n, found;
-    unsigned int                 protocol;
-    unsigned long               *lengths;
+    int64_t                     *rooms;
+    ngx_uint_t                   i, j, n, nrooms, first;
     ngx_http_chat_notify_job_t  *job;
+
+    b->lookup.pool = b->pool;
+    b->lookup.log = b->consumer->log;
+    b->lookup.handler = ngx_http_chat_notify_looked_up;
+    b->lookup.data = b;
 
     job = b->jobs->elts;
     n = b->jobs->nelts;
 
-    mysql = NULL;
-    sql = NULL;
-    res = NULL;
-
-    /* ids are integers the code formatted: nothing to escape */
-
-    size = sizeof("SELECT id, user_1_id, user_2_id FROM chat_rooms "
-                  "WHERE id IN ()") + n * (NGX_INT64_LEN + 1);
-
-    sql = malloc(size);
-    if (sql == NULL) {
-        ngx_cpystrn((u_char *) b->error, (u_char *) "out of memory",
-                    sizeof(b->error));
-        goto failed;
+    rooms = ngx_palloc(b->pool, b->rooms * sizeof(int64_t));
+    if (rooms == NULL) {
+        ngx_http_chat_op_wait(&b->lookup);
+        return;
     }
 
-    p = (char *) ngx_cpymem(sql, "SELECT id, user_1_id, user_2_id FROM "
-                            "chat_rooms WHERE id IN (",
-                            sizeof("SELECT id, user_1_id, user_2_id FROM "
-                                   "chat_rooms WHERE id IN (") - 1);
-
-    found = 0;
+    nrooms = 0;
 
     for (i = 0; i < n; i++) {
-        if (job[i].user_id == 0) {
-            p = (char *) ngx_sprintf((u_char *) p, found++ ? ",%L" : "%L",
-                                     job[i].room_id);
-        }
-    }
-
-    *p++ = ')';
-
-    mysql = mysql_init(NULL);
-    if (mysql == NULL) {
-        ngx_cpystrn((u_char *) b->error, (u_char *) "mysql_init() failed",
-                    sizeof(b->error));
-        goto failed;
-    }
-
-    protocol = MYSQL_PROTOCOL_TCP;
-
-    (void) mysql_options(mysql, MYSQL_OPT_PROTOCOL, &protocol);
-    (void) mysql_options(mysql, MYSQL_SET_CHARSET_NAME, "utf8mb4");
-    (void) mysql_options(mysql, MYSQL_OPT_CONNECT_TIMEOUT,
-                         &nc->mysql_connect_timeout);
-    (void) mysql_options(mysql, MYSQL_OPT_READ_TIMEOUT, &nc->mysql_timeout);
-    (void) mysql_options(mysql, MYSQL_OPT_WRITE_TIMEOUT, &nc->mysql_timeout);
-
-    if (mysql_real_connect(mysql, nc->mysql_host, nc->mysql_user,
-                           nc->mysql_password, nc->mysql_db, nc->mysql_port,
-                           NULL, 0)
-        == NULL
-        || mysql_real_query(mysql, sql, p - sql) != 0
-        || (res = mysql_store_result(mysql)) == NULL)
-    {
-        ngx_snprintf((u_char *) b->error, sizeof(b->error) - 1,
-                     "MariaDB: %s%Z", mysql_error(mysql));
-        goto failed;
-    }
-
-    /* a room the event names but that is gone: nobody to notify */
-
-    for (i = 0; i < n; i++) {
-        if (job[i].user_id == 0) {
-            job[i].state = NGX_HTTP_CHAT_NOTIFY_SKIP;
-        }
-    }
-
-    while ((row = mysql_fetch_row(res)) != NULL) {
-        lengths = mysql_fetch_lengths(res);
-
-        s.data = (u_char *) row[0];
-        s.len = row[0] ? lengths[0] : 0;
-
-        if (ngx_http_chat_parse_id(&s, &room) != NGX_OK) {
+        if (job[i].user_id != 0) {
             continue;
         }
 
-        s.data = (u_char *) row[1];
-        s.len = row[1] ? lengths[1] : 0;
-
-        if (ngx_http_chat_parse_id(&s, &user[0]) != NGX_OK) {
-            continue;
-        }
-
-        s.data = (u_char *) row[2];
-        s.len = row[2] ? lengths[2] : 0;
-
-        if (ngx_http_chat_parse_id(&s, &user[1]) != NGX_OK) {
-            continue;
-        }
-
-        for (i = 0; i < n; i++) {
-            if (job[i].user_id != 0 || job[i].room_id != room) {
-                continue;
-            }
-
-            if (job[i].sender_id == user[0] && user[1] != user[0]) {
-                job[i].user_id = user[1];
-                job[i].state = NGX_HTTP_CHAT_NOTIFY_STORE;
-
-            } else if (job[i].sender_id == user[1]) {
-                job[i].user_id = user[0];
-                job[i].state = NGX_HTTP_CHAT_NOTIFY_STORE;
+        for (j = 0; j < nrooms; j++) {
+            if (rooms[j] == job[i].room_id) {
+                break;
             }
         }
-    }
 
-    mysql_free_result(res);
-    mysql_close(mysql);
-    free(sql);
-
-    return;
-
-failed:
-
-    for (i = 0; i < n; i++) {
-        if (job[i].user_id == 0) {
-            job[i].state = NGX_HTTP_CHAT_NOTIFY_RETRY;
+        if (j == nrooms) {
+            rooms[nrooms++] = job[i].room_id;
         }
     }
 
-    if (mysql) {
-        mysql_close(mysql);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, b->lookup.log, 0,
+                   "chat notify: batch %p: looking up %ui rooms in %ui "
+                   "statements", b, nrooms,
+                   (nrooms + NGX_HTTP_CHAT_NOTIFY_ROOMS - 1)
+                   / NGX_HTTP_CHAT_NOTIFY_ROOMS);
+
+    for (first = 0; first < nrooms; first += NGX_HTTP_CHAT_NOTIFY_ROOMS) {
+        if (ngx_http_chat_notify_lookup_start(b, &rooms[first],
+                                   ngx_min(nrooms - first,
+                                           NGX_HTTP_CHAT_NOTIFY_ROOMS))
+            != NGX_OK)
+        {
+            break;
+        }
     }
 
-    free(sql);
+    ngx_http_chat_op_wait(&b->lookup);
 }
 
 
-/* in a pool thread: each notification stored, unless it already is */
+static ngx_int_t
+ngx_http_chat_notify_lookup_start(ngx_http_chat_notify_batch_t *b,
+    int64_t *rooms, ngx_uint_t n)
+{
+    u_char                         *sql, *p;
+    ngx_uint_t                      i;
+    ngx_http_chat_op_t             *op;
+    ngx_http_chat_sql_arg_t        *args;
+    ngx_http_chat_notify_lookup_t  *lk;
+
+    static u_char  head[] = "SELECT id, user_1_id, user_2_id FROM chat_rooms "
+                            "WHERE id IN (?";
+
+    /* every "?" of the text is a placeholder: one per room, no other */
+
+    sql = ngx_pnalloc(b->pool, sizeof(head) + (n - 1) * sizeof(", ?") + 1);
+    lk = ngx_palloc(b->pool, sizeof(ngx_http_chat_notify_lookup_t));
+    args = ngx_palloc(b->pool, n * sizeof(ngx_http_chat_sql_arg_t));
+
+    if (sql == NULL || lk == NULL || args == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(sql, head, sizeof(head) - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            p = ngx_cpymem(p, ", ?", sizeof(", ?") - 1);
+        }
+
+        args[i].type = NGX_HTTP_CHAT_SQL_INT;
+        args[i].num = rooms[i];
+    }
+
+    *p++ = ')';
+    *p = '\0';
+
+    lk->batch = b;
+    lk->rooms = rooms;
+    lk->nrooms = n;
+
+    op = ngx_http_chat_op_member(&b->lookup, ngx_http_chat_notify_room_rows,
+                                 lk);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_chat_op_sql(op, (const char *) sql, args, n) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a statement's rows: the other member of each room is the recipient */
 
 static void
-ngx_http_chat_notify_store(ngx_http_chat_notify_consumer_t *nc,
-    ngx_http_chat_notify_batch_t *b)
+ngx_http_chat_notify_room_rows(ngx_http_chat_op_t *op)
 {
-    ngx_uint_t                   i, n, state;
-    mongoc_client_t             *client;
-    mongoc_collection_t         *coll;
+    int64_t                        *row, *rows;
+    ngx_str_t                      *cell;
+    ngx_uint_t                      i, j, k, nrows;
+    ngx_http_chat_notify_job_t     *job;
+    ngx_http_chat_notify_batch_t   *b;
+    ngx_http_chat_notify_lookup_t  *lk;
+
+    lk = op->data;
+    b = lk->batch;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat notify: batch %p: %ui rooms looked up, rc:%i "
+                   "rows:%ui", b, lk->nrooms, op->rc, op->sql.nrows);
+
+    if (op->rc != NGX_OK) {
+        return;
+    }
+
+    nrows = 0;
+    rows = NULL;
+
+    if (op->sql.nrows && op->sql.ncols == 3) {
+        rows = ngx_palloc(b->pool, op->sql.nrows * 3 * sizeof(int64_t));
+        if (rows == NULL) {
+            return;
+        }
+
+        for (i = 0; i < op->sql.nrows; i++) {
+            cell = &op->sql.cells[i * 3];
+            row = &rows[nrows * 3];
+
+            if (ngx_http_chat_parse_id(&cell[0], &row[0]) == NGX_OK
+                && ngx_http_chat_parse_id(&cell[1], &row[1]) == NGX_OK
+                && ngx_http_chat_parse_id(&cell[2], &row[2]) == NGX_OK)
+            {
+                nrows++;
+            }
+        }
+    }
+
+    job = b->jobs->elts;
+
+    for (i = 0; i < b->jobs->nelts; i++) {
+
+        if (job[i].user_id != 0) {
+            continue;
+        }
+
+        for (j = 0; j < lk->nrooms; j++) {
+            if (lk->rooms[j] == job[i].room_id) {
+                break;
+            }
+        }
+
+        if (j == lk->nrooms) {
+            continue;       /* another statement's */
+        }
+
+        /* a room the event names but that is gone: nobody to notify */
+
+        job[i].state = NGX_HTTP_CHAT_NOTIFY_SKIP;
+
+        for (k = 0; k < nrows; k++) {
+            row = &rows[k * 3];
+
+            if (row[0] != job[i].room_id) {
+                continue;
+            }
+
+            if (job[i].sender_id == row[1] && row[2] != row[1]) {
+                job[i].user_id = row[2];
+                job[i].state = NGX_HTTP_CHAT_NOTIFY_STORE;
+
+            } else if (job[i].sender_id == row[2]) {
+                job[i].user_id = row[1];
+                job[i].state = NGX_HTTP_CHAT_NOTIFY_STORE;
+            }
+
+            break;
+        }
+    }
+}
+
+
+/* every statement has answered: what is known is stored next */
+
+static void
+ngx_http_chat_notify_looked_up(ngx_http_chat_op_t *op)
+{
+    ngx_uint_t                     i, retried;
+    ngx_http_chat_notify_job_t    *job;
+    ngx_http_chat_notify_batch_t  *b;
+
+    b = op->data;
+
+    job = b->jobs->elts;
+    retried = 0;
+
+    for (i = 0; i < b->jobs->nelts; i++) {
+        if (job[i].user_id == 0
+            && job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE)
+        {
+            job[i].state = NGX_HTTP_CHAT_NOTIFY_RETRY;
+            retried++;
+        }
+    }
+
+    if (retried) {
+        ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                      "chat notify: MariaDB %s: the rooms of %ui entries "
+                      "not looked up, they stay pending",
+                      op->rc == NGX_DECLINED ? "unavailable" : "failed",
+                      retried);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat notify: batch %p: rooms done, rc:%i", b, op->rc);
+
+    ngx_http_chat_notify_store(b);
+}
+
+
+/* the notifications not stored yet, in one task of the MongoDB pool */
+
+static void
+ngx_http_chat_notify_store(ngx_http_chat_notify_batch_t *b)
+{
+    ngx_uint_t                   i, n;
     ngx_http_chat_notify_job_t  *job;
 
     job = b->jobs->elts;
@@ -1069,51 +1116,86 @@ ngx_http_chat_notify_store(ngx_http_chat_notify_consumer_t *nc,
     }
 
     if (n == 0) {
+        ngx_http_chat_notify_done(b);
         return;
     }
 
-    client = mongoc_client_new(nc->mongo_uri);
-    if (client == NULL) {
-        ngx_cpystrn((u_char *) b->error,
-                    (u_char *) "MongoDB: mongoc_client_new() failed",
-                    sizeof(b->error));
-        goto failed;
+    b->store.pool = b->pool;
+    b->store.log = b->consumer->log;
+    b->store.handler = ngx_http_chat_notify_stored;
+    b->store.data = b;
+
+    b->rc = NGX_OK;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, b->store.log, 0,
+                   "chat notify: batch %p: storing %ui notifications", b, n);
+
+    if (ngx_http_chat_op_mongo(&b->store, ngx_http_chat_notify_store_task, b)
+        != NGX_OK)
+    {
+        ngx_http_chat_op_fail(&b->store);
     }
+}
 
-    (void) mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
-    (void) mongoc_client_set_appname(client, "nginx-chat-notify");
 
-    coll = mongoc_client_get_collection(client, nc->mongo_db,
-                                        NGX_HTTP_CHAT_NOTIFY_COLLECTION);
+/* in a pool thread: no nginx pools, events or logs, only the batch */
+
+static ngx_int_t
+ngx_http_chat_notify_store_task(mongoc_database_t *db, void *data)
+{
+    ngx_http_chat_notify_batch_t *b = data;
+
+    ngx_uint_t                   i;
+    mongoc_collection_t         *coll;
+    ngx_http_chat_notify_job_t  *job;
+
+    coll = mongoc_database_get_collection(db,
+                                          NGX_HTTP_CHAT_NOTIFY_COLLECTION);
 
     if (b->indexes) {
         ngx_http_chat_notify_create_indexes(coll, b);
     }
+
+    job = b->jobs->elts;
 
     for (i = 0; i < b->jobs->nelts; i++) {
         if (job[i].state != NGX_HTTP_CHAT_NOTIFY_STORE) {
             continue;
         }
 
-        state = ngx_http_chat_notify_upsert(coll, b, &job[i]);
-        job[i].state = state;
+        job[i].state = ngx_http_chat_notify_upsert(coll, b, &job[i]);
 
-        if (state == NGX_HTTP_CHAT_NOTIFY_RETRY) {
+        if (b->rc == NGX_DECLINED) {
             /* the server is unreachable: the others would wait as long */
             break;
         }
     }
 
     mongoc_collection_destroy(coll);
-    mongoc_client_destroy(client);
 
-failed:
+    /* unreachable tells the core's readiness view */
 
-    for (i = 0; i < b->jobs->nelts; i++) {
-        if (job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
-            job[i].state = NGX_HTTP_CHAT_NOTIFY_RETRY;
-        }
+    return b->rc;
+}
+
+
+static void
+ngx_http_chat_notify_stored(ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_notify_batch_t  *b;
+
+    b = op->data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat notify: batch %p: stored, rc:%i", b, op->rc);
+
+    if (op->rc != NGX_OK && b->error[0] == '\0') {
+        ngx_snprintf((u_char *) b->error, sizeof(b->error) - 1,
+                     "MongoDB %s%Z",
+                     op->rc == NGX_DECLINED ? "unavailable" : "task failed");
     }
+
+    ngx_http_chat_notify_done(b);
 }
 
 
@@ -1167,6 +1249,7 @@ ngx_http_chat_notify_create_indexes(mongoc_collection_t *coll,
  * Inserts the notification if its id is new: an upsert whose update is
  * all $setOnInsert.  Two consumers on the same entry at once: one inserts,
  * the other finds it or fails on the duplicate _id, and then finds it.
+ * Not stored: the batch's rc says why (NGX_DECLINED: unreachable).
  */
 
 static ngx_uint_t
@@ -1230,6 +1313,10 @@ ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
 
             mongoc_cursor_destroy(cursor);
         }
+
+        if (state == NGX_HTTP_CHAT_NOTIFY_RETRY) {
+            b->rc = rc;
+        }
     }
 
     if (state == NGX_HTTP_CHAT_NOTIFY_STORED) {
@@ -1252,23 +1339,17 @@ ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
 /* back on the event loop: publish what was stored, settle every entry */
 
 static void
-ngx_http_chat_notify_done(ngx_event_t *ev)
+ngx_http_chat_notify_done(ngx_http_chat_notify_batch_t *b)
 {
     ngx_uint_t                        i, stored, existed, skipped, retried;
     ngx_http_chat_notify_job_t       *job;
-    ngx_http_chat_notify_batch_t     *b;
     ngx_http_chat_notify_consumer_t  *nc;
 
-    nc = ev->data;
-    b = nc->running;
+    nc = b->consumer;
     nc->running = NULL;
 
     if (nc->guard.timer_set) {
         ngx_del_timer(&nc->guard);
-    }
-
-    if (b == NULL) {
-        return;
     }
 
     if (b->indexed) {
@@ -1313,6 +1394,9 @@ ngx_http_chat_notify_done(ngx_event_t *ev)
             break;
 
         default:
+
+            /* a datastore failed, or the task never ran: left pending */
+
             retried++;
             ngx_http_chat_redis_consumer_retry(job[i].entry);
             job[i].entry = NULL;
@@ -1415,20 +1499,4 @@ ngx_http_chat_notify_guard(ngx_event_t *ev)
     ngx_log_error(NGX_LOG_WARN, ev->log, 0,
                   "chat notify: a batch is taking more than %d ms",
                   NGX_HTTP_CHAT_NOTIFY_GUARD);
-}
-
-
-static char *
-ngx_http_chat_notify_cstr(ngx_pool_t *pool, ngx_str_t *s)
-{
-    u_char  *p;
-
-    p = ngx_pnalloc(pool, s->len + 1);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    *ngx_cpymem(p, s->data, s->len) = '\0';
-
-    return (char *) p;
 }

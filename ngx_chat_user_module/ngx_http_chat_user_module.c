@@ -79,7 +79,7 @@ ngx_module_t  ngx_http_chat_user_module = {
     ngx_http_chat_user_presence_init,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_chat_user_presence_exit,      /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };

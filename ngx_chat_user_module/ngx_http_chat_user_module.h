@@ -84,6 +84,7 @@ ngx_int_t ngx_http_chat_user_valid_email(ngx_str_t *email,
 ngx_int_t ngx_http_chat_user_email_format(ngx_str_t *email);
 void ngx_http_chat_user_touch(ngx_int_t id);
 ngx_int_t ngx_http_chat_user_presence_init(ngx_cycle_t *cycle);
+void ngx_http_chat_user_presence_exit(ngx_cycle_t *cycle);
 
 /* endpoints */
 ngx_int_t ngx_http_chat_user_register(ngx_http_request_t *r,

@@ -7,37 +7,74 @@
  *
  * One worker per nginx listens (worker 0), through Redis keyspace
  * notifications; several nodes each apply the same idempotent update.
- * The statement runs in the CPU thread pool on a short-lived connection of
- * its own: expiries are rare, and the event loop never waits for them.
+ * The update is an operation on the core's MariaDB pool, with a small pool
+ * of its own for each attempt; last_seen_at is the time of the expiry, as
+ * in user:last_seen, however late the statement gets through.
+ *
+ * An expiry is not lost to a MariaDB outage: a failed update is tried
+ * again after 250 ms, then twice as long each time up to 10 s, for as
+ * long as MariaDB is unavailable (a statement MariaDB refuses, three
+ * times in all).  Before each retry the presence key is looked at: a user
+ * who logged in again meanwhile is online and stays so.  At most
+ * NGX_HTTP_CHAT_USER_OFFLINE_MAX updates wait in a worker.  What a worker
+ * still holds when it exits (reload, stop) is lost with it: logged, and
+ * counted with the forgotten statements.
  */
 
 
 #include "ngx_http_chat_user_module.h"
 
-#include <mysql.h>
+
+#define NGX_HTTP_CHAT_USER_SEEN_TTL       "604800"
+
+#define NGX_HTTP_CHAT_USER_RETRY_MIN      250
+#define NGX_HTTP_CHAT_USER_RETRY_MAX      10000
+#define NGX_HTTP_CHAT_USER_REFUSED_MAX    3
+#define NGX_HTTP_CHAT_USER_OFFLINE_MAX    10000
+
+#define NGX_HTTP_CHAT_USER_OFFLINE_SQL                                       \
+    "UPDATE users SET is_online = 0, last_seen_at = ?, "                     \
+    "updated_at = UTC_TIMESTAMP() WHERE id = ?"
 
 
-#define NGX_HTTP_CHAT_USER_SEEN_TTL  "604800"
-
+/* an offline update, until it is stored or given up */
 
 typedef struct {
     int64_t                          id;
-    ngx_http_chat_core_main_conf_t  *cmcf;
-    ngx_int_t                        rc;
-    char                             error[128];
+    u_char                           seen[sizeof("1970-01-01 00:00:00")];
+
+    ngx_uint_t                       attempts;
+    ngx_uint_t                       refused;
+    ngx_msec_t                       backoff;
+
+    ngx_http_chat_op_t               update;
+    ngx_http_chat_op_t               check;     /* the key, before a retry */
+    ngx_event_t                      retry;
+
+    ngx_queue_t                      queue;
 } ngx_http_chat_user_offline_t;
 
 
 static void ngx_http_chat_user_expired(ngx_str_t *channel, ngx_str_t *key,
     void *data);
 static void ngx_http_chat_user_notify_config(ngx_event_t *ev);
-static void ngx_http_chat_user_offline_thread(void *data, ngx_log_t *log);
-static void ngx_http_chat_user_offline_done(ngx_event_t *ev);
+static void ngx_http_chat_user_offline(int64_t id, time_t sec);
+static void ngx_http_chat_user_offline_update(
+    ngx_http_chat_user_offline_t *off);
+static void ngx_http_chat_user_offline_done(ngx_http_chat_op_t *op);
+static void ngx_http_chat_user_offline_retry(ngx_event_t *ev);
+static void ngx_http_chat_user_offline_checked(ngx_http_chat_op_t *op);
+static void ngx_http_chat_user_offline_free(
+    ngx_http_chat_user_offline_t *off);
 
 
 static ngx_event_t       ngx_http_chat_user_config_timer;
 static ngx_connection_t  ngx_http_chat_user_dummy;
 static u_char            ngx_http_chat_user_channel[48];
+
+/* the offline updates of this worker not stored yet */
+static ngx_queue_t       ngx_http_chat_user_offlines;
+static ngx_uint_t        ngx_http_chat_user_noffline;
 
 
 ngx_int_t
@@ -61,6 +98,8 @@ ngx_http_chat_user_presence_init(ngx_cycle_t *cycle)
     {
         return NGX_OK;
     }
+
+    ngx_queue_init(&ngx_http_chat_user_offlines);
 
     channel.data = ngx_http_chat_user_channel;
     channel.len = ngx_sprintf(channel.data, "__keyevent@%i__:expired",
@@ -127,9 +166,6 @@ ngx_http_chat_user_expired(ngx_str_t *channel, ngx_str_t *key, void *data)
     struct timeval                 tv;
     const char                    *argv[4];
     size_t                         argvlen[4];
-    ngx_thread_task_t             *task;
-    ngx_http_chat_user_offline_t  *off;
-    ngx_http_chat_core_main_conf_t  *cmcf = data;
 
     if (key->len <= sizeof("user:online:") - 1
         || ngx_strncmp(key->data, "user:online:",
@@ -183,101 +219,277 @@ ngx_http_chat_user_expired(ngx_str_t *channel, ngx_str_t *key, void *data)
 
     (void) ngx_http_chat_redis_send(3, argv, argvlen);
 
-    /* worker-lifetime memory: freed when the task comes back */
-
-    task = ngx_calloc(sizeof(ngx_thread_task_t)
-                      + sizeof(ngx_http_chat_user_offline_t),
-                      ngx_cycle->log);
-    if (task == NULL) {
-        return;
-    }
-
-    off = (ngx_http_chat_user_offline_t *) (task + 1);
-    off->id = id;
-    off->cmcf = cmcf;
-
-    task->ctx = off;
-    task->handler = ngx_http_chat_user_offline_thread;
-    task->event.handler = ngx_http_chat_user_offline_done;
-    task->event.data = task;
-    task->event.log = ngx_cycle->log;
-
-    if (ngx_thread_task_post(cmcf->cpu_pool, task) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat user: user %L offline not stored", id);
-        ngx_free(task);
-    }
+    ngx_http_chat_user_offline(id, tv.tv_sec);
 }
 
 
-/* in a pool thread: a connection of its own, one statement */
+/*
+ * Worker memory: an update may outlive any request or pool of the moment,
+ * each attempt has a small pool of its own
+ */
 
 static void
-ngx_http_chat_user_offline_thread(void *data, ngx_log_t *log)
+ngx_http_chat_user_offline(int64_t id, time_t sec)
 {
-    ngx_http_chat_user_offline_t *off = data;
-
-    char                            *end;
-    char                             sql[160];
-    MYSQL                           *m;
-    unsigned int                     timeout;
-    ngx_http_chat_core_main_conf_t  *cmcf;
-
-    cmcf = off->cmcf;
-    off->rc = NGX_ERROR;
-
-    m = mysql_init(NULL);
-    if (m == NULL) {
-        return;
-    }
-
-    timeout = 3;
-    mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout);
-    mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout);
-
-    /* the id is an integer parsed above: nothing of the key's text */
-
-    end = (char *) ngx_snprintf((u_char *) sql, sizeof(sql) - 1,
-                                "UPDATE users SET is_online = 0, "
-                                "last_seen_at = UTC_TIMESTAMP(), "
-                                "updated_at = UTC_TIMESTAMP() WHERE id = %L",
-                                off->id);
-    *end = '\0';
-
-    if (mysql_real_connect(m, (char *) cmcf->mysql_host.data,
-                           (char *) cmcf->mysql_user.data,
-                           (char *) cmcf->mysql_password.data,
-                           (char *) cmcf->mysql_database.data,
-                           cmcf->mysql_port, NULL, 0)
-        != NULL
-        && mysql_query(m, sql) == 0)
-    {
-        off->rc = NGX_OK;
-
-    } else {
-        ngx_cpystrn((u_char *) off->error, (u_char *) mysql_error(m),
-                    sizeof(off->error));
-    }
-
-    mysql_close(m);
-}
-
-
-static void
-ngx_http_chat_user_offline_done(ngx_event_t *ev)
-{
-    ngx_thread_task_t             *task;
+    ngx_tm_t                       tm;
     ngx_http_chat_user_offline_t  *off;
 
-    task = ev->data;
-    off = task->ctx;
-
-    if (off->rc != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
-                      "chat user: user %L offline not stored: %s",
-                      off->id, off->error);
+    if (ngx_http_chat_user_noffline >= NGX_HTTP_CHAT_USER_OFFLINE_MAX) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat user: user %L offline not stored: %ui updates "
+                      "wait for MariaDB already", id,
+                      ngx_http_chat_user_noffline);
+        ngx_http_chat_metrics_forgotten();
+        return;
     }
 
-    ngx_free(task);
+    off = ngx_calloc(sizeof(ngx_http_chat_user_offline_t), ngx_cycle->log);
+    if (off == NULL) {
+        ngx_http_chat_metrics_forgotten();
+        return;
+    }
+
+    off->id = id;
+    off->backoff = NGX_HTTP_CHAT_USER_RETRY_MIN;
+
+    ngx_gmtime(sec, &tm);
+
+    (void) ngx_sprintf(off->seen, "%4d-%02d-%02d %02d:%02d:%02d",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    off->retry.handler = ngx_http_chat_user_offline_retry;
+    off->retry.data = &ngx_http_chat_user_dummy;
+    off->retry.log = ngx_cycle->log;
+    off->retry.cancelable = 1;
+
+    ngx_queue_insert_tail(&ngx_http_chat_user_offlines, &off->queue);
+    ngx_http_chat_user_noffline++;
+
+    ngx_http_chat_user_offline_update(off);
+}
+
+
+static void
+ngx_http_chat_user_offline_update(ngx_http_chat_user_offline_t *off)
+{
+    ngx_http_chat_op_t       *op;
+    ngx_http_chat_sql_arg_t   args[2];
+
+    off->attempts++;
+
+    op = &off->update;
+
+    op->log = ngx_cycle->log;
+    op->handler = ngx_http_chat_user_offline_done;
+    op->data = off;
+
+    op->pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (op->pool == NULL) {
+        ngx_http_chat_user_offline_free(off);
+        return;
+    }
+
+    args[0].type = NGX_HTTP_CHAT_SQL_STR;
+    args[0].str.data = off->seen;
+    args[0].str.len = sizeof(off->seen) - 1;
+
+    args[1].type = NGX_HTTP_CHAT_SQL_INT;
+    args[1].num = off->id;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat user: user %L offline, attempt %ui",
+                   off->id, off->attempts);
+
+    if (ngx_http_chat_op_sql(op, NGX_HTTP_CHAT_USER_OFFLINE_SQL, args, 2)
+        != NGX_OK)
+    {
+        ngx_http_chat_op_fail(op);
+    }
+}
+
+
+static void
+ngx_http_chat_user_offline_done(ngx_http_chat_op_t *op)
+{
+    ngx_int_t                      rc;
+    ngx_http_chat_user_offline_t  *off;
+
+    off = op->data;
+    rc = op->rc;
+
+    ngx_destroy_pool(op->pool);
+    op->pool = NULL;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat user: user %L offline, attempt %ui: rc:%i",
+                   off->id, off->attempts, rc);
+
+    if (rc == NGX_OK) {
+        if (off->attempts > 1) {
+            ngx_log_error(NGX_LOG_NOTICE, op->log, 0,
+                          "chat user: user %L offline stored at attempt %ui",
+                          off->id, off->attempts);
+        }
+
+        ngx_http_chat_user_offline_free(off);
+        return;
+    }
+
+    if (rc != NGX_DECLINED) {
+        off->refused++;
+    }
+
+    if (off->refused >= NGX_HTTP_CHAT_USER_REFUSED_MAX
+        || ngx_exiting || ngx_terminate)
+    {
+        ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                      "chat user: user %L offline not stored, given up "
+                      "after %ui attempts", off->id, off->attempts);
+        ngx_http_chat_metrics_forgotten();
+        ngx_http_chat_user_offline_free(off);
+        return;
+    }
+
+    if (off->attempts == 1) {
+        ngx_log_error(NGX_LOG_WARN, op->log, 0,
+                      "chat user: user %L offline not stored yet (%s), "
+                      "retrying", off->id,
+                      rc == NGX_DECLINED ? "MariaDB unavailable"
+                                         : "SQL error");
+    }
+
+    ngx_add_timer(&off->retry, off->backoff);
+
+    off->backoff = ngx_min(off->backoff * 2, NGX_HTTP_CHAT_USER_RETRY_MAX);
+}
+
+
+/* a user who logged in again since the expiry is not marked offline */
+
+static void
+ngx_http_chat_user_offline_retry(ngx_event_t *ev)
+{
+    u_char                         key[sizeof("user:online:") + NGX_INT64_LEN];
+    const char                    *argv[2];
+    size_t                         argvlen[2];
+    ngx_http_chat_op_t            *op;
+    ngx_http_chat_user_offline_t  *off;
+
+    off = (ngx_http_chat_user_offline_t *)
+              ((u_char *) ev - offsetof(ngx_http_chat_user_offline_t, retry));
+
+    op = &off->check;
+
+    op->log = ngx_cycle->log;
+    op->handler = ngx_http_chat_user_offline_checked;
+    op->data = off;
+
+    op->pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (op->pool == NULL) {
+        ngx_http_chat_user_offline_update(off);
+        return;
+    }
+
+    argv[0] = "EXISTS";
+    argvlen[0] = sizeof("EXISTS") - 1;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "user:online:%L", off->id) - key;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat user: user %L offline, presence checked first",
+                   off->id);
+
+    if (ngx_http_chat_op_redis(op, 2, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
+}
+
+
+/* Redis unavailable: the update goes ahead, the expiry did happen */
+
+static void
+ngx_http_chat_user_offline_checked(ngx_http_chat_op_t *op)
+{
+    ngx_uint_t                     online;
+    ngx_http_chat_user_offline_t  *off;
+
+    off = op->data;
+
+    online = op->rc == NGX_OK
+             && op->reply->type == REDIS_REPLY_INTEGER
+             && op->reply->integer > 0;
+
+    ngx_destroy_pool(op->pool);
+    op->pool = NULL;
+
+    if (online) {
+        ngx_log_error(NGX_LOG_INFO, op->log, 0,
+                      "chat user: user %L is online again, not marked "
+                      "offline", off->id);
+        ngx_http_chat_user_offline_free(off);
+        return;
+    }
+
+    ngx_http_chat_user_offline_update(off);
+}
+
+
+static void
+ngx_http_chat_user_offline_free(ngx_http_chat_user_offline_t *off)
+{
+    if (off->retry.timer_set) {
+        ngx_del_timer(&off->retry);
+    }
+
+    ngx_queue_remove(&off->queue);
+    ngx_http_chat_user_noffline--;
+
+    ngx_free(off);
+}
+
+
+/*
+ * Updates still waiting die with the worker.  The core's datastores ended
+ * before this: an operation in flight will not complete.
+ */
+
+void
+ngx_http_chat_user_presence_exit(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                     i;
+    ngx_queue_t                   *q;
+    ngx_http_chat_op_t            *op, *ops[2];
+    ngx_http_chat_user_offline_t  *off;
+
+    if (ngx_http_chat_user_offlines.next == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&ngx_http_chat_user_offlines)) {
+        q = ngx_queue_head(&ngx_http_chat_user_offlines);
+        off = ngx_queue_data(q, ngx_http_chat_user_offline_t, queue);
+
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "chat user: user %L offline not stored, the worker "
+                      "exits", off->id);
+        ngx_http_chat_metrics_forgotten();
+
+        ops[0] = &off->update;
+        ops[1] = &off->check;
+
+        for (i = 0; i < 2; i++) {
+            op = ops[i];
+
+            if (op->event.posted) {
+                ngx_delete_posted_event(&op->event);
+            }
+
+            if (op->pool) {
+                ngx_destroy_pool(op->pool);
+            }
+        }
+
+        ngx_http_chat_user_offline_free(off);
+    }
 }

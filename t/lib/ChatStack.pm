@@ -4,13 +4,15 @@ package ChatStack;
 # for the datastores that "./build.sh test" started (passed in TEST_NGINX_*
 # variables), a block preprocessor that adds it, tokens made by hand
 # (forged, expired, alg:none), and access to the datastores themselves
-# (redis-cli, mariadb, SIGSTOP/SIGCONT of a server).
+# (redis-cli, mariadb, SIGSTOP/SIGCONT and restarts of a server).
 
 use strict;
 use warnings;
 
 use Digest::SHA qw(hmac_sha256);
 use MIME::Base64 qw(encode_base64url);
+use File::Basename ();
+use File::Spec ();
 use JSON::PP ();
 use Time::HiRes ();
 
@@ -19,7 +21,9 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  make_jwt redis_cmd mysql_cmd freeze thaw json_decode
                  json_encode unique_name register_user login_user
                  user_token api file_port read_metrics parse_metrics
-                 metric_sum fork_job job_done job_result);
+                 metric_sum fork_job job_done job_result
+                 can_restart_servers stop_server start_server
+                 server_keeps_data);
 
 sub env {
     my ($name, $default) = @_;
@@ -149,6 +153,105 @@ sub server_pid {
     close $fh;
     chomp $pid;
     return $pid;
+}
+
+# a process that is gone, or a zombie nobody has reaped yet
+sub process_alive {
+    my ($pid) = @_;
+    return 0 unless kill 0, $pid;
+    open(my $fh, '<', "/proc/$pid/stat") or return 0;
+    my $stat = <$fh> // '';
+    close $fh;
+    return $stat =~ /^\d+ \(.*\) Z/ ? 0 : 1;
+}
+
+my %server_port = (mariadb => 'MYSQL_PORT', redis => 'REDIS_PORT',
+                   mongo => 'MONGO_PORT');
+
+sub port_open {
+    my ($port) = @_;
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 0.5);
+    close $s if $s;
+    return $s ? 1 : 0;
+}
+
+# Whether the servers of "./build.sh test" can be restarted from here:
+# the work directory and the pid files it exports.
+sub can_restart_servers {
+    my $work = env('WORK', '');
+    return 0 unless $work && -d $work && -f build_script();
+    for my $which (qw(mariadb mongo)) {
+        my $file = env(uc($which) . '_PID', '');
+        return 0 unless $file && -f $file;
+    }
+    return 1;
+}
+
+# Does the server keep its data over a restart?  The MongoDB stand-in
+# the test stack uses where no mongod exists holds it in memory.
+sub server_keeps_data {
+    my ($which) = @_;
+    my $pid = server_pid($which);
+    open(my $fh, '<', "/proc/$pid/cmdline") or return 1;
+    my $cmd = <$fh> // '';
+    close $fh;
+    return $cmd =~ /mongo-server\.mjs/ ? 0 : 1;
+}
+
+# A real restart of a datastore, in two steps: stop_server() shuts the
+# server down (SIGTERM, as an administrator's stop) and waits until the
+# process is gone and its port closed; start_server() starts it again with
+# "./build.sh datastores", the way the test stack started it: same port,
+# same data directory, same options.
+sub stop_server {
+    my ($which) = @_;
+    my $pid = server_pid($which);
+    my $port = env($server_port{$which} // die("no server $which\n"));
+
+    kill 'CONT', $pid;      # a frozen server cannot shut down
+    kill 'TERM', $pid;
+
+    my $until = Time::HiRes::time() + 60;
+    Time::HiRes::sleep(0.1)
+        while process_alive($pid) && Time::HiRes::time() < $until;
+
+    if (process_alive($pid)) {
+        kill 'KILL', $pid;
+        Time::HiRes::sleep(0.5);
+    }
+
+    $until = Time::HiRes::time() + 10;
+    Time::HiRes::sleep(0.1)
+        while port_open($port) && Time::HiRes::time() < $until;
+
+    die "$which (pid $pid) did not stop\n" if port_open($port);
+}
+
+sub build_script {
+    return File::Spec->rel2abs(File::Spec->catfile(
+               File::Basename::dirname(__FILE__), '..', '..', 'build.sh'));
+}
+
+sub start_server {
+    my ($which) = @_;
+    my $work = env('WORK', '') or die "TEST_NGINX_WORK is not set\n";
+    my $script = build_script();
+
+    local $ENV{CHAT_WORK} = $work;
+    local $ENV{CHAT_MYSQL_PORT} = env('MYSQL_PORT', 13306);
+    local $ENV{CHAT_REDIS_PORT} = env('REDIS_PORT', 16379);
+    local $ENV{CHAT_MONGO_PORT} = env('MONGO_PORT', 27117);
+
+    my $out = `bash '$script' datastores 2>&1`;
+    die "restarting $which failed:\n$out" if $?;
+
+    my $port = env($server_port{$which});
+    my $until = Time::HiRes::time() + 30;
+    Time::HiRes::sleep(0.1)
+        until port_open($port) || Time::HiRes::time() > $until;
+    die "$which did not come back on port $port\n" unless port_open($port);
 }
 
 # SIGSTOP a datastore: it keeps its sockets but answers nothing.  A
