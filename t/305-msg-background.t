@@ -31,16 +31,6 @@ sub sql {
     return $out;
 }
 
-sub new_user {
-    my $name = unique_name('bg');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return $id;
-}
-
 sub failures {
     my $res = http_request(GET => $ngx->url('/metrics'));
     die "metrics: $res->{status}\n" unless ($res->{status} // 0) == 200;
@@ -48,7 +38,7 @@ sub failures {
            ? $1 : die "no chat_background_failures_total\n";
 }
 
-my ($a, $b) = (new_user(), new_user());
+my ($a, $b) = (scalar sql_user('bg'), scalar sql_user('bg'));
 my $token = user_token($a);
 my $room = sql("INSERT INTO chat_rooms (user_1_id, user_2_id, created_at, "
     . "updated_at) VALUES ($a, $b, '2020-01-01 00:00:00', "

@@ -23,7 +23,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  user_token api file_port read_metrics parse_metrics
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
-                 server_keeps_data);
+                 server_keeps_data sql_user);
 
 sub env {
     my ($name, $default) = @_;
@@ -438,6 +438,20 @@ sub login_user {
                                 password => $user->{password} });
     die "login $user->{email}: $status\n" unless $status == 200;
     return $body->{access_token};
+}
+
+# a user row made directly in MariaDB, for the other services' tests;
+# returns its id and (unique) name
+sub sql_user {
+    my ($prefix) = @_;
+    my $name = unique_name($prefix // 'su');
+    my $id = mysql_cmd("INSERT INTO users (email, password_hash, username, "
+        . "is_online, is_active, created_at, updated_at) VALUES "
+        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
+        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
+    $id =~ s/\s+\z//;
+    die "no user id: $id\n" unless $id =~ /^\d+$/;
+    return wantarray ? ($id, $name) : $id;
 }
 
 # a token for a user id without the user service (for other services)
