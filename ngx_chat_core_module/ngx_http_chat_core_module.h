@@ -30,9 +30,9 @@
 #define NGX_HTTP_CHAT_BODY          0x04    /* raw body (form, multipart) */
 #define NGX_HTTP_CHAT_INTERNAL      0x08    /* service listener only */
 /*
- * The handler neither answers nor changes anything before its first
- * datastore step completes: it runs beside the token's revocation check,
- * and the step's continuation waits for the verdict.
+ * The handler changes nothing before its first datastore step completes:
+ * it runs beside the token's revocation check, and what it answers or
+ * continues with meanwhile waits for the verdict.
  */
 #define NGX_HTTP_CHAT_EARLY         0x10
 
@@ -183,6 +183,8 @@ struct ngx_http_chat_ctx_s {
     ngx_http_chat_op_t         *gate;       /* the revocation check that
                                                runs beside an EARLY handler */
     ngx_http_chat_op_t         *held;       /* completed before it */
+    ngx_str_t                   answer;     /* made before it */
+    unsigned                    answered:1;
     unsigned                    watched:1;  /* cleanup registered */
     unsigned                    gone:1;     /* the client left */
 };

@@ -179,9 +179,23 @@ ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t
 ngx_http_chat_send_buffer(ngx_http_request_t *r, ngx_str_t *body)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    ngx_int_t             rc;
+    ngx_buf_t            *b;
+    ngx_chain_t           out;
+    ngx_http_chat_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    if (ctx && ctx->gate) {
+
+        /* the token's verdict is not in: the answer waits for it (the
+         * body lives in r->pool or is static) */
+
+        ctx->answer = *body;
+        ctx->answered = 1;
+
+        return NGX_DONE;
+    }
 
     r->headers_out.content_length_n = body->len;
 

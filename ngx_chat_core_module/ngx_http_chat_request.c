@@ -505,6 +505,11 @@ ngx_http_chat_gate_open(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     ctx->gate = NULL;
     ctx->held = NULL;
 
+    if (ctx->answered) {
+        ctx->answered = 0;
+        return ngx_http_chat_send_buffer(r, &ctx->answer);
+    }
+
     if (held == NULL) {
         return NGX_DONE;
     }
@@ -518,7 +523,35 @@ ngx_http_chat_gate_open(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 void
 ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
+    ngx_list_t  headers;
+
     ctx->gate = NULL;
+
+    if (ctx->answered) {
+
+        /* nothing of it went out: the verdict's answer replaces it */
+
+        ctx->answered = 0;
+
+        r->headers_out.status = 0;
+        ngx_str_null(&r->headers_out.status_line);
+        r->headers_out.content_type.len = 0;
+        r->headers_out.content_type_len = 0;
+        r->headers_out.content_type_lowcase = NULL;
+        r->headers_out.content_length_n = -1;
+        r->header_only = 0;
+
+        /* its headers too; on an allocation failure they stay */
+
+        if (ngx_list_init(&headers, r->pool, 20, sizeof(ngx_table_elt_t))
+            == NGX_OK)
+        {
+            r->headers_out.headers = headers;
+            r->headers_out.headers.last = &r->headers_out.headers.part;
+        }
+
+        return;
+    }
 
     if (ctx->held) {
         ctx->held = NULL;

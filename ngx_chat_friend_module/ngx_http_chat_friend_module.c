@@ -86,7 +86,7 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       ngx_http_chat_friend_cancel },
 
     { NGX_HTTP_GET, ngx_string("/api/friends/search"),
-      NGX_HTTP_CHAT_AUTH,
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_search },
 
     { 0, ngx_null_string, 0, NULL }

@@ -99,7 +99,7 @@ ngx_module_t  ngx_http_chat_notify_module = {
 static ngx_http_chat_route_t  ngx_http_chat_notify_routes[] = {
 
     { NGX_HTTP_GET, ngx_string("/api/notifications"),
-      NGX_HTTP_CHAT_AUTH, ngx_http_chat_notify_list },
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_notify_list },
 
     /* the token may come as a query argument: authenticated there */
     { NGX_HTTP_GET, ngx_string("/api/notifications/stream"),

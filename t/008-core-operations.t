@@ -19,6 +19,7 @@ my $ngx = start_nginx_with(
     http_config => chat_http_config(mysql_timeout => '2s',
                                     redis_timeout => '2s'),
     config      => 'location /api/ { chat_user; }'
+                 . ' location /api/chat-rooms { chat_msg; }'
                  . ' location = /health { chat_health; }',
 );
 
@@ -90,6 +91,35 @@ is($body->{id}, $user->{id}, '... with the caller');
     cmp_ok($took, '<', 1, "... without waiting for MariaDB ($took s)");
 
     served_again('the valid token is served again after SIGCONT');
+}
+
+# ---- an early route that answers before the verdict: the answer waits
+
+{
+    my ($st, $b) = api(GET => '/api/chat-rooms?limit=0', $token);
+    is($st, 422, 'a bad argument with a good token: 422, after the check');
+    is(ref $b->{detail}, 'ARRAY', '... in the contract shape');
+
+    # a user of its own: two logins within a second get the same token
+    my $other = login_user(register_user());
+    ($st) = api(POST => '/api/auth/logout', $other);
+    is($st, 200, 'another token revoked');
+
+    my $res;
+    ($st, $b, $res) = api(GET => '/api/chat-rooms?limit=0', $other);
+    is($st, 401, 'a bad argument with a revoked token: 401 first');
+    is($b->{detail}, 'Not authenticated', '... the 401 body');
+    is($res->{headers}{'www-authenticate'}, 'Bearer',
+       '... and only its headers');
+    unlike($res->{raw_headers} // '', qr/Unprocessable/,
+           '... nothing of the 422');
+
+    freeze('redis');
+    ($st, $b) = api(GET => '/api/chat-rooms?limit=0', $token);
+    thaw('redis');
+    is($st, 503, 'a bad argument while the token cannot be checked: 503');
+
+    served_again('Redis serves again after SIGCONT');
 }
 
 # ---- a client that leaves while its request waits
