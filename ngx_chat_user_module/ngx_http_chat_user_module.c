@@ -115,10 +115,10 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_image_delete },
 
     { NGX_HTTP_GET, ngx_string("/api/profile/{}"),
-      NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_get },
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_get },
 
     { NGX_HTTP_GET, ngx_string("/api/users/search"),
-      NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_search },
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_search },
 
     { NGX_HTTP_GET, ngx_string("/api/users"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_list },
@@ -130,7 +130,7 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
       NGX_HTTP_CHAT_INTERNAL, ngx_http_chat_user_exists },
 
     { NGX_HTTP_GET, ngx_string("/api/users/{}"),
-      NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_get },
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_get },
 
     { 0, ngx_null_string, 0, NULL }
 };

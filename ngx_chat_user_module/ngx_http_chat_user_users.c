@@ -64,8 +64,6 @@ ngx_http_chat_user_search(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     args[3].type = NGX_HTTP_CHAT_SQL_INT;
     args[3].num = limit;
 
-    ngx_http_chat_user_touch(ctx->user_id);
-
     return ngx_http_chat_sql(r,
                    "SELECT " NGX_HTTP_CHAT_USER_COLUMNS ", COUNT(*) OVER () "
                    "FROM users WHERE is_active = 1 AND id <> ? AND "
@@ -83,6 +81,8 @@ ngx_http_chat_user_search_done(ngx_http_request_t *r,
     cJSON       *json, *users;
     int64_t      total;
     ngx_uint_t   i;
+
+    ngx_http_chat_user_touch(ctx->user_id);
 
     if (res->rc == NGX_DECLINED) {
         return ngx_http_chat_send_unavailable(r);
@@ -166,8 +166,6 @@ ngx_http_chat_user_get(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
                                         errors);
     }
 
-    ngx_http_chat_user_touch(ctx->user_id);
-
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = id;
 
@@ -177,11 +175,16 @@ ngx_http_chat_user_get(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 }
 
 
+/* presence is refreshed here, once the token is known good (an early
+ * route changes nothing before) */
+
 static ngx_int_t
 ngx_http_chat_user_get_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_res_t *res)
 {
     cJSON  *details;
+
+    ngx_http_chat_user_touch(ctx->user_id);
 
     if (res->rc != NGX_OK) {
         return ngx_http_chat_send_unavailable(r);
