@@ -50,7 +50,8 @@ APT_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
     mariadb-server mariadb-client redis-server redis-tools
     libtest-base-perl libwww-perl libtext-diff-perl libtest-longstring-perl
     libipc-run-perl liblist-moreutils-perl liburi-perl
-    wrk build-essential pkg-config valgrind procps curl"
+    wrk build-essential pkg-config valgrind procps curl
+    libnginx-mod-nchan"
 
 # the MongoDB-wire-compatible in-memory server used where no mongod exists
 CONGO_PKG="@push.rocks/smartmongo@2.2.0"
