@@ -21,16 +21,49 @@ static char *ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_http_chat_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
-    in_port_t default_port, ngx_str_t *host, ngx_uint_t *port);
+static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf,
+    ngx_command_t *cmd, ngx_str_t *value, in_port_t default_port,
+    ngx_str_t *host, ngx_uint_t *port);
+static ngx_int_t ngx_http_chat_mongo_check_database(ngx_str_t *name);
 static ngx_int_t ngx_http_chat_health_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_info_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_ready_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_core_postconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_chat_core_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_core_exit_process(ngx_cycle_t *cycle);
+
+
+ngx_conf_post_t  ngx_http_chat_conf_name_post = {
+    ngx_http_chat_conf_check_name
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_cpu_queue_size_bounds = {
+    ngx_http_chat_conf_check_num, 1, 0, "must be 1 or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_jwt_lifetime_bounds = {
+    ngx_http_chat_conf_check_sec, 1, 0, "must be 1s or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_json_max_bounds = {
+    ngx_http_chat_conf_check_size, 2, 0, "must be 2 bytes or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_events_maxlen_bounds = {
+    ngx_http_chat_conf_check_num, 1, 0, "must be 1 or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_keepalive_bounds = {
+    ngx_http_chat_conf_check_msec, 1000, 0, "must be 1s or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_max_queue_bounds = {
+    ngx_http_chat_conf_check_size, 4096, 0, "must be 4k or more"
+};
 
 
 static ngx_command_t  ngx_http_chat_core_commands[] = {
@@ -79,14 +112,14 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
     { ngx_string("chat_mongo_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_chat_thread_pool,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, mongo_pool_name),
       NULL },
 
     { ngx_string("chat_thread_pool"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_chat_thread_pool,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, cpu_pool_name),
       NULL },
@@ -96,7 +129,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, cpu_queue_size),
-      NULL },
+      &ngx_http_chat_cpu_queue_size_bounds },
 
     { ngx_string("chat_cpu_queue_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -110,7 +143,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, jwt_secret),
-      NULL },
+      &ngx_http_chat_conf_name_post },
 
     { ngx_string("chat_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -124,7 +157,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, jwt_lifetime),
-      NULL },
+      &ngx_http_chat_jwt_lifetime_bounds },
 
     { ngx_string("chat_cors_origins"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -138,35 +171,35 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, json_max_size),
-      NULL },
+      &ngx_http_chat_json_max_bounds },
 
     { ngx_string("chat_events_maxlen"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, events_maxlen),
-      NULL },
+      &ngx_http_chat_events_maxlen_bounds },
 
     { ngx_string("chat_sse_keepalive"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, sse_keepalive),
-      NULL },
+      &ngx_http_chat_sse_keepalive_bounds },
 
     { ngx_string("chat_sse_max_queue"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_core_main_conf_t, sse_max_queue),
-      NULL },
+      &ngx_http_chat_sse_max_queue_bounds },
 
     { ngx_string("chat_service_name"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_core_loc_conf_t, service_name),
-      NULL },
+      &ngx_http_chat_conf_name_post },
 
     { ngx_string("chat_internal"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
@@ -374,11 +407,16 @@ ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* "host:port" resolved now, once: the client libraries resolve blocking */
+/*
+ * "host:port" resolved now, once: the client libraries resolve blocking.
+ * They speak TCP only, so a "unix:" path is refused here rather than
+ * failing in every worker.
+ */
 
 static ngx_int_t
-ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
-    in_port_t default_port, ngx_str_t *host, ngx_uint_t *port)
+ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_str_t *value, in_port_t default_port, ngx_str_t *host,
+    ngx_uint_t *port)
 {
     u_char     *p;
     ngx_url_t   u;
@@ -390,8 +428,17 @@ ngx_http_chat_parse_address(ngx_conf_t *cf, ngx_str_t *value,
 
     if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "chat: invalid address \"%V\"%s%s", value,
+                           "chat: invalid address \"%V\" in \"%V\" "
+                           "directive%s%s", value, &cmd->name,
                            u.err ? ": " : "", u.err ? u.err : "");
+        return NGX_ERROR;
+    }
+
+    if (u.family == AF_UNIX) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat: invalid address \"%V\" in \"%V\" "
+                           "directive: a unix socket is not supported",
+                           value, &cmd->name);
         return NGX_ERROR;
     }
 
@@ -445,8 +492,8 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_http_chat_parse_address(cf, &value[1], 3306, &cmcf->mysql_host,
-                                    &cmcf->mysql_port)
+    if (ngx_http_chat_parse_address(cf, cmd, &value[1], 3306,
+                                    &cmcf->mysql_host, &cmcf->mysql_port)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -466,9 +513,11 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        /* a connection per statement in flight: 1 to 1024 per worker */
+
         if (ngx_http_chat_param(&value[i], "pool", &v) == NGX_OK) {
             n = ngx_atoi(v.data, v.len);
-            if (n <= 0) {
+            if (n <= 0 || n > 1024) {
                 goto invalid;
             }
             cmcf->mysql_pool_size = n;
@@ -477,7 +526,7 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_http_chat_param(&value[i], "queue", &v) == NGX_OK) {
             n = ngx_atoi(v.data, v.len);
-            if (n < 0) {
+            if (n == NGX_ERROR) {
                 goto invalid;
             }
             cmcf->mysql_queue_size = n;
@@ -491,6 +540,12 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "needs \"user=\" and \"database=\"";
     }
 
+    /* MariaDB's limit for a database name */
+
+    if (cmcf->mysql_database.len > 64) {
+        return "has a \"database=\" name longer than 64 characters";
+    }
+
     cmcf->configured = 1;
 
     return NGX_CONF_OK;
@@ -498,7 +553,8 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "chat: invalid parameter \"%V\"", &value[i]);
+                       "chat: invalid parameter \"%V\" in \"%V\" directive",
+                       &value[i], &cmd->name);
     return NGX_CONF_ERROR;
 }
 
@@ -517,8 +573,8 @@ ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_http_chat_parse_address(cf, &value[1], 6379, &cmcf->redis_host,
-                                    &cmcf->redis_port)
+    if (ngx_http_chat_parse_address(cf, cmd, &value[1], 6379,
+                                    &cmcf->redis_host, &cmcf->redis_port)
         != NGX_OK)
     {
         return NGX_CONF_ERROR;
@@ -531,6 +587,8 @@ ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             continue;
         }
+
+        /* how many databases the server has is known only to the server */
 
         if (ngx_http_chat_param(&value[i], "db", &v) == NGX_OK) {
             cmcf->redis_db = ngx_atoi(v.data, v.len);
@@ -550,7 +608,8 @@ ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 invalid:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "chat: invalid parameter \"%V\"", &value[i]);
+                       "chat: invalid parameter \"%V\" in \"%V\" directive",
+                       &value[i], &cmd->name);
     return NGX_CONF_ERROR;
 }
 
@@ -579,19 +638,91 @@ ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_memcpy(p, value[1].data, value[1].len);
     p[value[1].len] = '\0';
 
-    cmcf->mongo_uri.data = p;
-    cmcf->mongo_uri.len = value[1].len;
-
-    if (cf->args->nelts == 3
-        && ngx_http_chat_param(&value[2], "database", &cmcf->mongo_database)
-           != NGX_OK)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "chat: invalid parameter \"%V\"", &value[2]);
+    if (ngx_http_chat_mongo_check_uri(cf, cmd, p) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
+    cmcf->mongo_uri.data = p;
+    cmcf->mongo_uri.len = value[1].len;
+
+    if (cf->args->nelts == 3) {
+        if (ngx_http_chat_param(&value[2], "database", &cmcf->mongo_database)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "chat: invalid parameter \"%V\" in \"%V\" "
+                               "directive", &value[2], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_http_chat_mongo_check_database(&cmcf->mongo_database)
+            != NGX_OK)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "chat: invalid database name \"%V\" in \"%V\" "
+                               "directive: 1 to 63 characters, none of "
+                               "/\\. \"$", &cmcf->mongo_database,
+                               &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     cmcf->configured = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* MongoDB's rules for a database name on a Unix server */
+
+static ngx_int_t
+ngx_http_chat_mongo_check_database(ngx_str_t *name)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (name->len == 0 || name->len > 63) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < name->len; i++) {
+        c = name->data[i];
+
+        if (c < 0x20 || c == 0x7f || ngx_strchr("/\\. \"$", c) != NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A pool not declared (yet: "thread_pool" may follow "http") is added
+ * here, so that nginx's "unknown thread pool" error at the end of the
+ * configuration points at this directive's line, as for "aio threads=".
+ */
+
+static char *
+ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char       *rv;
+    ngx_str_t  *name;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    name = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (name->len == 0) {
+        return "needs a thread pool name";
+    }
+
+    if (ngx_thread_pool_add(cf, name) == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -625,22 +756,29 @@ ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     file.fd = ngx_open_file(value[1].data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
     if (file.fd == NGX_INVALID_FILE) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           ngx_open_file_n " \"%V\" failed", &value[1]);
+                           "chat: \"%V\" directive: " ngx_open_file_n
+                           " \"%V\" failed", &cmd->name, &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    p = ngx_pnalloc(cf->pool, 4096);
+    /* one byte more than a secret may have, to tell a longer file */
+
+    p = ngx_pnalloc(cf->pool, 4097);
     if (p == NULL) {
         ngx_close_file(file.fd);
         return NGX_CONF_ERROR;
     }
 
-    n = ngx_read_file(&file, p, 4096, 0);
+    n = ngx_read_file(&file, p, 4097, 0);
 
     ngx_close_file(file.fd);
 
     if (n == NGX_ERROR) {
         return NGX_CONF_ERROR;
+    }
+
+    if (n > 4096) {
+        return "has a file longer than 4096 bytes";
     }
 
     /* a trailing newline is not part of the secret */
@@ -650,11 +788,95 @@ ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (n == 0) {
-        return "is empty";
+        return "has an empty file";
     }
 
     cmcf->jwt_secret.data = p;
     cmcf->jwt_secret.len = n;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_chat_conf_check_num(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_http_chat_conf_bounds_t *b = post;
+
+    ngx_int_t  *np = data;
+
+    if (*np < (ngx_int_t) b->low || (b->high && *np > (ngx_int_t) b->high)) {
+        return b->err;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_chat_conf_check_msec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_http_chat_conf_bounds_t *b = post;
+
+    ngx_msec_t  *mp = data;
+
+    if (*mp < b->low || (b->high && *mp > b->high)) {
+        return b->err;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_chat_conf_check_sec(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_http_chat_conf_bounds_t *b = post;
+
+    time_t  *tp = data;
+
+    if (*tp < (time_t) b->low || (b->high && *tp > (time_t) b->high)) {
+        return b->err;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_chat_conf_check_size(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_http_chat_conf_bounds_t *b = post;
+
+    size_t  *sp = data;
+
+    if (*sp < b->low || (b->high && *sp > b->high)) {
+        return b->err;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_chat_conf_check_name(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *s = data;
+
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (s->len == 0) {
+        return "must not be empty";
+    }
+
+    for (i = 0; i < s->len; i++) {
+        c = s->data[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            return "must not contain control characters";
+        }
+    }
 
     return NGX_CONF_OK;
 }

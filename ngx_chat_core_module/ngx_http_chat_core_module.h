@@ -521,6 +521,34 @@ char *ngx_http_chat_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
 
+/*
+ * Bounds of a number, time or size directive, checked by nginx -t: the
+ * post handler for ngx_conf_set_num_slot (_num), _msec_slot (_msec),
+ * _sec_slot (_sec) or _size_slot (_size) returns "err", which nginx prints
+ * after the directive's name.  high 0 is "no upper bound".
+ */
+
+typedef struct {
+    ngx_conf_post_handler_pt    post_handler;
+    ngx_uint_t                  low;
+    ngx_uint_t                  high;
+    char                       *err;
+} ngx_http_chat_conf_bounds_t;
+
+char *ngx_http_chat_conf_check_num(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_chat_conf_check_msec(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_chat_conf_check_sec(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_chat_conf_check_size(ngx_conf_t *cf, void *post, void *data);
+
+/* a string directive's value: not empty, no control characters */
+char *ngx_http_chat_conf_check_name(ngx_conf_t *cf, void *post, void *data);
+
+extern ngx_conf_post_t  ngx_http_chat_conf_name_post;
+
+ngx_int_t ngx_http_chat_mongo_check_uri(ngx_conf_t *cf, ngx_command_t *cmd,
+    u_char *uri);
+
+
 /* the core's datastore connection helper: level-triggered interest in one
  * direction of a connection's fd */
 ngx_int_t ngx_http_chat_event_interest(ngx_event_t *ev, ngx_int_t event,

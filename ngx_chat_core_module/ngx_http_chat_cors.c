@@ -11,6 +11,7 @@
 #include "ngx_http_chat_core_module.h"
 
 
+static ngx_int_t ngx_http_chat_cors_check_origin(ngx_str_t *origin);
 static ngx_int_t ngx_http_chat_cors_allowed(ngx_http_request_t *r,
     ngx_str_t *origin, ngx_uint_t *any);
 static ngx_table_elt_t *ngx_http_chat_cors_header(ngx_http_request_t *r,
@@ -25,6 +26,89 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 static ngx_str_t  ngx_http_chat_cors_methods =
     ngx_string("DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT");
+
+
+/*
+ * An origin as a browser sends it (RFC 6454): "scheme://host" or
+ * "scheme://host:port", no path, not even a trailing "/"; anything else
+ * could never match.  The host is a name, an IPv4 address or an IPv6
+ * address in brackets.
+ */
+
+static ngx_int_t
+ngx_http_chat_cors_check_origin(ngx_str_t *origin)
+{
+    u_char     *p, *last, *host;
+    ngx_int_t   port;
+
+    p = origin->data;
+    last = p + origin->len;
+
+    if (origin->len == 1 && *p == '*') {
+        return NGX_OK;
+    }
+
+    /* scheme */
+
+    if (p == last || !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
+    {
+        return NGX_ERROR;
+    }
+
+    while (p < last && (isalnum(*p) || *p == '+' || *p == '-' || *p == '.')) {
+        p++;
+    }
+
+    if (last - p < 3 || ngx_strncmp(p, "://", 3) != 0) {
+        return NGX_ERROR;
+    }
+
+    p += 3;
+    host = p;
+
+    /* host */
+
+    if (p < last && *p == '[') {
+        p++;
+
+        while (p < last && (isxdigit(*p) || *p == ':' || *p == '.')) {
+            p++;
+        }
+
+        if (p == host + 1 || p == last || *p != ']') {
+            return NGX_ERROR;
+        }
+
+        p++;
+
+    } else {
+        while (p < last && (isalnum(*p) || *p == '-' || *p == '.')) {
+            p++;
+        }
+
+        if (p == host) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (p == last) {
+        return NGX_OK;
+    }
+
+    /* port */
+
+    if (*p != ':' || ++p == last || last - p > 5) {
+        return NGX_ERROR;
+    }
+
+    port = ngx_atoi(p, last - p);
+
+    if (port < 1 || port > 65535) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
 
 
 /* chat_cors_origins origin ...: every argument, in as many directives */
@@ -47,6 +131,15 @@ ngx_http_chat_cors_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
 
     for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_http_chat_cors_check_origin(&value[i]) != NGX_OK) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "chat: invalid origin \"%V\" in \"%V\" "
+                               "directive: \"*\" or scheme://host[:port], "
+                               "without a path", &value[i], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
+
         o = ngx_array_push(clcf->cors_origins);
         if (o == NULL) {
             return NGX_CONF_ERROR;

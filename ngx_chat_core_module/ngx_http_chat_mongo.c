@@ -28,6 +28,8 @@ typedef struct {
 static ngx_int_t ngx_http_chat_mongo_run(void *data);
 static void ngx_http_chat_mongo_log(mongoc_log_level_t level,
     const char *domain, const char *message, void *data);
+static void ngx_http_chat_mongo_check_log(mongoc_log_level_t level,
+    const char *domain, const char *message, void *data);
 static void ngx_http_chat_mongo_ping_handler(ngx_event_t *ev);
 static void ngx_http_chat_mongo_ping_thread(void *data, ngx_log_t *log);
 static void ngx_http_chat_mongo_ping_done(ngx_event_t *ev);
@@ -118,6 +120,86 @@ ngx_http_chat_mongo_error(bson_error_t *error)
     default:
         return NGX_ERROR;
     }
+}
+
+
+typedef struct {
+    ngx_conf_t                  *cf;
+    ngx_command_t               *cmd;
+    ngx_uint_t                   warned;
+} ngx_http_chat_mongo_check_t;
+
+
+/*
+ * chat_mongo's URI, parsed by the driver when the configuration is read,
+ * so that a mistake fails "nginx -t" and a reload instead of every new
+ * worker.  What the driver only warns about (an unknown option, a value
+ * it ignores) is refused too: it is a typo more often than not.
+ *
+ * mongoc_init() and mongoc_cleanup() each run once per process whatever
+ * the number of calls, and a cleaned-up driver cannot be initialised
+ * again.  Debian's libmongoc initialises itself when the module is loaded,
+ * so mongoc_init() here changes nothing; the master never calls
+ * mongoc_cleanup() (its workers are forked from it and use the driver),
+ * each worker still calls both, and the library's own exit handler cleans
+ * up the master.
+ */
+
+ngx_int_t
+ngx_http_chat_mongo_check_uri(ngx_conf_t *cf, ngx_command_t *cmd, u_char *uri)
+{
+    bson_error_t                  error;
+    mongoc_uri_t                 *u;
+    ngx_http_chat_mongo_check_t   ck;
+
+    mongoc_init();
+
+    ck.cf = cf;
+    ck.cmd = cmd;
+    ck.warned = 0;
+
+    mongoc_log_set_handler(ngx_http_chat_mongo_check_log, &ck);
+
+    u = mongoc_uri_new_with_error((char *) uri, &error);
+
+    mongoc_log_set_handler(mongoc_log_default_handler, NULL);
+
+    if (u == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat: invalid URI in \"%V\" directive: %s",
+                           &cmd->name, error.message);
+        return NGX_ERROR;
+    }
+
+    mongoc_uri_destroy(u);
+
+    return ck.warned ? NGX_ERROR : NGX_OK;
+}
+
+
+static void
+ngx_http_chat_mongo_check_log(mongoc_log_level_t level, const char *domain,
+    const char *message, void *data)
+{
+    ngx_http_chat_mongo_check_t *ck = data;
+
+    size_t  len;
+
+    if (level > MONGOC_LOG_LEVEL_WARNING) {
+        return;
+    }
+
+    len = ngx_strlen(message);
+
+    while (len && (message[len - 1] == LF || message[len - 1] == ' ')) {
+        len--;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, ck->cf, 0,
+                       "chat: invalid URI in \"%V\" directive: %*s",
+                       &ck->cmd->name, len, message);
+
+    ck->warned = 1;
 }
 
 

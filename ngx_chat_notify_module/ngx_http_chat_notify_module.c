@@ -19,8 +19,12 @@ static ngx_int_t ngx_http_chat_notify_init_process(ngx_cycle_t *cycle);
 static void ngx_http_chat_notify_exit_process(ngx_cycle_t *cycle);
 
 
-static ngx_conf_num_bounds_t  ngx_http_chat_notify_batch_bounds = {
-    ngx_conf_check_num_bounds, 1, 1000
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_notify_batch_bounds = {
+    ngx_http_chat_conf_check_num, 1, 1000, "must be between 1 and 1000"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_notify_claim_bounds = {
+    ngx_http_chat_conf_check_msec, 100, 0, "must be 100ms or more"
 };
 
 
@@ -45,14 +49,14 @@ static ngx_command_t  ngx_http_chat_notify_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_notify_main_conf_t, group),
-      NULL },
+      &ngx_http_chat_conf_name_post },
 
     { ngx_string("chat_notify_claim_idle"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_chat_notify_main_conf_t, claim_idle),
-      NULL },
+      &ngx_http_chat_notify_claim_bounds },
 
     { ngx_string("chat_notify_batch"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -158,13 +162,6 @@ ngx_http_chat_notify_init_main_conf(ngx_conf_t *cf, void *conf)
                            "chat: \"chat_notify_consumer\" needs "
                            "\"chat_redis\", \"chat_mongo\" and "
                            "\"chat_mysql\"");
-        return NGX_CONF_ERROR;
-    }
-
-    if (nmcf->claim_idle < 100) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "chat: \"chat_notify_claim_idle\" must be "
-                           "100ms or more");
         return NGX_CONF_ERROR;
     }
 

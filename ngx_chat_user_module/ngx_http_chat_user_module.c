@@ -18,6 +18,23 @@ static ngx_int_t ngx_http_chat_user_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_user_loaded(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
 static ngx_int_t ngx_http_chat_user_label(u_char *p, u_char *last);
+static char *ngx_http_chat_user_check_dir(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_chat_user_check_url(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_conf_post_t  ngx_http_chat_user_dir_post = {
+    ngx_http_chat_user_check_dir
+};
+
+static ngx_conf_post_t  ngx_http_chat_user_url_post = {
+    ngx_http_chat_user_check_url
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_user_image_bounds = {
+    ngx_http_chat_conf_check_size, 1, 0, "must be 1 byte or more"
+};
 
 
 static ngx_command_t  ngx_http_chat_user_commands[] = {
@@ -34,21 +51,21 @@ static ngx_command_t  ngx_http_chat_user_commands[] = {
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_user_loc_conf_t, upload_dir),
-      NULL },
+      &ngx_http_chat_user_dir_post },
 
     { ngx_string("chat_user_image_url"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_user_loc_conf_t, image_url),
-      NULL },
+      &ngx_http_chat_user_url_post },
 
     { ngx_string("chat_user_image_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_user_loc_conf_t, image_max_size),
-      NULL },
+      &ngx_http_chat_user_image_bounds },
 
       ngx_null_command
 };
@@ -168,6 +185,104 @@ ngx_http_chat_user_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * The upload directory is made on the first upload, one level only: it
+ * must be a directory already, or its parent must be one.
+ */
+
+static char *
+ngx_http_chat_user_check_dir(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *dir = data;
+
+    u_char           *p, *last;
+    ngx_str_t        *value;
+    ngx_err_t         err;
+    ngx_file_info_t   fi;
+
+    if (dir->len == 0) {
+        return "must not be empty";
+    }
+
+    if (ngx_conf_full_name(cf->cycle, dir, 0) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    /* the full name is NUL-terminated */
+
+    if (ngx_file_info(dir->data, &fi) != NGX_FILE_ERROR) {
+        if (!ngx_is_dir(&fi)) {
+            return "is not a directory";
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    err = ngx_errno;
+
+    if (err == NGX_ENOENT) {
+        p = ngx_pstrdup(cf->pool, dir);
+        if (p == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* the full name starts with "/"; "/a/b/" has the parent "/a" */
+
+        last = p + dir->len;
+
+        while (last - p > 1 && last[-1] == '/') {
+            last--;
+        }
+
+        do {
+            last--;
+        } while (last > p && *last != '/');
+
+        last[last == p ? 1 : 0] = '\0';
+
+        if (ngx_file_info(p, &fi) != NGX_FILE_ERROR && ngx_is_dir(&fi)) {
+            return NGX_CONF_OK;
+        }
+
+        return "needs an existing parent directory";
+    }
+
+    value = cf->args->elts;
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, err,
+                       "chat: \"%V\" directive: " ngx_file_info_n
+                       " \"%V\" failed", &value[0], dir);
+
+    return NGX_CONF_ERROR;
+}
+
+
+/* an image's URL is this prefix and a file name: a path or an absolute URL */
+
+static char *
+ngx_http_chat_user_check_url(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *url = data;
+
+    if ((url->len && url->data[0] == '/')
+        || (url->len > 7 && ngx_strncasecmp(url->data, (u_char *) "http://", 7)
+                            == 0)
+        || (url->len > 8
+            && ngx_strncasecmp(url->data, (u_char *) "https://", 8) == 0))
+    {
+        if (ngx_strlchr(url->data, url->data + url->len, '?') == NULL
+            && ngx_strlchr(url->data, url->data + url->len, '#') == NULL
+            && ngx_strlchr(url->data, url->data + url->len, ' ') == NULL)
+        {
+            return NGX_CONF_OK;
+        }
+    }
+
+    return "must be a path (\"/...\") or an http:// or https:// URL "
+           "without query";
 }
 
 
