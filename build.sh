@@ -2,7 +2,9 @@
 #
 # nginx-chat: build the modules against Debian's nginx and run the stack.
 #
-#   ./build.sh deps     install every package the build and the stack need
+#   ./build.sh deps     install every package the build, the stack and the
+#                       suite need (build itself installs only compilers,
+#                       headers and libraries; run adds the servers)
 #   ./build.sh build    configure once against /usr/share/nginx/src, make modules
 #   ./build.sh run      build, start MariaDB + Redis + MongoDB + nginx, print URL
 #   ./build.sh test     same set-up, then the whole suite (prove -r t/)
@@ -45,13 +47,16 @@ NGINX=${CHAT_NGINX_BINARY:-/usr/sbin/nginx}
 
 MODULES="core user friend msg notify"
 
-APT_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
+# what compiling needs (build); what the stack runs on (run); what the
+# suite uses besides (test)
+BUILD_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
     libbson-dev libcjson-dev libjwt-dev libssl-dev libcrypt-dev
-    mariadb-server mariadb-client redis-server redis-tools
-    libtest-base-perl libwww-perl libtext-diff-perl libtest-longstring-perl
-    libipc-run-perl liblist-moreutils-perl liburi-perl
-    wrk build-essential pkg-config valgrind procps curl
-    libnginx-mod-nchan"
+    build-essential pkg-config"
+STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
+    procps curl"
+TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
+    libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
+    liburi-perl valgrind libnginx-mod-nchan"
 
 # the MongoDB-wire-compatible in-memory server used where no mongod exists
 CONGO_PKG="@push.rocks/smartmongo@2.2.0"
@@ -66,15 +71,23 @@ die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- deps
 
+# deps [build|run|test]: the packages of that step and of those before it
 deps() {
-    local missing=() p
+    local missing=() p packages=$BUILD_PACKAGES step=${1:-test}
 
-    for p in $APT_PACKAGES; do
+    case $step in
+        run)  packages="$packages $STACK_PACKAGES" ;;
+        test) packages="$packages $STACK_PACKAGES $TEST_PACKAGES" ;;
+    esac
+
+    for p in $packages; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null \
             | grep -q 'install ok installed' || missing+=("$p")
     done
 
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if [ "$step" != build ] \
+       && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }
+    then
         missing+=(nodejs npm)
     fi
 
@@ -86,7 +99,7 @@ deps() {
             >/dev/null
     fi
 
-    if ! command -v mongod >/dev/null; then
+    if [ "$step" != build ] && ! command -v mongod >/dev/null; then
         congo_install
     fi
 }
@@ -384,7 +397,7 @@ stop() {
 
 run() {
     export CHAT_DATABASE=chat
-    deps
+    deps run
     build
     start_datastores
     prepare_database "$CHAT_DATABASE"
@@ -432,7 +445,7 @@ run_tests() {
     export CHAT_NOTIFY_PORT=${CHAT_TEST_NOTIFY_PORT:-$((CHAT_NOTIFY_PORT + 10000))}
     export CHAT_RATE_LIMIT=${CHAT_TEST_RATE_LIMIT:-0}
 
-    deps
+    deps test
     build
     start_datastores
     mysql_root -e "DROP DATABASE IF EXISTS chat_test" 2>/dev/null || true
@@ -449,8 +462,8 @@ run_tests() {
 
 
 case "${1:-}" in
-    deps)   deps ;;
-    build)  deps; build ;;
+    deps)   deps test ;;
+    build)  deps build; build ;;
     run)    run ;;
     test)   shift; run_tests "$@" ;;
     bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
