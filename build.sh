@@ -314,7 +314,7 @@ render_conf() {
         rate=100
     fi
 
-    mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp" "$prefix/uploads"
+    mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
     cp "$TOP"/conf/chat-errors.conf "$prefix/conf/"
 
     sed -e "s|@PREFIX@|$prefix|g" \

@@ -13,13 +13,22 @@
 #include <openssl/rand.h>
 
 
-typedef struct {
+/*
+ * A file operation in the thread pool; the call that failed, its argument
+ * (the first name_len bytes of path) and errno come back to the event
+ * loop, which logs them on the request's log.
+ */
+
+struct ngx_http_chat_user_file_s {
     char                       *path;       /* NUL-terminated */
     u_char                     *data;
     size_t                      len;
     ngx_uint_t                  remove;
+
+    const char                 *failed;
+    size_t                      name_len;
     ngx_err_t                   err;
-} ngx_http_chat_user_file_t;
+};
 
 
 static ngx_int_t ngx_http_chat_user_image_loaded(ngx_http_request_t *r,
@@ -43,8 +52,16 @@ static ngx_int_t ngx_http_chat_user_image_done(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_user_image_delete_loaded(
     ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_user_file(ngx_http_request_t *r,
-    ngx_str_t *path, ngx_str_t *data, ngx_http_chat_thread_done_pt done);
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *path, ngx_str_t *data,
+    ngx_http_chat_thread_done_pt done);
 static ngx_int_t ngx_http_chat_user_file_run(void *data);
+static ngx_int_t ngx_http_chat_user_file_failed(ngx_http_chat_user_file_t *f,
+    const char *call, size_t name_len);
+static void ngx_http_chat_user_file_log(ngx_http_request_t *r,
+    ngx_uint_t level, ngx_http_chat_user_file_t *f);
+static void ngx_http_chat_user_image_dir(ngx_cycle_t *cycle,
+    ngx_core_conf_t *ccf, ngx_str_t *dir);
+static ngx_int_t ngx_http_chat_user_dir_empty(ngx_str_t *name);
 static ngx_int_t ngx_http_chat_user_bad_image(ngx_http_request_t *r,
     const char *message);
 
@@ -152,7 +169,7 @@ ngx_http_chat_user_image_loaded(ngx_http_request_t *r,
     *ngx_sprintf(uctx->path.data, "%V/%V", &ulcf->upload_dir, &name) = '\0';
     ngx_sprintf(uctx->url.data, "%V%V", &ulcf->image_url, &name);
 
-    return ngx_http_chat_user_file(r, &uctx->path, &file,
+    return ngx_http_chat_user_file(r, ctx, &uctx->path, &file,
                                    ngx_http_chat_user_image_stored);
 }
 
@@ -328,6 +345,7 @@ ngx_http_chat_user_image_stored(ngx_http_request_t *r,
     uctx = ctx->data;
 
     if (rc != NGX_OK) {
+        ngx_http_chat_user_file_log(r, NGX_LOG_CRIT, uctx->op);
         return ngx_http_chat_send_detail(r, NGX_HTTP_INTERNAL_SERVER_ERROR,
                                          "Failed to store the image");
     }
@@ -396,7 +414,7 @@ ngx_http_chat_user_image_updated(ngx_http_request_t *r,
     *ngx_sprintf(uctx->old_path.data, "%V/%V", &ulcf->upload_dir, &name)
         = '\0';
 
-    return ngx_http_chat_user_file(r, &uctx->old_path, NULL,
+    return ngx_http_chat_user_file(r, ctx, &uctx->old_path, NULL,
                                    ngx_http_chat_user_image_removed);
 }
 
@@ -409,9 +427,7 @@ ngx_http_chat_user_image_removed(ngx_http_request_t *r,
 
     if (rc != NGX_OK) {
         uctx = ctx->data;
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "chat user: old image \"%V\" not removed",
-                      &uctx->old_path);
+        ngx_http_chat_user_file_log(r, NGX_LOG_ERR, uctx->op);
     }
 
     return ngx_http_chat_user_reread(r, ctx, ngx_http_chat_user_image_done);
@@ -450,18 +466,22 @@ ngx_http_chat_user_image_delete_loaded(ngx_http_request_t *r,
 /* write data to path (a new file), or remove path when data is NULL */
 
 static ngx_int_t
-ngx_http_chat_user_file(ngx_http_request_t *r, ngx_str_t *path,
-    ngx_str_t *data, ngx_http_chat_thread_done_pt done)
+ngx_http_chat_user_file(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_str_t *path, ngx_str_t *data, ngx_http_chat_thread_done_pt done)
 {
+    ngx_http_chat_user_ctx_t        *uctx;
     ngx_http_chat_user_file_t       *f;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
+    uctx = ctx->data;
 
     f = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_user_file_t));
     if (f == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    uctx->op = f;
 
     f->path = (char *) path->data;
 
@@ -488,12 +508,13 @@ ngx_http_chat_user_file_run(void *data)
     int       fd;
     u_char   *p;
     ssize_t   n;
-    size_t    left;
+    size_t    left, len;
+
+    len = ngx_strlen(f->path);
 
     if (f->remove) {
         if (unlink(f->path) == -1 && errno != ENOENT) {
-            f->err = errno;
-            return NGX_ERROR;
+            return ngx_http_chat_user_file_failed(f, "unlink()", len);
         }
 
         return NGX_OK;
@@ -503,21 +524,29 @@ ngx_http_chat_user_file_run(void *data)
 
     if (fd == -1 && errno == ENOENT) {
 
-        /* the upload directory itself is made on first use */
+        /*
+         * the master makes the upload directory before the workers start;
+         * one removed since is made again here, owned by the worker user
+         */
 
         p = (u_char *) strrchr(f->path, '/');
 
         if (p) {
             *p = '\0';
-            (void) mkdir(f->path, 0755);
+
+            if (mkdir(f->path, 0755) == -1 && errno != EEXIST) {
+                *p = '/';
+                return ngx_http_chat_user_file_failed(f, "mkdir()",
+                                                      p - (u_char *) f->path);
+            }
+
             *p = '/';
             fd = open(f->path, O_WRONLY|O_CREAT|O_EXCL, 0644);
         }
     }
 
     if (fd == -1) {
-        f->err = errno;
-        return NGX_ERROR;
+        return ngx_http_chat_user_file_failed(f, "open()", len);
     }
 
     p = f->data;
@@ -531,9 +560,9 @@ ngx_http_chat_user_file_run(void *data)
                 continue;
             }
 
-            f->err = errno;
-            close(fd);
-            unlink(f->path);
+            (void) ngx_http_chat_user_file_failed(f, "write()", len);
+            (void) close(fd);
+            (void) unlink(f->path);
             return NGX_ERROR;
         }
 
@@ -542,10 +571,207 @@ ngx_http_chat_user_file_run(void *data)
     }
 
     if (close(fd) == -1) {
-        f->err = errno;
-        unlink(f->path);
+        (void) ngx_http_chat_user_file_failed(f, "close()", len);
+        (void) unlink(f->path);
         return NGX_ERROR;
     }
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_user_file_failed(ngx_http_chat_user_file_t *f,
+    const char *call, size_t name_len)
+{
+    f->err = errno;
+    f->failed = call;
+    f->name_len = name_len;
+
+    return NGX_ERROR;
+}
+
+
+/* back in the event loop; nothing to log when the task could not run */
+
+static void
+ngx_http_chat_user_file_log(ngx_http_request_t *r, ngx_uint_t level,
+    ngx_http_chat_user_file_t *f)
+{
+    if (f == NULL || f->failed == NULL) {
+        return;
+    }
+
+    ngx_log_error(level, r->connection->log, f->err,
+                  "chat user: %s \"%*s\" failed",
+                  f->failed, f->name_len, f->path);
+}
+
+
+/*
+ * The master prepares the upload directories after the configuration is
+ * read and before the workers start: a worker runs as the "user"
+ * directive's user (nginx's default "nobody" under a root master) and can
+ * neither make the directory in a root-owned prefix nor write into one
+ * that root made.
+ *
+ * The rule: a missing directory is made (0755).  When the master runs as
+ * root, the directory is handed to the workers' user and group if it is
+ * ours to hand over: one just made here, or an empty one owned by root
+ * (made by a start script or an earlier version; nothing was ever stored
+ * in it).  Any other directory was set up by the administrator and stays
+ * as it is; one the workers cannot write to is reported.  Nothing happens
+ * under "nginx -t": a test changes nothing on disk.
+ */
+
+ngx_int_t
+ngx_http_chat_user_image_init(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                        i, j;
+    ngx_core_conf_t                  *ccf;
+    ngx_http_chat_user_loc_conf_t   **ulcfp;
+    ngx_http_chat_user_main_conf_t   *umcf;
+
+    if (ngx_test_config) {
+        return NGX_OK;
+    }
+
+    umcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                               ngx_http_chat_user_module);
+    if (umcf == NULL) {
+        return NGX_OK;
+    }
+
+    ccf = (ngx_core_conf_t *) ngx_get_conf(cycle->conf_ctx, ngx_core_module);
+
+    ulcfp = umcf->locations.elts;
+
+    for (i = 0; i < umcf->locations.nelts; i++) {
+
+        /* locations usually share one directory */
+
+        for (j = 0; j < i; j++) {
+            if (ulcfp[j]->upload_dir.len == ulcfp[i]->upload_dir.len
+                && ngx_strncmp(ulcfp[j]->upload_dir.data,
+                               ulcfp[i]->upload_dir.data,
+                               ulcfp[i]->upload_dir.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (j == i) {
+            ngx_http_chat_user_image_dir(cycle, ccf, &ulcfp[i]->upload_dir);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* errors are logged and the workers start anyway: an upload fails alone */
+
+static void
+ngx_http_chat_user_image_dir(ngx_cycle_t *cycle, ngx_core_conf_t *ccf,
+    ngx_str_t *dir)
+{
+    ngx_str_t         name;
+    ngx_uint_t        made;
+    ngx_file_info_t   fi;
+
+    name.len = dir->len;
+    name.data = ngx_pnalloc(cycle->pool, dir->len + 1);
+    if (name.data == NULL) {
+        return;
+    }
+
+    *ngx_cpymem(name.data, dir->data, dir->len) = '\0';
+
+    made = 0;
+
+    if (ngx_create_dir(name.data, 0755) == NGX_FILE_ERROR) {
+        if (ngx_errno != NGX_EEXIST) {
+            ngx_log_error(NGX_LOG_CRIT, cycle->log, ngx_errno,
+                          "chat user: " ngx_create_dir_n " \"%V\" failed",
+                          &name);
+            return;
+        }
+
+    } else {
+        made = 1;
+    }
+
+    if (ngx_file_info(name.data, &fi) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_CRIT, cycle->log, ngx_errno,
+                      "chat user: " ngx_file_info_n " \"%V\" failed", &name);
+        return;
+    }
+
+    if (!ngx_is_dir(&fi)) {
+        ngx_log_error(NGX_LOG_CRIT, cycle->log, 0,
+                      "chat user: upload directory \"%V\" is not a directory",
+                      &name);
+        return;
+    }
+
+    /* not root: the workers run as the master's user, who made it */
+
+    if (geteuid() != 0 || ccf->user == (ngx_uid_t) NGX_CONF_UNSET_UINT
+        || fi.st_uid == ccf->user)
+    {
+        return;
+    }
+
+    if (made
+        || (fi.st_uid == 0 && ngx_http_chat_user_dir_empty(&name) == NGX_OK))
+    {
+        if (chown((char *) name.data, ccf->user, ccf->group) == -1) {
+            ngx_log_error(NGX_LOG_CRIT, cycle->log, ngx_errno,
+                          "chat user: chown(\"%V\", \"%s\") failed",
+                          &name, ccf->username);
+        }
+
+        return;
+    }
+
+    if (!(fi.st_mode & S_IWOTH)
+        && !(fi.st_gid == ccf->group && (fi.st_mode & S_IWGRP)))
+    {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "chat user: upload directory \"%V\" is not writable "
+                      "by the worker user \"%s\"", &name, ccf->username);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_chat_user_dir_empty(ngx_str_t *name)
+{
+    u_char     *p;
+    ngx_int_t   rc;
+    ngx_dir_t   dir;
+
+    if (ngx_open_dir(name, &dir) == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    rc = NGX_OK;
+
+    while (ngx_read_dir(&dir) != NGX_ERROR) {
+        p = ngx_de_name(&dir);
+
+        if (p[0] == '.'
+            && (p[1] == '\0' || (p[1] == '.' && p[2] == '\0')))
+        {
+            continue;
+        }
+
+        rc = NGX_DECLINED;
+        break;
+    }
+
+    (void) ngx_close_dir(&dir);
+
+    return rc;
 }

@@ -9,6 +9,8 @@
 #include "ngx_http_chat_user_module.h"
 
 
+static ngx_int_t ngx_http_chat_user_init_module(ngx_cycle_t *cycle);
+static void *ngx_http_chat_user_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_chat_user_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_chat_user_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -75,7 +77,7 @@ static ngx_http_module_t  ngx_http_chat_user_module_ctx = {
     NULL,                                  /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_chat_user_create_main_conf,   /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -92,7 +94,7 @@ ngx_module_t  ngx_http_chat_user_module = {
     ngx_http_chat_user_commands,           /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
+    ngx_http_chat_user_init_module,        /* init module */
     ngx_http_chat_user_presence_init,      /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
@@ -153,6 +155,36 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
 };
 
 
+/* in the master, after the configuration is read: see the image file */
+
+static ngx_int_t
+ngx_http_chat_user_init_module(ngx_cycle_t *cycle)
+{
+    return ngx_http_chat_user_image_init(cycle);
+}
+
+
+static void *
+ngx_http_chat_user_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_chat_user_main_conf_t  *umcf;
+
+    umcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_chat_user_main_conf_t));
+    if (umcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&umcf->locations, cf->pool, 4,
+                       sizeof(ngx_http_chat_user_loc_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return umcf;
+}
+
+
 static void *
 ngx_http_chat_user_create_loc_conf(ngx_conf_t *cf)
 {
@@ -189,8 +221,9 @@ ngx_http_chat_user_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
 
 /*
- * The upload directory is made on the first upload, one level only: it
- * must be a directory already, or its parent must be one.
+ * The upload directory is made by the master before the workers start
+ * (ngx_http_chat_user_image_init()), one level only: it must be a
+ * directory already, or its parent must be one.
  */
 
 static char *
@@ -286,13 +319,27 @@ ngx_http_chat_user_check_url(ngx_conf_t *cf, void *post, void *data)
 }
 
 
+/* conf is the main conf: the command's offset is 0 */
+
 static char *
 ngx_http_chat_user(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_core_loc_conf_t  *clcf;
+    ngx_http_chat_user_main_conf_t *umcf = conf;
+
+    ngx_http_core_loc_conf_t        *clcf;
+    ngx_http_chat_user_loc_conf_t  **ulcfp;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_chat_user_handler;
+
+    /* merged later: the upload directory is read in init module */
+
+    ulcfp = ngx_array_push(&umcf->locations);
+    if (ulcfp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *ulcfp = ngx_http_conf_get_module_loc_conf(cf, ngx_http_chat_user_module);
 
     return NGX_CONF_OK;
 }

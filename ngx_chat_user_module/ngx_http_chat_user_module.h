@@ -34,11 +34,21 @@
 #define NGX_HTTP_CHAT_PRESENCE_TTL  "3600"
 
 
+/* the locations with "chat_user": their upload directories are prepared */
+
+typedef struct {
+    ngx_array_t                 locations;  /* of loc conf pointers */
+} ngx_http_chat_user_main_conf_t;
+
+
 typedef struct {
     ngx_str_t                   upload_dir;
     ngx_str_t                   image_url;
     size_t                      image_max_size;
 } ngx_http_chat_user_loc_conf_t;
+
+
+typedef struct ngx_http_chat_user_file_s  ngx_http_chat_user_file_t;
 
 
 /* per-request state of the user service */
@@ -63,6 +73,7 @@ typedef struct {
     ngx_str_t                   path;
     ngx_str_t                   old_path;
     ngx_str_t                   url;
+    ngx_http_chat_user_file_t  *op;         /* the last file operation */
 } ngx_http_chat_user_ctx_t;
 
 
@@ -85,6 +96,7 @@ ngx_int_t ngx_http_chat_user_email_format(ngx_str_t *email);
 void ngx_http_chat_user_touch(ngx_int_t id);
 ngx_int_t ngx_http_chat_user_presence_init(ngx_cycle_t *cycle);
 void ngx_http_chat_user_presence_exit(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_chat_user_image_init(ngx_cycle_t *cycle);
 
 /* endpoints */
 ngx_int_t ngx_http_chat_user_register(ngx_http_request_t *r,
