@@ -1425,8 +1425,9 @@ ngx_http_chat_msg_oid(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
 /*
  * in a pool thread, for the stream's Last-Event-ID replay: the messages of
- * room op->room_id stored after message op->oid, by seq, oldest first, at
- * most op->limit, as reply {"0":doc,...}.  op->status is NOT_FOUND when
+ * room op->room_id stored after message op->oid, by seq, oldest first, up
+ * to op->released (when set) and at most op->limit, as reply
+ * {"0":doc,...}.  op->status is NOT_FOUND when
  * op->oid names no message of the room that has a seq.  Deleted messages
  * are left out: a client never needs to see them appear.
  */
@@ -1468,6 +1469,11 @@ ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     BSON_APPEND_BOOL(&filter, "is_deleted", false);
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &gt);
     BSON_APPEND_INT64(&gt, "$gt", op->seq);
+
+    if (op->released) {
+        BSON_APPEND_INT64(&gt, "$lte", op->released);
+    }
+
     bson_append_document_end(&filter, &gt);
 
     bson_init(&opts);

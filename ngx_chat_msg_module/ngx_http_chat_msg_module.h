@@ -20,9 +20,9 @@
  * room's set "chat:room:<id>:flight") until its send announces its frame
  * or gives up, and Redis publishes a frame only when no smaller number is
  * in flight (the set "...:ready" holds the others meanwhile).  The seq of
- * the last frame published is "...:released": a replay stops there, read
- * once its query is done, and the rest comes live.  A number whose sender
- * died is given up after NGX_HTTP_CHAT_MSG_STALE seconds.
+ * the last frame published is "...:released": a replay stops there, the
+ * rest comes live.  A number whose sender died is given up after
+ * NGX_HTTP_CHAT_MSG_STALE seconds.
  * Documents written by the original service have no seq; they sort before
  * every message that has one, then by created_at.
  *
@@ -126,7 +126,7 @@ struct ngx_http_chat_msg_op_s {
     int64_t                     skip;
     int64_t                     limit;
     int64_t                     seq;
-    int64_t                     released;       /* replay: the mark, or 0 */
+    int64_t                     released;       /* replay: 0, no bound */
 
     ngx_str_t                   content;
     ngx_str_t                   message_type;

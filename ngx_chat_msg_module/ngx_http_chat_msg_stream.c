@@ -68,6 +68,10 @@ static ngx_int_t
 ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
     u_char                   *p;
+    u_char                    key[sizeof("chat:room::released")
+                                  + NGX_INT64_LEN];
+    size_t                    argvlen[2];
+    const char               *argv[2];
     cJSON                    *data;
     ngx_str_t                 channel, frame, message;
     bson_oid_t                last;
@@ -133,11 +137,57 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     op->room_id = mctx->room.id;
     op->limit = NGX_HTTP_CHAT_MSG_REPLAY_MAX;
 
-    if (ngx_http_chat_msg_mongo(r, op, ngx_http_chat_msg_replay_run,
-                                ngx_http_chat_msg_stream_replayed)
+    /* the replay stops where the live frames begin (the room's "released"
+     * mark, ngx_http_chat_msg_module.h): the rest comes live, in order */
+
+    argv[0] = "GET";
+    argvlen[0] = sizeof("GET") - 1;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "chat:room:%L:released", op->room_id)
+                 - key;
+
+    if (ngx_http_chat_redis(r, ngx_http_chat_msg_stream_mark, 2, argv,
+                            argvlen)
         != NGX_DONE)
     {
         ngx_http_chat_sse_close(sse, NGX_ERROR);
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_http_chat_msg_stream_mark(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    redisReply *reply)
+{
+    ngx_int_t                 n;
+    ngx_http_chat_msg_ctx_t  *mctx;
+
+    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
+        return NGX_DONE;
+    }
+
+    /* no mark: nothing was ever held back, the replay has no bound */
+
+    mctx->op->released = 0;
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        n = ngx_atoi((u_char *) reply->str, reply->len);
+
+        if (n > 0) {
+            mctx->op->released = n;
+        }
+    }
+
+    if (ngx_http_chat_msg_mongo(r, mctx->op, ngx_http_chat_msg_replay_run,
+                                ngx_http_chat_msg_stream_replayed)
+        != NGX_DONE)
+    {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
     }
 
     return NGX_DONE;
@@ -204,10 +254,7 @@ static ngx_int_t
 ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc)
 {
-    u_char                    key[sizeof("chat:room::released")
-                                  + NGX_INT64_LEN];
-    size_t                    argvlen[2];
-    const char               *argv[2];
+    ngx_array_t              *ids;
     ngx_http_chat_msg_ctx_t  *mctx;
 
     mctx = ngx_http_chat_msg_get_ctx(r, ctx);
@@ -217,58 +264,6 @@ ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     if (rc != NGX_OK) {
         ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
         return NGX_DONE;
-    }
-
-    /*
-     * The replay stops where the live frames begin, the room's "released"
-     * mark (ngx_http_chat_msg_module.h); the rest comes live, in order.
-     * The mark is read now, after the replay: the stream's subscription
-     * has long been in effect, so every frame released after the mark
-     * reaches the stream, and every one before it is in the replay.
-     */
-
-    argv[0] = "GET";
-    argvlen[0] = sizeof("GET") - 1;
-    argv[1] = (const char *) key;
-    argvlen[1] = ngx_sprintf(key, "chat:room:%L:released", mctx->op->room_id)
-                 - key;
-
-    if (ngx_http_chat_redis(r, ngx_http_chat_msg_stream_mark, 2, argv,
-                            argvlen)
-        != NGX_DONE)
-    {
-        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
-    }
-
-    return NGX_DONE;
-}
-
-
-static ngx_int_t
-ngx_http_chat_msg_stream_mark(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    redisReply *reply)
-{
-    ngx_int_t                 n;
-    ngx_array_t              *ids;
-    ngx_http_chat_msg_ctx_t  *mctx;
-
-    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
-
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
-        return NGX_DONE;
-    }
-
-    /* no mark: nothing was ever held back, the replay has no bound */
-
-    mctx->op->released = 0;
-
-    if (reply->type == REDIS_REPLY_STRING) {
-        n = ngx_atoi((u_char *) reply->str, reply->len);
-
-        if (n > 0) {
-            mctx->op->released = n;
-        }
     }
 
     ids = ngx_array_create(r->pool, 16, sizeof(ngx_str_t));
@@ -322,12 +317,6 @@ ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
             || ngx_http_chat_msg_parse(r, &doc, &m) != NGX_OK)
         {
             return NGX_ERROR;
-        }
-
-        /* past the mark: its frame is still to come, live */
-
-        if (op->released && m.seq > op->released) {
-            break;
         }
 
         data = ngx_http_chat_msg_new_message(r, &m,
