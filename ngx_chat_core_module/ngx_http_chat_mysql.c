@@ -1508,19 +1508,22 @@ ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
 static ngx_int_t
 ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 {
-    u_char         *buf;
-    size_t          size;
-    ngx_str_t      *cell, *last;
-    ngx_uint_t      nrows, ncols, i;
-    MYSQL_ROW       row;
-    unsigned long  *lengths;
+    u_char                   *buf;
+    size_t                    size;
+    ngx_str_t                *cell, *last;
+    ngx_uint_t                nrows, ncols, i;
+    MYSQL_ROW                 row;
+    unsigned long            *lengths;
+    ngx_http_chat_sql_res_t  *sql;
+
+    sql = &op->base->sql;
 
     nrows = (ngx_uint_t) mysql_num_rows(res);
     ncols = mysql_num_fields(res);
 
-    op->base->sql.nrows = nrows;
-    op->base->sql.ncols = ncols;
-    op->base->sql.cells = NULL;
+    sql->nrows = nrows;
+    sql->ncols = ncols;
+    sql->cells = NULL;
 
     if (nrows == 0 || ncols == 0) {
         return NGX_OK;
@@ -1530,8 +1533,9 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
         return NGX_ERROR;
     }
 
-    op->base->sql.cells = ngx_palloc(op->base->pool, nrows * ncols * sizeof(ngx_str_t));
-    if (op->base->sql.cells == NULL) {
+    sql->cells = ngx_palloc(op->base->pool,
+                            nrows * ncols * sizeof(ngx_str_t));
+    if (sql->cells == NULL) {
         return NGX_ERROR;
     }
 
@@ -1558,7 +1562,7 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 
     mysql_data_seek(res, 0);
 
-    cell = op->base->sql.cells;
+    cell = sql->cells;
     last = cell + nrows * ncols;
 
     while (cell < last && (row = mysql_fetch_row(res)) != NULL) {
