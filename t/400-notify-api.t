@@ -21,15 +21,6 @@ our $Group = "notifications_t$$";
 our $A = 800000000 + int(rand(90000000));
 our $B = $A + 1;
 
-# a notification's id, from its stream entry "<ms>-<seq>"
-sub notification_id {
-    my ($stream, $entry) = @_;
-    my ($ms, $seq) = split /-/, $entry;
-    my $tag = $stream eq 'friend.events' ? 'f' : 'm';
-    return unpack('H*', pack('N', int($ms / 1000)) . $tag
-                        . pack('n', $ms % 1000) . pack('C', $seq >> 32)
-                        . pack('N', $seq & 0xffffffff));
-}
 
 sub event {
     my ($stream, $key, %fields) = @_;

@@ -43,14 +43,6 @@ sub node {
 my $base = 820000000 + int(rand(80000000));
 my $friendship = 800000 + int(rand(100000));
 
-sub notification_id {
-    my ($stream, $entry) = @_;
-    my ($ms, $seq) = split /-/, $entry;
-    my $tag = $stream eq 'friend.events' ? 'f' : 'm';
-    return unpack('H*', pack('N', int($ms / 1000)) . $tag
-                        . pack('n', $ms % 1000) . pack('C', $seq >> 32)
-                        . pack('N', $seq & 0xffffffff));
-}
 
 sub request_value {
     my ($to) = @_;

@@ -124,14 +124,6 @@ sub produce {
     return @made;
 }
 
-sub notification_id {
-    my ($stream, $entry) = @_;
-    my ($ms, $seq) = split /-/, $entry;
-    my $tag = $stream eq 'friend.events' ? 'f' : 'm';
-    return unpack('H*', pack('N', int($ms / 1000)) . $tag
-                        . pack('n', $ms % 1000) . pack('C', $seq >> 32)
-                        . pack('N', $seq & 0xffffffff));
-}
 
 sub wait_until {
     my ($cond, $timeout) = @_;

@@ -23,7 +23,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  user_token api file_port read_metrics parse_metrics
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
-                 server_keeps_data sql_user);
+                 server_keeps_data sql_user notification_id);
 
 sub env {
     my ($name, $default) = @_;
@@ -452,6 +452,17 @@ sub sql_user {
     $id =~ s/\s+\z//;
     die "no user id: $id\n" unless $id =~ /^\d+$/;
     return wantarray ? ($id, $name) : $id;
+}
+
+# a notification's id, derived from its stream entry "<ms>-<seq>" as the
+# consumer derives it
+sub notification_id {
+    my ($stream, $entry) = @_;
+    my ($ms, $seq) = split /-/, $entry;
+    my $tag = $stream eq 'friend.events' ? 'f' : 'm';
+    return unpack('H*', pack('N', int($ms / 1000)) . $tag
+                        . pack('n', $ms % 1000) . pack('C', $seq >> 32)
+                        . pack('N', $seq & 0xffffffff));
 }
 
 # a token for a user id without the user service (for other services)

@@ -14,7 +14,7 @@ use IO::Select;
 use Time::HiRes qw(time sleep);
 
 use Test::Nginx::Chat::HTTP qw(connect_tcp send_data read_responses build_request
-    parse_http_response decode_chunked);
+    parse_http_response decode_chunked header_pairs);
 use Test::Nginx::Chat::Process qw(expand_env free_port);
 
 use Exporter 'import';
@@ -42,16 +42,6 @@ sub _target {
     return ('127.0.0.1', $port || main_port(), $target);
 }
 
-# Header pairs from a hash ref or a flat array ref (keeps order/duplicates).
-sub _header_pairs {
-    my ($h) = @_;
-    return () unless $h;
-    return map { [$_, $h->{$_}] } sort keys %$h if ref $h eq 'HASH';
-    my @flat = @$h;
-    my @pairs;
-    push @pairs, [splice @flat, 0, 2] while @flat;
-    return @pairs;
-}
 
 sub http_request {
     my ($method, $target, $headers, $body, $timeout) = @_;
@@ -59,7 +49,7 @@ sub http_request {
     $timeout //= 5;
     my ($host, $port, $path) = _target($target);
 
-    my @pairs = _header_pairs($headers);
+    my @pairs = header_pairs($headers);
     my %has = map { lc $_->[0] => 1 } @pairs;
     unshift @pairs, ['Connection', 'close'] unless $has{connection};
     unshift @pairs, ['Host', 'localhost'] unless $has{host};
@@ -99,7 +89,7 @@ sub sse_open {
     $timeout //= 5;
     my ($host, $p, $path) = _target($target, $port);
 
-    my @pairs = _header_pairs($headers);
+    my @pairs = header_pairs($headers);
     my %has = map { lc $_->[0] => 1 } @pairs;
     unshift @pairs, ['Accept', 'text/event-stream'] unless $has{accept};
     unshift @pairs, ['Host', 'localhost'] unless $has{host};

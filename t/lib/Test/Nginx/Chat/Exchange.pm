@@ -33,7 +33,8 @@ use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_ERROR MSG_PEEK MSG_DONTWAIT
               MSG_NOSIGNAL inet_aton pack_sockaddr_in);
 use Time::HiRes qw(time);
 
-use Test::Nginx::Chat::HTTP qw(build_request parse_http_response);
+use Test::Nginx::Chat::HTTP qw(build_request parse_http_response
+    header_pairs);
 
 use Exporter 'import';
 our @EXPORT_OK = qw(http_call wait_any);
@@ -42,15 +43,6 @@ our @EXPORT_OK = qw(http_call wait_any);
 # server cannot have seen it
 our %RETRYABLE = (refused => 1, closed_before_write => 1);
 
-sub _header_pairs {
-    my ($h) = @_;
-    return () unless $h;
-    return map { [$_, $h->{$_}] } sort keys %$h if ref $h eq 'HASH';
-    my @flat = @$h;
-    my @pairs;
-    push @pairs, [splice @flat, 0, 2] while @flat;
-    return @pairs;
-}
 
 # new(method => 'POST', url => 'http://127.0.0.1:port/path',
 #     headers => {...} or [...], body => $bytes, timeout => $seconds,
@@ -62,7 +54,7 @@ sub new {
         or croak "not an http:// URL: " . ($o{url} // 'undef');
     my $method = uc($o{method} // 'GET');
 
-    my @pairs = _header_pairs($o{headers});
+    my @pairs = header_pairs($o{headers});
     my %has = map { lc $_->[0] => 1 } @pairs;
     unshift @pairs, ['Connection', 'close'] unless $has{connection};
     unshift @pairs, ['Host', 'localhost'] unless $has{host};

@@ -14,6 +14,7 @@ use Time::HiRes qw(time sleep);
 
 use Exporter 'import';
 our @EXPORT_OK = qw(
+    header_pairs
     connect_tcp send_data read_responses build_request
     parse_http_response decode_chunked parse_header_lines
 );
@@ -273,6 +274,18 @@ sub _partial {
         status => undef, reason => '', headers => {}, header_list => [],
         raw_headers => $buf, body => '', complete => 0,
     };
+}
+
+
+# Header pairs from a hash ref or a flat array ref (keeps order/duplicates).
+sub header_pairs {
+    my ($h) = @_;
+    return () unless $h;
+    return map { [$_, $h->{$_}] } sort keys %$h if ref $h eq 'HASH';
+    my @flat = @$h;
+    my @pairs;
+    push @pairs, [splice @flat, 0, 2] while @flat;
+    return @pairs;
 }
 
 1;
