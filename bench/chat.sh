@@ -20,14 +20,7 @@ set -euo pipefail
 
 check_stack
 
-new_user
-SENDER=$USER_TOKEN
-new_user
-OTHER_ID=$USER_ID
-
-ROOM=$(api GET "/api/chat-rooms/check/$OTHER_ID" "$SENDER" \
-       | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
-[ -n "$ROOM" ] || die "no room"
+new_room
 
 echo "=== chat service benchmark"
 echo "gateway:   $BENCH_URL   api: $BENCH_API_URL   ping: $BENCH_PING_URL"

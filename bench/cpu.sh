@@ -135,14 +135,7 @@ cpu_measure() {
 
 check_stack
 
-new_user
-SENDER=$USER_TOKEN
-new_user
-OTHER_ID=$USER_ID
-
-ROOM=$(api GET "/api/chat-rooms/check/$OTHER_ID" "$SENDER" \
-       | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
-[ -n "$ROOM" ] || die "no room"
+new_room
 
 api GET /api/profile/me "$SENDER" >/dev/null
 stack_processes > "$TMPD/processes"

@@ -314,6 +314,22 @@ new_user() {
 }
 
 
+# new_room: two new users and their room; sets SENDER (the first one's
+# token) and ROOM
+new_room() {
+    local other
+
+    new_user
+    SENDER=$USER_TOKEN
+    new_user
+    other=$USER_ID
+
+    ROOM=$(api GET "/api/chat-rooms/check/$other" "$SENDER" \
+           | sed -n 's/^{"id":\([0-9]*\),.*/\1/p')
+    [ -n "$ROOM" ] || die "no room"
+}
+
+
 row() {
     local name=$1 conns=$2 r=$3
 
