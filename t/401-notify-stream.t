@@ -41,14 +41,6 @@ my $A = 810000000 + int(rand(80000000));
 my ($B, $C) = ($A + 1, $A + 2);
 my %token = map { $_ => user_token($_) } $A, $B, $C;
 
-sub notification_id {
-    my ($stream, $entry) = @_;
-    my ($ms, $seq) = split /-/, $entry;
-    my $tag = $stream eq 'friend.events' ? 'f' : 'm';
-    return unpack('H*', pack('N', int($ms / 1000)) . $tag
-                        . pack('n', $ms % 1000) . pack('C', $seq >> 32)
-                        . pack('N', $seq & 0xffffffff));
-}
 
 my $friendship = 900000 + int(rand(100000));
 
