@@ -12,6 +12,8 @@
 #   ./build.sh stop     stop exactly the processes run/test started
 #   ./build.sh datastores  start MariaDB, Redis, MongoDB where not running
 #                       (as run and test do; tests restart servers with it)
+#   ./build.sh deb      build the Debian packages (libnginx-mod-http-chat-*)
+#                       into .work/deb/ with dpkg-buildpackage and dh_nginx
 #
 # Options (environment):
 #   CHAT_HTTP_PORT (8080)   gateway listener; service listeners are
@@ -57,6 +59,9 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
     liburi-perl valgrind libnginx-mod-nchan"
+# what building the Debian packages needs besides (deb); the suite builds,
+# checks (lintian) and installs them
+DEB_PACKAGES="debhelper dpkg-dev lintian"
 
 # the MongoDB-wire-compatible in-memory server used where no mongod exists
 CONGO_PKG="@push.rocks/smartmongo@2.2.0"
@@ -77,7 +82,9 @@ deps() {
 
     case $step in
         run)  packages="$packages $STACK_PACKAGES" ;;
-        test) packages="$packages $STACK_PACKAGES $TEST_PACKAGES" ;;
+        test) packages="$packages $STACK_PACKAGES $TEST_PACKAGES $DEB_PACKAGES"
+              ;;
+        deb)  packages="$packages $DEB_PACKAGES" ;;
     esac
 
     for p in $packages; do
@@ -85,7 +92,7 @@ deps() {
             | grep -q 'install ok installed' || missing+=("$p")
     done
 
-    if [ "$step" != build ] \
+    if [ "$step" != build ] && [ "$step" != deb ] \
        && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }
     then
         missing+=(nodejs npm)
@@ -99,7 +106,8 @@ deps() {
             >/dev/null
     fi
 
-    if [ "$step" != build ] && ! command -v mongod >/dev/null; then
+    if [ "$step" != build ] && [ "$step" != deb ] \
+       && ! command -v mongod >/dev/null; then
         congo_install
     fi
 }
@@ -138,7 +146,7 @@ build() {
     exec 9>"$BUILD/.lock"
     flock 9
 
-    sum=$(cat "$TOP/config" | md5sum | cut -d' ' -f1)
+    sum=$(cat "$TOP/config" "$TOP/VERSION" | md5sum | cut -d' ' -f1)
 
     if [ ! -f "$BUILD/Makefile" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$sum" ]
     then
@@ -166,14 +174,20 @@ build() {
 }
 
 
-# mod-http-chat-*.conf: load_module lines in Debian's modules-enabled style
+# mod-http-chat-*.conf: load snippets as Debian's packages install them
+# (paths relative to nginx's prefix, where /usr/share/nginx/modules is
+# /usr/lib/nginx/modules), named with their priority in modules-enabled:
+# the core first
 write_load_snippets() {
-    local m
+    local m prio
 
+    rm -rf "$BUILD/modules-available"
     mkdir -p "$BUILD/modules-available"
     for m in $MODULES; do
-        echo "load_module $BUILD/ngx_http_chat_${m}_module.so;" \
-            > "$BUILD/modules-available/mod-http-chat-$m.conf"
+        prio=50
+        [ "$m" = core ] && prio=10
+        echo "load_module modules/ngx_http_chat_${m}_module.so;" \
+            > "$BUILD/modules-available/$prio-mod-http-chat-$m.conf"
     done
 }
 
@@ -185,6 +199,29 @@ load_modules_list() {
         out="$out $BUILD/ngx_http_chat_${m}_module.so"
     done
     echo "${out# }"
+}
+
+
+# the packages, from a copy of the source tree (dpkg-buildpackage writes
+# its build products into debian/ and its .debs next to the tree)
+deb() {
+    local version out=$WORK/deb src
+
+    version=$(cat "$TOP/VERSION")
+    [ "$(cd "$TOP" && dpkg-parsechangelog -S Version)" = "$version" ] \
+        || die "debian/changelog's version is not VERSION ($version)"
+
+    src=$out/nginx-chat-$version
+    rm -rf "$out"
+    mkdir -p "$src"
+    tar -C "$TOP" --exclude=./.work --exclude=./.git \
+        --exclude='./t/servroot*' --exclude=./bench/results -cf - . \
+        | tar -C "$src" -xf -
+
+    log "dpkg-buildpackage in $src"
+    (cd "$src" && dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1 \
+        || { tail -30 "$out/build.log"; die "dpkg-buildpackage failed"; }
+    ls "$out"/*.deb
 }
 
 
@@ -469,5 +506,6 @@ case "${1:-}" in
     bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
     stop)   stop ;;
     datastores) start_datastores ;;
-    *)      sed -n '3,22p' "$0"; exit 2 ;;
+    deb)    deps deb; deb ;;
+    *)      sed -n '3,24p' "$0"; exit 2 ;;
 esac

@@ -935,7 +935,8 @@ ngx_http_chat_info_handler(ngx_http_request_t *r)
     if (json == NULL
         || ngx_http_chat_json_nstr(json, "service", &clcf->service_name)
            == NULL
-        || cJSON_AddStringToObject(json, "version", "1.0.0") == NULL
+        || cJSON_AddStringToObject(json, "version",
+                                   NGX_HTTP_CHAT_VERSION) == NULL
         || cJSON_AddStringToObject(json, "status", "running") == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

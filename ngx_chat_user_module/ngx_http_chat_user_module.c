@@ -207,7 +207,8 @@ ngx_http_chat_user_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_chat_user_loc_conf_t *prev = parent;
     ngx_http_chat_user_loc_conf_t *conf = child;
 
-    ngx_conf_merge_str_value(conf->upload_dir, prev->upload_dir, "uploads");
+    ngx_conf_merge_str_value(conf->upload_dir, prev->upload_dir,
+                             NGX_HTTP_CHAT_UPLOAD_DIR);
     ngx_conf_merge_str_value(conf->image_url, prev->image_url, "/uploads/");
     ngx_conf_merge_size_value(conf->image_max_size, prev->image_max_size,
                               5 * 1024 * 1024);

@@ -51,15 +51,7 @@ my $worker_uid = getpwnam($worker_user);
 my $user = register_user();
 my $token = login_user($user);
 
-my $png = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR" . join('', map { chr } 0 .. 255);
-my $b = 'XyZzy501';
-my $body = "--$b\r\nContent-Disposition: form-data; name=\"file\"; "
-           . "filename=\"me.png\"\r\nContent-Type: image/png\r\n\r\n"
-           . "$png\r\n--$b--\r\n";
-
-my ($status, $json, $res) = api(POST => '/api/profile/me/image', $token,
-                                $body, { 'Content-Type' =>
-                                     "multipart/form-data; boundary=$b" });
+my ($status, $json, $res, $png) = upload_png($token);
 
 is($status, 200, 'an upload through the gateway: 200')
     or diag($res->{body});
@@ -85,9 +77,7 @@ is($st[4] // -1, $worker_uid,
 
 # a second upload replaces the first, whose file is removed
 if ($url =~ m{^/uploads/}) {
-    ($status, $json) = api(POST => '/api/profile/me/image', $token, $body,
-                           { 'Content-Type' =>
-                                 "multipart/form-data; boundary=$b" });
+    ($status, $json) = upload_png($token);
     is($status, 200, 'a second upload: 200');
     ok(!-e "$prefix$url", 'the previous image is removed');
 }

@@ -23,7 +23,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
                  user_token api file_port read_metrics parse_metrics
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
-                 server_keeps_data sql_user notification_id);
+                 server_keeps_data sql_user notification_id upload_png);
 
 sub env {
     my ($name, $default) = @_;
@@ -438,6 +438,20 @@ sub login_user {
                                 password => $user->{password} });
     die "login $user->{email}: $status\n" unless $status == 200;
     return $body->{access_token};
+}
+
+# a profile image upload through api(): a small PNG as the multipart
+# field "file"; returns api()'s (status, body, response) and the bytes sent
+sub upload_png {
+    my ($token) = @_;
+    my $png = "\x89PNG\r\n\x1a\n\0\0\0\rIHDR" . join('', map { chr } 0 .. 255);
+    my $b = 'XyZzy' . int(rand(1e9));
+    my $body = "--$b\r\nContent-Disposition: form-data; name=\"file\"; "
+               . "filename=\"me.png\"\r\nContent-Type: image/png\r\n\r\n"
+               . "$png\r\n--$b--\r\n";
+    my @res = api(POST => '/api/profile/me/image', $token, $body,
+                  { 'Content-Type' => "multipart/form-data; boundary=$b" });
+    return (@res, $png);
 }
 
 # a user row made directly in MariaDB, for the other services' tests;
