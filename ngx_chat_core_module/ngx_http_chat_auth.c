@@ -18,6 +18,12 @@
 #define NGX_HTTP_CHAT_TOKEN_MAX     4096
 #define NGX_HTTP_CHAT_REVOKED       "chat:revoked:"
 
+/* the clock skew allowed to a token's "nbf" and "iat" */
+#define NGX_HTTP_CHAT_JWT_SKEW      60
+
+/* random bytes of a token's "jti" */
+#define NGX_HTTP_CHAT_JTI_LEN       16
+
 
 typedef struct {
     ngx_http_chat_bcrypt_t     *bcrypt;
@@ -26,8 +32,7 @@ typedef struct {
 } ngx_http_chat_bcrypt_task_t;
 
 
-static ngx_int_t ngx_http_chat_revoked_key(ngx_http_request_t *r,
-    ngx_str_t *token, ngx_str_t *key);
+static ngx_uint_t ngx_http_chat_jwt_future(jwt_t *jwt, const char *claim);
 static void ngx_http_chat_revocation_reply(ngx_http_chat_op_t *op);
 static ngx_int_t ngx_http_chat_revocation_checked(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
@@ -95,6 +100,8 @@ ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
 {
     char                            *s, *mail;
     u_char                           sub[NGX_INT_T_LEN + 1];
+    u_char                           id[NGX_HTTP_CHAT_JTI_LEN];
+    u_char                           jti[2 * NGX_HTTP_CHAT_JTI_LEN + 1];
     jwt_t                           *jwt;
     ngx_int_t                        rc;
     ngx_http_chat_core_main_conf_t  *cmcf;
@@ -109,6 +116,18 @@ ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
     *ngx_cpymem(mail, email->data, email->len) = '\0';
     *ngx_sprintf(sub, "%i", user_id) = '\0';
 
+    /*
+     * the original's claims, and a "jti" of our own: two logins within a
+     * second would get the same token otherwise, and logging out one would
+     * end both (the original's verifiers ignore claims they do not know)
+     */
+
+    if (RAND_bytes(id, NGX_HTTP_CHAT_JTI_LEN) != 1) {
+        return NGX_ERROR;
+    }
+
+    *ngx_hex_dump(jti, id, NGX_HTTP_CHAT_JTI_LEN) = '\0';
+
     if (jwt_new(&jwt) != 0) {
         return NGX_ERROR;
     }
@@ -121,6 +140,7 @@ ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
         && jwt_add_grant_int(jwt, "exp", ngx_time() + cmcf->jwt_lifetime)
            == 0
         && jwt_add_grant(jwt, "type", "access") == 0
+        && jwt_add_grant(jwt, "jti", (char *) jti) == 0
         && jwt_set_alg(jwt, JWT_ALG_HS256, cmcf->jwt_secret.data,
                        cmcf->jwt_secret.len)
            == 0)
@@ -149,7 +169,9 @@ ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
 /*
  * Only HS256 with our secret is accepted: libjwt takes the algorithm from
  * the token's header, so the algorithm it found is checked afterwards.
- * Then "exp" in the future, "type" "access", "sub" a positive decimal id.
+ * Then "exp" in the future, "nbf" and "iat", if present, not in the
+ * future (beyond NGX_HTTP_CHAT_JWT_SKEW), "type" "access", "sub" a positive
+ * decimal id.
  */
 
 ngx_int_t
@@ -194,6 +216,12 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
     exp = jwt_get_grant_int(jwt, "exp");
 
     if (errno != 0 || exp <= ngx_time()) {
+        goto done;
+    }
+
+    if (ngx_http_chat_jwt_future(jwt, "nbf")
+        || ngx_http_chat_jwt_future(jwt, "iat"))
+    {
         goto done;
     }
 
@@ -246,9 +274,32 @@ done:
 }
 
 
+/*
+ * A time claim later than now (with skew), or a string where a number
+ * belongs.  libjwt reads a claim of another type as 0: a fraction or a
+ * boolean passes as 1970 (the original's verifiers truncate fractions).
+ */
+
+static ngx_uint_t
+ngx_http_chat_jwt_future(jwt_t *jwt, const char *claim)
+{
+    long  t;
+
+    errno = 0;
+    t = jwt_get_grant_int(jwt, claim);
+
+    if (errno == ENOENT) {
+        return 0;
+    }
+
+    return t > ngx_time() + NGX_HTTP_CHAT_JWT_SKEW
+           || (t == 0 && jwt_get_grant(jwt, claim) != NULL);
+}
+
+
 /* the Redis key of a revoked token: its SHA-256, never the token itself */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
     ngx_str_t *key)
 {
@@ -419,6 +470,7 @@ ngx_http_chat_revoke(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 {
     u_char       ttl[NGX_TIME_T_LEN];
     time_t       left;
+    ngx_int_t    rc;
     ngx_str_t    key;
     const char  *argv[5];
     size_t       argvlen[5];
@@ -443,7 +495,30 @@ ngx_http_chat_revoke(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     argv[4] = (const char *) ttl;
     argvlen[4] = ngx_sprintf(ttl, "%T", left) - ttl;
 
-    return ngx_http_chat_redis(r, handler, 5, argv, argvlen);
+    rc = ngx_http_chat_redis(r, handler, 5, argv, argvlen);
+
+    if (rc != NGX_DONE) {
+        return rc;
+    }
+
+    /*
+     * the streams opened with the token end (ngx_http_chat_sse.c); the
+     * command connection keeps the order, so a stream that looks at the
+     * key after this message went out finds it set
+     */
+
+    argv[0] = "PUBLISH";
+    argvlen[0] = sizeof("PUBLISH") - 1;
+    argv[2] = "revoked";
+    argvlen[2] = sizeof("revoked") - 1;
+
+    if (ngx_http_chat_redis_send(3, argv, argvlen) != NGX_OK) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "chat: the revocation of a token was not published, "
+                      "its streams stay open");
+    }
+
+    return NGX_DONE;
 }
 
 

@@ -335,6 +335,8 @@ ngx_int_t ngx_http_chat_bearer(ngx_http_request_t *r, ngx_str_t *token);
 ngx_int_t ngx_http_chat_authenticate(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_str_t *token,
     ngx_http_chat_handler_pt next);
+ngx_int_t ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_str_t *key);
 ngx_int_t ngx_http_chat_revoke(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_redis_pt handler);
 

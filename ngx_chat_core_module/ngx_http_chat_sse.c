@@ -18,6 +18,14 @@
  * streams end: the terminating chunk, an access log line.  nginx has no
  * hook for that moment, so while streams are open a timer that nginx may
  * not cancel looks at ngx_exiting every NGX_HTTP_CHAT_SSE_WATCH ms.
+ *
+ * A stream opened with a token ends, the same way, when the token is
+ * revoked (logout), on every worker of every node: it listens on the
+ * channel named by the token's revocation key, on which the logout
+ * publishes.  A logout between the stream's revocation check and the
+ * moment Redis serves its SUBSCRIBE would go unheard, so
+ * NGX_HTTP_CHAT_SSE_RECHECK ms after opening, the stream looks at the key
+ * once more: by then the subscription is long in place.
  */
 
 
@@ -26,6 +34,7 @@
 
 #define NGX_HTTP_CHAT_SSE_REPLAYED  64
 #define NGX_HTTP_CHAT_SSE_WATCH     250
+#define NGX_HTTP_CHAT_SSE_RECHECK   1000
 
 
 struct ngx_http_chat_sse_s {
@@ -42,7 +51,11 @@ struct ngx_http_chat_sse_s {
     ngx_event_t                 ping;
     ngx_queue_t                 queue;      /* the worker's streams */
 
+    ngx_str_t                   revoked;    /* the token's revocation key */
+    ngx_event_t                *recheck;
+
     unsigned                    subscribed:1;
+    unsigned                    watching:1; /* listens on "revoked" */
     unsigned                    hold:1;
     unsigned                    closed:1;
 };
@@ -59,6 +72,21 @@ static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
 static void ngx_http_chat_sse_watch(ngx_event_t *ev);
 static ngx_uint_t ngx_http_chat_sse_replayed(ngx_array_t *ids,
     ngx_str_t *frame);
+static ngx_int_t ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s,
+    ngx_str_t *token);
+static void ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload,
+    void *data);
+static void ngx_http_chat_sse_recheck(ngx_event_t *ev);
+static ngx_int_t ngx_http_chat_sse_rechecked(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
+
+
+/* the one-time look at the revocation key, for authenticated streams */
+
+typedef struct {
+    ngx_event_t                 event;      /* first: the timer's handler */
+    ngx_http_chat_sse_t        *stream;
+} ngx_http_chat_sse_recheck_t;
 
 
 static ngx_uint_t        ngx_http_chat_sse_nstreams;
@@ -206,7 +234,130 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
         ngx_add_timer(&ngx_http_chat_sse_watcher, NGX_HTTP_CHAT_SSE_WATCH);
     }
 
+    if (ctx->token.len && ngx_http_chat_sse_watch_token(s, &ctx->token)
+                          != NGX_OK)
+    {
+        return NULL;
+    }
+
     return s;
+}
+
+
+static ngx_int_t
+ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s, ngx_str_t *token)
+{
+    ngx_int_t                     rc;
+    ngx_http_request_t           *r;
+    ngx_http_chat_sse_recheck_t  *rk;
+
+    r = s->request;
+
+    if (ngx_http_chat_revoked_key(r, token, &s->revoked) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_chat_redis_subscribe(&s->revoked, ngx_http_chat_sse_revoked,
+                                       s);
+
+    if (rc == NGX_DECLINED) {
+        return NGX_OK;      /* no Redis: no revocation either */
+    }
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    s->watching = 1;
+
+    rk = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_recheck_t));
+    if (rk == NULL) {
+        return NGX_ERROR;
+    }
+
+    rk->stream = s;
+    rk->event.handler = ngx_http_chat_sse_recheck;
+    rk->event.data = r->connection;
+    rk->event.log = r->connection->log;
+    rk->event.cancelable = 1;
+
+    s->recheck = &rk->event;
+    ngx_add_timer(s->recheck, NGX_HTTP_CHAT_SSE_RECHECK);
+
+    return NGX_OK;
+}
+
+
+/* the logout of the stream's token, published by ngx_http_chat_revoke() */
+
+static void
+ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload, void *data)
+{
+    ngx_http_chat_sse_t *s = data;
+
+    ngx_connection_t  *c;
+
+    if (s->closed) {
+        return;
+    }
+
+    c = s->request->connection;
+
+    ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                  "chat sse: token revoked, stream ended");
+
+    ngx_http_chat_sse_close(s, NGX_OK);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_chat_sse_recheck(ngx_event_t *ev)
+{
+    ngx_http_chat_sse_recheck_t *rk = (ngx_http_chat_sse_recheck_t *) ev;
+
+    const char           *argv[2];
+    size_t                argvlen[2];
+    ngx_connection_t     *c;
+    ngx_http_chat_sse_t  *s;
+
+    s = rk->stream;
+
+    if (s->closed) {
+        return;
+    }
+
+    c = s->request->connection;
+
+    argv[0] = "EXISTS";
+    argvlen[0] = sizeof("EXISTS") - 1;
+    argv[1] = (const char *) s->revoked.data;
+    argvlen[1] = s->revoked.len;
+
+    /* if Redis cannot take it, the subscription still listens */
+
+    (void) ngx_http_chat_redis(s->request, ngx_http_chat_sse_rechecked, 2,
+                               argv, argvlen);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_chat_sse_rechecked(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    redisReply *reply)
+{
+    ngx_http_chat_sse_t  *s;
+
+    s = ctx->sse;
+
+    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
+        && reply->integer != 0)
+    {
+        ngx_http_chat_sse_revoked(&s->revoked, NULL, s);
+    }
+
+    return NGX_DONE;
 }
 
 
@@ -648,8 +799,17 @@ ngx_http_chat_sse_cleanup(void *data)
         (void) ngx_http_chat_redis_unsubscribe(&s->channel, s);
     }
 
+    if (s->watching) {
+        s->watching = 0;
+        (void) ngx_http_chat_redis_unsubscribe(&s->revoked, s);
+    }
+
     if (s->ping.timer_set) {
         ngx_del_timer(&s->ping);
+    }
+
+    if (s->recheck && s->recheck->timer_set) {
+        ngx_del_timer(s->recheck);
     }
 
     if (ngx_queue_next(&s->queue) != &s->queue) {
