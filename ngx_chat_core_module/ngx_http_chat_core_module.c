@@ -208,6 +208,13 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       offsetof(ngx_http_chat_core_loc_conf_t, internal),
       NULL },
 
+    { ngx_string("chat_unprefixed"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_loc_conf_t, unprefixed),
+      NULL },
+
     { ngx_string("chat_health"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_chat_set_handler,
@@ -386,6 +393,7 @@ ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf)
     }
 
     clcf->internal = NGX_CONF_UNSET;
+    clcf->unprefixed = NGX_CONF_UNSET;
     clcf->cors_origins = NGX_CONF_UNSET_PTR;
 
     return clcf;
@@ -401,6 +409,7 @@ ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->service_name, prev->service_name,
                              "nginx-chat");
     ngx_conf_merge_value(conf->internal, prev->internal, 0);
+    ngx_conf_merge_value(conf->unprefixed, prev->unprefixed, 0);
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
 
     return NGX_CONF_OK;

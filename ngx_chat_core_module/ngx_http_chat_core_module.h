@@ -237,6 +237,7 @@ typedef struct {
 typedef struct {
     ngx_str_t                   service_name;
     ngx_flag_t                  internal;       /* service listener */
+    ngx_flag_t                  unprefixed;     /* "/auth/..." too */
     ngx_array_t                *cors_origins;   /* of ngx_str_t */
 } ngx_http_chat_core_loc_conf_t;
 

@@ -137,6 +137,7 @@ my @Table = (
 
     chat_service_name => location => [ '""', "\"a\tb\"" ], [ 'users' ],
     chat_internal => location => [ 'yes' ], [ 'on', 'off' ],
+    chat_unprefixed => location => [ 'yes' ], [ 'on', 'off' ],
 
     chat_health => location => [ 'now' ], [ '' ],
     chat_info => location => [ 'now' ], [ '' ],

@@ -111,6 +111,60 @@ $ChatStack::Base = $base;
     is($res->{status}, 401, 'the room stream is routed');
 }
 
+# the services' README paths (no /api) on the service listeners: the same
+# handler, the same answers; the gateway keeps /api only
+{
+    my %svc = (user => 'user', friend => 'friend', msg => 'msg',
+               notify => 'notify');
+    my $user = register_user();
+    my $token = login_user($user);
+    my %auth = (Authorization => "Bearer $token");
+
+    my @same = (
+        [user   => GET  => '/profile/me'],
+        [user   => GET  => "/users/$user->{id}"],
+        [user   => GET  => "/users/$user->{id}/exists"],
+        [user   => GET  => "/users/search?query=$user->{username}"],
+        [user   => GET  => '/users/0'],
+        [user   => PUT  => '/auth/login/json'],
+        [friend => GET  => '/friends/list'],
+        [friend => GET  => '/friends/requests'],
+        [friend => GET  => '/friends/search?query=zz'],
+        [msg    => GET  => '/chat-rooms'],
+        [msg    => GET  => '/chat-rooms/x'],
+        [msg    => GET  => '/messages/room/1/unread-count'],
+        [notify => GET  => '/notifications'],
+        [notify => POST => '/notifications/read'],
+    );
+
+    for my $c (@same) {
+        my ($svc, $method, $path) = @$c;
+        my $url = "http://127.0.0.1:$port{$svc}";
+        my $body = $method eq 'POST' ? '{}' : undef;
+        my %h = (%auth, $body ? ('Content-Type' => 'application/json') : ());
+        my $api = http_request($method, "$url/api$path", \%h, $body);
+        my $bare = http_request($method, "$url$path", \%h, $body);
+        ok(defined $bare->{status} && $bare->{status} == $api->{status}
+           && $bare->{body} eq $api->{body},
+           "$svc listener: $method $path answers as /api$path "
+           . "($api->{status})")
+            or diag("$bare->{status} $bare->{body}");
+    }
+
+    my $res = http_request(POST => "http://127.0.0.1:$port{user}/auth/login/json",
+                           { 'Content-Type' => 'application/json' },
+                           json_encode({ email => $user->{email},
+                                         password => $user->{password} }));
+    is($res->{status}, 200, 'user listener: POST /auth/login/json logs in');
+
+    $res = http_request(GET => "http://127.0.0.1:$port{msg}/nothing");
+    is($res->{status}, 404, 'an unknown path on a service listener: 404');
+    is($res->{body}, '{"detail":"Not Found"}', '... in JSON');
+
+    $res = http_request(GET => "$base/profile/me", \%auth);
+    is($res->{status}, 404, 'the gateway does not answer /profile/me');
+}
+
 # nginx's own rejections are JSON too
 {
     my $res = http_request(GET => "$base/api/users/%00");
