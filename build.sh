@@ -367,6 +367,7 @@ render_conf() {
         -e "s|@MONGO_PORT@|$CHAT_MONGO_PORT|g" \
         -e "s|@MONGO_DATABASE@|$CHAT_DATABASE|g" \
         -e "s|@JWT_SECRET@|$CHAT_JWT_SECRET|g" \
+        -e "s|@DEVELOPMENT@|chat_development on;|g" \
         -e "s|@RATE_LIMIT@|$rate|g" \
         -e "s|@RATE_BURST@|$((rate - 1))|g" \
         -e "s|@LIMIT_KEY@|$limit_key|g" \

@@ -19,6 +19,13 @@ static char *ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_chat_conf_where(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_chat_conf_where_t *where);
+static ngx_int_t ngx_http_chat_conf_credential(ngx_conf_t *cf,
+    const char *kind, ngx_str_t *value, ngx_http_chat_conf_where_t *where,
+    size_t min);
 static char *ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -140,16 +147,23 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
     { ngx_string("chat_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_chat_jwt_secret,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_chat_core_main_conf_t, jwt_secret),
-      &ngx_http_chat_conf_name_post },
+      0,
+      NULL },
 
     { ngx_string("chat_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_chat_jwt_secret_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chat_development"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, development),
       NULL },
 
     { ngx_string("chat_jwt_lifetime"),
@@ -312,6 +326,7 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->redis_db = NGX_CONF_UNSET;
     cmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->jwt_lifetime = NGX_CONF_UNSET;
+    cmcf->development = NGX_CONF_UNSET;
     cmcf->json_max_size = NGX_CONF_UNSET_SIZE;
     cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
     cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
@@ -378,7 +393,87 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_conf_init_value(cmcf->development, 0);
+
+    if (!cmcf->development
+        && (ngx_http_chat_conf_credential(cf, "secret", &cmcf->jwt_secret,
+                                          &cmcf->jwt_where, 32)
+            != NGX_OK
+            || ngx_http_chat_conf_credential(cf, "password",
+                                             &cmcf->mysql_password,
+                                             &cmcf->mysql_where, 0)
+               != NGX_OK))
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Credentials shipped as examples (conf/nginx.conf of ./build.sh's stack,
+ * the README, examples/nginx-chat.conf) are known to anyone who read them,
+ * and a token secret of a few bytes is guessed: both are refused unless
+ * "chat_development on" says the stack is for development.  Checked once
+ * the http block is read, so the flag may come anywhere in it.
+ */
+
+static ngx_str_t  ngx_http_chat_examples[] = {
+    ngx_string("change-me-nginx-chat-secret"),
+    ngx_string("chatpw"),
+    ngx_string("CHANGE-ME"),
+    ngx_null_string
+};
+
+
+static ngx_int_t
+ngx_http_chat_conf_credential(ngx_conf_t *cf, const char *kind,
+    ngx_str_t *value, ngx_http_chat_conf_where_t *where, size_t min)
+{
+    ngx_str_t   *e;
+    const char  *why;
+
+    if (value->len == 0) {
+        return NGX_OK;
+    }
+
+    why = NULL;
+
+    for (e = ngx_http_chat_examples; e->len; e++) {
+        if (e->len == value->len
+            && ngx_strncmp(e->data, value->data, e->len) == 0)
+        {
+            why = "is an example shipped with nginx-chat";
+            break;
+        }
+    }
+
+    if (why == NULL && value->len < min) {
+        why = "is shorter than 32 bytes";
+    }
+
+    if (why == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "chat: the %s of \"%V\" %s: make one with "
+                  "\"openssl rand -hex 32\" (or say \"chat_development on\" "
+                  "on a development stack) in %V:%ui",
+                  kind, &where->directive, why, &where->file, where->line);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_chat_conf_where(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_chat_conf_where_t *where)
+{
+    where->directive = cmd->name;
+    where->file = cf->conf_file->file.name;
+    where->line = cf->conf_file->line;
 }
 
 
@@ -555,6 +650,7 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "has a \"database=\" name longer than 64 characters";
     }
 
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->mysql_where);
     cmcf->configured = 1;
 
     return NGX_CONF_OK;
@@ -610,6 +706,7 @@ ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->mysql_where);
     cmcf->configured = 1;
 
     return NGX_CONF_OK;
@@ -738,6 +835,30 @@ ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
+ngx_http_chat_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (cmcf->jwt_secret.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    cmcf->jwt_secret = value[1];
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->jwt_where);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_chat_core_main_conf_t *cmcf = conf;
@@ -802,6 +923,7 @@ ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     cmcf->jwt_secret.data = p;
     cmcf->jwt_secret.len = n;
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->jwt_where);
 
     return NGX_CONF_OK;
 }

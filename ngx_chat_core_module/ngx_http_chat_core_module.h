@@ -190,6 +190,15 @@ struct ngx_http_chat_ctx_s {
 };
 
 
+/* where a directive was, for checks made once the http block is read */
+
+typedef struct {
+    ngx_str_t                   directive;
+    ngx_str_t                   file;
+    ngx_uint_t                  line;
+} ngx_http_chat_conf_where_t;
+
+
 typedef struct {
     /* MariaDB */
     ngx_str_t                   mysql_host;     /* numeric address */
@@ -224,6 +233,11 @@ typedef struct {
     /* JWT */
     ngx_str_t                   jwt_secret;
     time_t                      jwt_lifetime;
+
+    /* credentials shipped as examples are refused outside development */
+    ngx_flag_t                  development;
+    ngx_http_chat_conf_where_t  jwt_where;
+    ngx_http_chat_conf_where_t  mysql_where;
 
     size_t                      json_max_size;
     ngx_uint_t                  events_maxlen;

@@ -42,6 +42,7 @@ make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
         MONGO_DATABASE => ChatStack::mongo_database(),
         JWT_SECRET => $ENV{TEST_NGINX_JWT_SECRET}
                       // 'change-me-nginx-chat-secret',
+        DEVELOPMENT => 'chat_development on;',
         RATE_LIMIT => 10, RATE_BURST => 9,
         LIMIT_KEY => '$binary_remote_addr',
     );

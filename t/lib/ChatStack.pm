@@ -68,6 +68,7 @@ sub chat_http_config {
     chat_thread_pool chat_cpu;
     chat_mongo_thread_pool chat_mongo;
     chat_jwt_secret "@{[env('JWT_SECRET', 'change-me-nginx-chat-secret')]}";
+    chat_development on;
 EOF
 }
 
