@@ -72,7 +72,6 @@ static ngx_http_chat_conf_bounds_t  ngx_http_chat_circuit_cooldown_bounds = {
 };
 
 
-
 static ngx_command_t  ngx_http_chat_core_commands[] = {
 
     { ngx_string("chat_mysql"),

@@ -92,6 +92,7 @@ ngx_http_chat_op_fail(ngx_http_chat_op_t *op)
         ngx_http_chat_op_start(op);
     }
 
+    /* never sent: nothing for a breaker to learn */
     op->unjudged = 1;
 
     ngx_http_chat_op_post(op, NGX_ERROR);
