@@ -30,6 +30,8 @@ static char *ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_auth_error_style(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_chat_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf,
@@ -70,6 +72,10 @@ static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_keepalive_bounds = {
 
 static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_max_queue_bounds = {
     ngx_http_chat_conf_check_size, 4096, 0, "must be 4k or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_circuit_cooldown_bounds = {
+    ngx_http_chat_conf_check_msec, 100, 0, "must be 100ms or more"
 };
 
 
@@ -208,6 +214,27 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       offsetof(ngx_http_chat_core_main_conf_t, sse_max_queue),
       &ngx_http_chat_sse_max_queue_bounds },
 
+    { ngx_string("chat_circuit_failures"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, circuit_failures),
+      NULL },
+
+    { ngx_string("chat_circuit_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, circuit_cooldown),
+      &ngx_http_chat_circuit_cooldown_bounds },
+
+    { ngx_string("chat_auth_error_style"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_auth_error_style,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("chat_service_name"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -249,6 +276,20 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       ngx_http_chat_ready_handler },
+
+    { ngx_string("chat_health_services"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_health_services,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_health_circuits"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_circuits_handler },
 
     { ngx_string("chat_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -333,6 +374,8 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->sse_max_queue = NGX_CONF_UNSET_SIZE;
     cmcf->cpu_queue_size = NGX_CONF_UNSET_UINT;
     cmcf->cpu_queue_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->circuit_failures = NGX_CONF_UNSET_UINT;
+    cmcf->circuit_cooldown = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -357,6 +400,8 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
     ngx_conf_init_size_value(cmcf->sse_max_queue, 256 * 1024);
     ngx_conf_init_msec_value(cmcf->cpu_queue_timeout, 1000);
+    ngx_conf_init_uint_value(cmcf->circuit_failures, 5);
+    ngx_conf_init_msec_value(cmcf->circuit_cooldown, 5000);
 
     /* chat_cpu_queue_size stays unset for a default from the core count */
 
@@ -490,6 +535,7 @@ ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf)
     clcf->internal = NGX_CONF_UNSET;
     clcf->unprefixed = NGX_CONF_UNSET;
     clcf->cors_origins = NGX_CONF_UNSET_PTR;
+    clcf->auth_error_style = NGX_CONF_UNSET_UINT;
 
     return clcf;
 }
@@ -506,6 +552,8 @@ ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->internal, prev->internal, 0);
     ngx_conf_merge_value(conf->unprefixed, prev->unprefixed, 0);
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+    ngx_conf_merge_uint_value(conf->auth_error_style, prev->auth_error_style,
+                              NGX_HTTP_CHAT_AUTH_SERVICE);
 
     return NGX_CONF_OK;
 }
@@ -929,6 +977,36 @@ ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* nginx's enum setter names the value only, not the directive */
+
+static char *
+ngx_http_chat_auth_error_style(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chat_core_loc_conf_t *clcf = conf;
+
+    ngx_str_t  *value;
+
+    if (clcf->auth_error_style != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "service") == 0) {
+        clcf->auth_error_style = NGX_HTTP_CHAT_AUTH_SERVICE;
+
+    } else if (ngx_strcmp(value[1].data, "gateway") == 0) {
+        clcf->auth_error_style = NGX_HTTP_CHAT_AUTH_GATEWAY;
+
+    } else {
+        return "must be \"service\" or \"gateway\"";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 char *
 ngx_http_chat_conf_check_num(ngx_conf_t *cf, void *post, void *data)
 {
@@ -1157,7 +1235,8 @@ static ngx_int_t
 ngx_http_chat_core_postconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_chat_cors_init(cf) != NGX_OK
-        || ngx_http_chat_metrics_init(cf) != NGX_OK)
+        || ngx_http_chat_metrics_init(cf) != NGX_OK
+        || ngx_http_chat_circuit_init(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1176,6 +1255,8 @@ ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
     if (cmcf == NULL) {
         return NGX_OK;
     }
+
+    ngx_http_chat_circuit_init_process(cycle, cmcf);
 
     if (ngx_http_chat_mysql_init_process(cycle, cmcf) != NGX_OK
         || ngx_http_chat_redis_init_process(cycle, cmcf) != NGX_OK

@@ -48,6 +48,16 @@
 #define NGX_HTTP_CHAT_CONNECTING    1
 #define NGX_HTTP_CHAT_UP            2
 
+/* datastores, as their circuit breakers know them */
+#define NGX_HTTP_CHAT_MYSQL         0
+#define NGX_HTTP_CHAT_REDIS         1
+#define NGX_HTTP_CHAT_MONGO         2
+#define NGX_HTTP_CHAT_DATASTORES    3
+
+/* chat_auth_error_style */
+#define NGX_HTTP_CHAT_AUTH_SERVICE  0
+#define NGX_HTTP_CHAT_AUTH_GATEWAY  1
+
 
 typedef struct ngx_http_chat_ctx_s  ngx_http_chat_ctx_t;
 typedef struct ngx_http_chat_sse_s  ngx_http_chat_sse_t;
@@ -128,8 +138,13 @@ struct ngx_http_chat_op_s {
 
     ngx_queue_t                 queue;      /* the owner's list */
 
+    /* the breaker that judges the outcome: datastore + 1, 0: none */
+    ngx_uint_t                  circuit;
+
     unsigned                    active:1;
     unsigned                    cancelled:1;
+    unsigned                    probe:1;    /* the half-open breaker's */
+    unsigned                    unjudged:1; /* says nothing of the store */
 };
 
 
@@ -244,8 +259,21 @@ typedef struct {
     ngx_msec_t                  sse_keepalive;
     size_t                      sse_max_queue;
 
+    /* circuit breakers, one per datastore */
+    ngx_uint_t                  circuit_failures;   /* 0: off */
+    ngx_msec_t                  circuit_cooldown;
+
     ngx_uint_t                  configured;     /* any chat_* datastore */
 } ngx_http_chat_core_main_conf_t;
+
+
+/* a service that /health/services reports (chat_health_services) */
+
+typedef struct {
+    ngx_str_t                   name;           /* "user" */
+    ngx_str_t                   url;            /* its listener */
+    ngx_uint_t                  needs;          /* 1 << datastore */
+} ngx_http_chat_health_service_t;
 
 
 typedef struct {
@@ -253,6 +281,8 @@ typedef struct {
     ngx_flag_t                  internal;       /* service listener */
     ngx_flag_t                  unprefixed;     /* "/auth/..." too */
     ngx_array_t                *cors_origins;   /* of ngx_str_t */
+    ngx_uint_t                  auth_error_style;
+    ngx_array_t                *health_services;
 } ngx_http_chat_core_loc_conf_t;
 
 
@@ -384,6 +414,14 @@ ngx_int_t ngx_http_chat_op_cpu(ngx_http_chat_op_t *op,
     ngx_http_chat_thread_pt run, void *data);
 ngx_int_t ngx_http_chat_op_thread(ngx_http_chat_op_t *op,
     ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data);
+
+/* for the datastores, once they are sure to ask the datastore: NGX_OK, or
+ * NGX_DECLINED when its circuit is open and the operation was answered
+ * "unavailable" at once; unjudge() when what ends the operation is not
+ * the datastore's doing (a full queue of ours) */
+ngx_int_t ngx_http_chat_op_admit(ngx_http_chat_op_t *op,
+    ngx_uint_t datastore);
+void ngx_http_chat_op_unjudge(ngx_http_chat_op_t *op);
 
 /* work not started yet is withdrawn, a late result is dropped: the
  * handler still runs once, with NGX_ABORT */
@@ -518,6 +556,28 @@ ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
 void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
 
+
+/* circuit breakers (ngx_http_chat_circuit.c): state shared by the
+ * workers; verdict NGX_OK (the datastore answered), NGX_DECLINED (it
+ * failed or timed out), NGX_ABORT (nothing learnt) */
+
+ngx_int_t ngx_http_chat_circuit_init(ngx_conf_t *cf);
+void ngx_http_chat_circuit_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+ngx_int_t ngx_http_chat_circuit_allow(ngx_uint_t datastore,
+    ngx_uint_t *probe);
+void ngx_http_chat_circuit_report(ngx_uint_t datastore, ngx_int_t verdict,
+    ngx_uint_t probe);
+const char *ngx_http_chat_circuit_name(ngx_uint_t datastore);
+/* Retry-After for a 503 while a circuit is open */
+ngx_int_t ngx_http_chat_circuit_retry_after(ngx_http_request_t *r);
+u_char *ngx_http_chat_circuit_metrics(u_char *p, u_char *last);
+ngx_int_t ngx_http_chat_circuits_handler(ngx_http_request_t *r);
+
+/* the gateway's /health/services (ngx_http_chat_health.c) */
+
+char *ngx_http_chat_health_services(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);

@@ -369,21 +369,65 @@ ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
 }
 
 
+/*
+ * The services' 401, or on a listener with "chat_auth_error_style
+ * gateway" the original gateway's (API.md 7.2), which tells a request
+ * without a token from one whose token is no good.
+ */
+
 ngx_int_t
 ngx_http_chat_send_unauthorized(ngx_http_request_t *r)
 {
+    cJSON                          *json;
+    ngx_str_t                       arg;
+    const char                     *message;
+    ngx_http_chat_core_loc_conf_t  *lcf;
+
     if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
-                                     "Not authenticated");
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+    if (lcf->auth_error_style != NGX_HTTP_CHAT_AUTH_GATEWAY) {
+        return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
+                                         "Not authenticated");
+    }
+
+    /* the event streams take a token from access_token too */
+
+    if (r->headers_in.authorization == NULL
+        && ngx_http_arg(r, (u_char *) "access_token",
+                        sizeof("access_token") - 1, &arg)
+           != NGX_OK)
+    {
+        message = "Missing authentication token";
+
+    } else {
+        message = "Invalid or expired token";
+    }
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || cJSON_AddStringToObject(json, "error", "unauthorized") == NULL
+        || cJSON_AddStringToObject(json, "message", message) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_UNAUTHORIZED, json);
 }
 
+
+/* while a circuit is open, with the Retry-After of its cool-down */
 
 ngx_int_t
 ngx_http_chat_send_unavailable(ngx_http_request_t *r)
 {
+    if (ngx_http_chat_circuit_retry_after(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_chat_send_flat_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                  "database_error",
                                  "Database connection or operation failed");

@@ -298,7 +298,7 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
     }
 
     n = ngx_http_chat_metrics->nroutes;
-    size = 1024 + n * (NGX_HTTP_CHAT_METRICS_BUCKETS + 8) * 200;
+    size = 4096 + n * (NGX_HTTP_CHAT_METRICS_BUCKETS + 8) * 200;
 
     p = ngx_pnalloc(r->pool, size);
     if (p == NULL) {
@@ -307,6 +307,8 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
 
     out.data = p;
     last = p + size;
+
+    p = ngx_http_chat_circuit_metrics(p, last);
 
     p = ngx_slprintf(p, last,
             "# HELP chat_sse_streams Open event streams.\n"

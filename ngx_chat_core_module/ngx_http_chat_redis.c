@@ -181,6 +181,10 @@ ngx_http_chat_op_redis(ngx_http_chat_op_t *base, int argc, const char **argv,
     rc = NGX_DECLINED;
 
     if (rconn) {
+        if (ngx_http_chat_op_admit(base, NGX_HTTP_CHAT_REDIS) != NGX_OK) {
+            return NGX_OK;
+        }
+
         rc = ngx_http_chat_redis_conn_command(rconn,
                                               ngx_http_chat_redis_op_reply,
                                               op, argc, argv, argvlen);

@@ -159,6 +159,12 @@ my @Table = (
     chat_sse_keepalive => http => [ '0', '500ms', 'soon' ], [ '30s', '1s' ],
     chat_sse_max_queue => http => [ '0', '1k', 'big' ], [ '256k', '4k' ],
 
+    chat_circuit_failures => http => [ '-1', 'many' ], [ '5', '0' ],
+    chat_circuit_cooldown => http => [ '0', '50ms', 'soon' ],
+                                     [ '5s', '100ms' ],
+    chat_auth_error_style => location => [ 'original', '' ],
+                                         [ 'gateway', 'service' ],
+
     chat_service_name => location => [ '""', "\"a\tb\"" ], [ 'users' ],
     chat_internal => location => [ 'yes' ], [ 'on', 'off' ],
     chat_unprefixed => location => [ 'yes' ], [ 'on', 'off' ],
@@ -166,6 +172,20 @@ my @Table = (
     chat_health => location => [ 'now' ], [ '' ],
     chat_info => location => [ 'now' ], [ '' ],
     chat_ready => location => [ 'now' ], [ '' ],
+    chat_health_services => location => [
+        'user',
+        'user=',
+        'users=http://127.0.0.1:8005',
+        'user=ftp://127.0.0.1',
+        'user=http://',
+        'user=http:///path',
+        'user=http://a.example user=http://b.example',
+    ], [
+        'user=http://127.0.0.1:8005',
+        'user=http://127.0.0.1:8005 friend=http://127.0.0.1:8003 '
+        . 'chat=https://chat.example notification=http://[::1]:8004',
+    ],
+    chat_health_circuits => location => [ 'now' ], [ '' ],
     chat_metrics => location => [ 'now' ], [ '' ],
     chat_diagnostics => location => [ 'now' ], [ '' ],
 

@@ -2,7 +2,8 @@
 # rate limit, on ports of its own.  Routing to every service, the service
 # listeners, the rate limit (JSON 429 with Retry-After), request ids,
 # security headers, CORS preflight without a token, nginx's own errors as
-# JSON.
+# JSON, the original gateway's 401 bodies on the gateway and the services'
+# on their listeners, /health/services and /health/circuits.
 
 use strict;
 use warnings;
@@ -93,14 +94,45 @@ $ChatStack::Base = $base;
            "$svc listener health");
     }
 
-    for my $path ('/api/auth/logout', '/api/profile/me', '/api/users/1',
-                  '/api/friends/list', '/api/chat-rooms',
-                  '/api/messages/1')
+    # the original gateway's 401 (API.md 7.2): no token, or a bad one
+    my $missing = '{"error":"unauthorized","message":"Missing '
+                  . 'authentication token"}';
+    my $invalid = '{"error":"unauthorized","message":"Invalid or expired '
+                  . 'token"}';
+    my $expired = make_jwt({ alg => 'HS256', typ => 'JWT' },
+                           { sub => '1', type => 'access',
+                             exp => time() - 60 },
+                           $ENV{TEST_NGINX_JWT_SECRET}
+                           // 'change-me-nginx-chat-secret');
+
+    for my $case (['/api/auth/logout'], ['/api/profile/me'],
+                  ['/api/users/1'], ['/api/friends/list', 'not-a-token'],
+                  ['/api/chat-rooms', $expired],
+                  ['/api/messages/1', 'a.b.c'])
     {
+        my ($path, $token) = @$case;
         $res = http_request($path eq '/api/auth/logout' ? 'POST' : 'GET',
-                            "$base$path");
-        is($res->{status}, 401, "$path is routed (401 without a token)");
-        is($res->{body}, '{"detail":"Not authenticated"}', '... in JSON');
+                            "$base$path",
+                            $token ? { Authorization => "Bearer $token" }
+                                   : {});
+        is($res->{status}, 401, "$path is routed (401 "
+           . ($token ? 'with a bad token)' : 'without a token)'));
+        is($res->{body}, $token ? $invalid : $missing,
+           '... in the gateway shape');
+    }
+
+    # the services' listeners keep the services' body
+    for my $case ([user => '/api/profile/me'],
+                  [friend => '/api/friends/list'],
+                  [msg => '/api/chat-rooms'],
+                  [notify => '/api/notifications'])
+    {
+        my ($svc, $path) = @$case;
+        $res = http_request(GET => "http://127.0.0.1:$port{$svc}$path",
+                            { Authorization => 'Bearer not-a-token' });
+        is($res->{status}, 401, "$svc listener: $path 401");
+        is($res->{body}, '{"detail":"Not authenticated"}',
+           '... in the service shape');
     }
 
     $res = http_request(GET => "$base/api/nothing");
@@ -108,8 +140,41 @@ $ChatStack::Base = $base;
     is($res->{body}, '{"detail":"No service found for path: /api/nothing"}',
        '... in the gateway shape');
 
-    $res = http_request(GET => "$base/api/messages/stream/1");
+    $res = http_request(GET => "$base/api/messages/stream/1?access_token=x");
     is($res->{status}, 401, 'the room stream is routed');
+    is($res->{body}, $invalid, '... a bad query token: the gateway shape');
+}
+
+# the gateway's health of the services and its circuit breakers, public
+{
+    my $res;
+    for (1 .. 50) {
+        $res = http_request(GET => "$base/health/services");
+        last if ($res->{status} // 0) == 200;
+        sleep 0.2;
+    }
+
+    is($res->{status}, 200, '/health/services: 200 with every datastore up');
+    is($res->{body}, '{"gateway":"healthy","services":{'
+       . join(',', map {
+             my ($name, $svc) = @$_;
+             qq("$name":{"status":"healthy",)
+             . qq("url":"http://127.0.0.1:$port{$svc}"})
+         } [user => 'user'], [friend => 'friend'], [chat => 'msg'],
+           [notification => 'notify'])
+       . '}}', '... naming each service listener');
+    is($res->{headers}{'x-request-id'} ? 1 : 0, 1, '... a gateway response');
+
+    $res = http_request(GET => "$base/health/circuits");
+    is($res->{status}, 200, '/health/circuits: 200');
+    my $c = json_decode($res->{body}) // {};
+    is_deeply([sort keys %$c], [qw(mongodb mysql redis)],
+              '... a breaker per datastore');
+    is_deeply($c->{redis}, { state => 'closed', failure_count => 0,
+                             retry_after => 0 }, '... closed');
+
+    $res = http_request(POST => "$base/health/circuits");
+    is($res->{status}, 405, '... GET only');
 }
 
 # the services' README paths (no /api) on the service listeners: the same
@@ -185,11 +250,17 @@ $ChatStack::Base = $base;
 
 # the rate limit: 10 a minute here, the 11th within it is a JSON 429
 {
-    my @status = map {
-        http_request(GET => "$base/api/users/search?query=x")->{status}
+    my @res = map {
+        http_request(GET => "$base/api/users/search?query=x")
     } 1 .. 14;
+    my @status = map { $_->{status} } @res;
     my $limited = grep { $_ == 429 } @status;
     cmp_ok($limited, '>=', 1, "rate limited after the burst (@status)");
+
+    # optional authentication at the original gateway (API.md 7.2)
+    is($res[0]{status}, 401, 'users/search without a token: 401');
+    is($res[0]{body}, '{"detail":"Not authenticated"}',
+       '... from the user service, in its shape');
 
     my $res = http_request(GET => "$base/api/users/search?query=x");
     is($res->{status}, 429, 'then every request is a 429');
@@ -198,8 +269,10 @@ $ChatStack::Base = $base;
                      . 'requests. Please slow down.","retry_after":60}',
        'the contract body');
 
-    $res = http_request(GET => "$base/health");
-    is($res->{status}, 200, '/health is not limited');
+    for my $path ('/health', '/health/services', '/health/circuits') {
+        $res = http_request(GET => "$base$path");
+        is($res->{status}, 200, "$path is not limited");
+    }
 }
 
 {
