@@ -56,7 +56,7 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
-    liburi-perl valgrind libnginx-mod-nchan"
+    liburi-perl valgrind libnginx-mod-nchan python3-pymongo"
 
 # the MongoDB-wire-compatible in-memory server used where no mongod exists
 CONGO_PKG="@push.rocks/smartmongo@2.2.0"
