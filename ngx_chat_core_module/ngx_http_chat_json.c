@@ -142,7 +142,7 @@ ngx_http_chat_json_digits(cJSON *item, u_char **pp, u_char *last)
             }
         }
 
-        if (p == last) {
+        if (p >= last) {
             return NGX_ERROR;
         }
 

@@ -173,7 +173,7 @@ ngx_http_chat_friend_requests_done(ngx_http_request_t *r,
                                    ngx_http_chat_friend_cell_int(&row[1]))
             == NULL
             || ngx_http_chat_json_num(item, "user_id",
-                                     ngx_http_chat_friend_cell_int(&row[2]))
+                                      ngx_http_chat_friend_cell_int(&row[2]))
                == NULL
             || ngx_http_chat_json_str(item, "username", &row[3]) == NULL
             || cJSON_AddStringToObject(item, "email", "") == NULL

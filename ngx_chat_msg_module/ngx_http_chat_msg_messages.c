@@ -462,10 +462,8 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "message_id", &m->id) == NULL
-        || ngx_http_chat_json_num(fields, "room_id", m->room_id)
-           == NULL
-        || ngx_http_chat_json_num(fields, "user_id", m->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "room_id", m->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", m->user_id) == NULL
         || ngx_http_chat_json_str(fields, "username", username) == NULL
         || ngx_http_chat_json_str(fields, "content", &m->content) == NULL
         || ngx_http_chat_json_str(fields, "message_type", &m->message_type)
@@ -777,8 +775,7 @@ ngx_http_chat_msg_page_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     n = cJSON_GetArraySize(list);
 
-    if (ngx_http_chat_json_num(json, "total_count", op->count)
-        == NULL
+    if (ngx_http_chat_json_num(json, "total_count", op->count) == NULL
         || cJSON_AddBoolToObject(json, "has_more",
                                  op->count > op->skip
                                  && (uint64_t) (op->count - op->skip) > n)
@@ -1291,10 +1288,8 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     fields = ngx_http_chat_json_object(r);
     if (fields == NULL
-        || ngx_http_chat_json_num(fields, "room_id", op->room_id)
-           == NULL
-        || ngx_http_chat_json_num(fields, "user_id", op->user_id)
-           == NULL)
+        || ngx_http_chat_json_num(fields, "room_id", op->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", op->user_id) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1324,8 +1319,7 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     json = ngx_http_chat_json_object(r);
     if (json == NULL
         || cJSON_AddBoolToObject(json, "success", 1) == NULL
-        || ngx_http_chat_json_num(json, "read_count", op->count)
-           == NULL
+        || ngx_http_chat_json_num(json, "read_count", op->count) == NULL
         || cJSON_AddStringToObject(json, "message", (char *) msg) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1391,8 +1385,7 @@ ngx_http_chat_msg_unread_done(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || ngx_http_chat_json_num(json, "unread_count",
-                                  bson_iter_as_int64(&it))
+        || ngx_http_chat_json_num(json, "unread_count", bson_iter_as_int64(&it))
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1736,8 +1729,7 @@ ngx_http_chat_msg_edit_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     if (data == NULL
         || ngx_http_chat_json_str(data, "message_id", &m->id) == NULL
-        || ngx_http_chat_json_num(data, "room_id", m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(data, "room_id", m->room_id) == NULL
         || ngx_http_chat_json_str(data, "content", &m->content) == NULL
         || ngx_http_chat_msg_json_time(data, "edited_at", m->edited_at)
            == NULL
@@ -1874,11 +1866,8 @@ ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "message_id", &m->id) == NULL
-        || ngx_http_chat_json_num(fields, "room_id", m->room_id)
-           == NULL
-        || ngx_http_chat_json_num(fields, "deleted_by",
-                                  ctx->user_id)
-           == NULL)
+        || ngx_http_chat_json_num(fields, "room_id", m->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "deleted_by", ctx->user_id) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -692,10 +692,8 @@ ngx_http_chat_msg_json(ngx_http_request_t *r, cJSON *parent,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || ngx_http_chat_json_num(json, "user_id", m->user_id)
-           == NULL
-        || ngx_http_chat_json_num(json, "room_id", m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "private") == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
@@ -736,11 +734,9 @@ ngx_http_chat_msg_new_message(ngx_http_request_t *r, ngx_http_chat_msg_t *m,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || ngx_http_chat_json_num(json, "user_id", m->user_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
         || ngx_http_chat_json_str(json, "username", username) == NULL
-        || ngx_http_chat_json_num(json, "room_id", m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
            == NULL)

@@ -421,12 +421,8 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
     }
 
     if (ngx_http_chat_json_num(json, "id", room->id) == NULL
-        || ngx_http_chat_json_num(json, "user_1_id",
-                                  room->user_1_id)
-           == NULL
-        || ngx_http_chat_json_num(json, "user_2_id",
-                                  room->user_2_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_1_id", room->user_1_id) == NULL
+        || ngx_http_chat_json_num(json, "user_2_id", room->user_2_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "direct") == NULL
         || ngx_http_chat_json_sql_time(json, "created_at", &room->created_at)
            == NULL
@@ -471,8 +467,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
 
         if (lm == NULL
             || ngx_http_chat_json_str(lm, "id", &last->id) == NULL
-            || ngx_http_chat_json_num(lm, "user_id", last->user_id)
-               == NULL
+            || ngx_http_chat_json_num(lm, "user_id", last->user_id) == NULL
             || ngx_http_chat_json_str(lm, "content", &last->content) == NULL
             || ngx_http_chat_json_str(lm, "message_type",
                                       &last->message_type)
@@ -484,9 +479,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
         }
     }
 
-    if (ngx_http_chat_json_num(json, "unread_count", unread)
-        == NULL)
-    {
+    if (ngx_http_chat_json_num(json, "unread_count", unread) == NULL) {
         return NULL;
     }
 

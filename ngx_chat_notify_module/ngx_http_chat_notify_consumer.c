@@ -1455,8 +1455,7 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "notification_id", &id) == NULL
-        || ngx_http_chat_json_num(fields, "user_id", job->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "user_id", job->user_id) == NULL
         || cJSON_AddItemReferenceToObject(fields, "type",
                                  cJSON_GetObjectItemCaseSensitive(data, "type"))
            == 0)

@@ -826,8 +826,7 @@ ngx_http_chat_user_login_done(ngx_http_request_t *r,
     if (json == NULL
         || ngx_http_chat_json_str(json, "access_token", &uctx->token) == NULL
         || cJSON_AddStringToObject(json, "token_type", "bearer") == NULL
-        || ngx_http_chat_json_num(json, "expires_in",
-                                  cmcf->jwt_lifetime)
+        || ngx_http_chat_json_num(json, "expires_in", cmcf->jwt_lifetime)
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
