@@ -58,7 +58,7 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
-    liburi-perl valgrind libnginx-mod-nchan"
+    liburi-perl valgrind libnginx-mod-nchan python3-pymongo"
 # what building the Debian packages needs besides (deb); the suite builds,
 # checks (lintian) and installs them
 DEB_PACKAGES="debhelper dpkg-dev lintian"

@@ -309,6 +309,9 @@ ngx_int_t ngx_http_chat_query_arg(ngx_http_request_t *r, const char *name,
 cJSON *ngx_http_chat_json_object(ngx_http_request_t *r);
 cJSON *ngx_http_chat_json_array(ngx_http_request_t *r);
 cJSON *ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len);
+cJSON *ngx_http_chat_json_decode(u_char *p, size_t len);
+ngx_int_t ngx_http_chat_json_int64(cJSON *item, int64_t *n);
+cJSON *ngx_http_chat_json_num(cJSON *obj, const char *name, int64_t n);
 cJSON *ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s);
 cJSON *ngx_http_chat_json_nstr(cJSON *obj, const char *name, ngx_str_t *s);
 ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,

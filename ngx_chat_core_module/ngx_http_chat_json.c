@@ -11,6 +11,11 @@
 static void ngx_http_chat_json_cleanup(void *data);
 static cJSON *ngx_http_chat_json_track(ngx_http_request_t *r, cJSON *json);
 static cJSON *ngx_http_chat_json_string(ngx_str_t *s);
+static ngx_int_t ngx_http_chat_json_digits(cJSON *item, u_char **pp,
+    u_char *last);
+static cJSON *ngx_http_chat_json_add(cJSON *obj, const char *name,
+    cJSON *item);
+static void ngx_http_chat_json_raw(cJSON *item);
 
 
 static void
@@ -61,8 +66,207 @@ ngx_http_chat_json_array(ngx_http_request_t *r)
 cJSON *
 ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
 {
-    return ngx_http_chat_json_track(r,
-                                    cJSON_ParseWithLength((char *) p, len));
+    return ngx_http_chat_json_track(r, ngx_http_chat_json_decode(p, len));
+}
+
+
+/*
+ * cJSON keeps a number as a double, exact only up to 2^53, and ids go up
+ * to 2^63-1: the digits of every integer literal are kept beside its
+ * number, in the node's otherwise unused valuestring (cJSON_Delete() and
+ * cJSON_Duplicate() handle it), and ngx_http_chat_json_int64() reads
+ * them.  The caller frees the tree with cJSON_Delete().
+ */
+
+cJSON *
+ngx_http_chat_json_decode(u_char *p, size_t len)
+{
+    cJSON   *json;
+    u_char  *pos;
+
+    json = cJSON_ParseWithLength((char *) p, len);
+    if (json == NULL) {
+        return NULL;
+    }
+
+    pos = p;
+
+    if (ngx_http_chat_json_digits(json, &pos, p + len) != NGX_OK) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+
+    return json;
+}
+
+
+/*
+ * The tree's numbers, depth first, are the text's number tokens in their
+ * order: strings are skipped, and only a number or a string may hold a
+ * digit or a minus sign in valid JSON.  cJSON bounds the nesting.
+ */
+
+static ngx_int_t
+ngx_http_chat_json_digits(cJSON *item, u_char **pp, u_char *last)
+{
+    u_char      *p, *start;
+    ngx_uint_t   integer;
+
+    for ( /* void */ ; item; item = item->next) {
+
+        if (!cJSON_IsNumber(item)) {
+            if (item->child
+                && ngx_http_chat_json_digits(item->child, pp, last)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        for (p = *pp; p < last; p++) {
+
+            if (*p == '"') {
+                for (p++; p < last && *p != '"'; p++) {
+                    if (*p == '\\') {
+                        p++;
+                    }
+                }
+
+                continue;
+            }
+
+            if (*p == '-' || (*p >= '0' && *p <= '9')) {
+                break;
+            }
+        }
+
+        if (p >= last) {
+            return NGX_ERROR;
+        }
+
+        start = p;
+        integer = 1;
+
+        for (p++; p < last; p++) {
+            if (*p >= '0' && *p <= '9') {
+                continue;
+            }
+
+            if (*p != '.' && *p != 'e' && *p != 'E' && *p != '+'
+                && *p != '-')
+            {
+                break;
+            }
+
+            integer = 0;
+        }
+
+        *pp = p;
+
+        if (!integer || item->valuestring) {
+            continue;
+        }
+
+        item->valuestring = cJSON_malloc(p - start + 1);
+        if (item->valuestring == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(item->valuestring, start, p - start);
+        item->valuestring[p - start] = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A number as int64: NGX_OK, NGX_DECLINED when it has a fractional part,
+ * NGX_ERROR when it is out of range (or beyond 2^53 without its digits).
+ */
+
+ngx_int_t
+ngx_http_chat_json_int64(cJSON *item, int64_t *n)
+{
+    double     d;
+    ngx_str_t  s;
+
+    if (item->valuestring) {
+        s.data = (u_char *) item->valuestring;
+        s.len = ngx_strlen(item->valuestring);
+
+        return ngx_http_chat_parse_id(&s, n);
+    }
+
+    d = item->valuedouble;
+
+    /* beyond 2^53 a double no longer holds every integer */
+
+    if (d >= 9007199254740992.0 || d <= -9007199254740992.0 || d != d) {
+        return NGX_ERROR;
+    }
+
+    if (d != (double) (int64_t) d) {
+        return NGX_DECLINED;
+    }
+
+    *n = (int64_t) d;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An integer printed exactly: cJSON would print its double, so the digits
+ * go in as a raw value (the events' printer takes raw values as they are)
+ */
+
+cJSON *
+ngx_http_chat_json_num(cJSON *obj, const char *name, int64_t n)
+{
+    u_char  buf[NGX_INT64_LEN + 1];
+
+    *ngx_sprintf(buf, "%L", n) = '\0';
+
+    return ngx_http_chat_json_add(obj, name, cJSON_CreateRaw((char *) buf));
+}
+
+
+/* a copy of the input echoed in an error: its integers as they came */
+
+static void
+ngx_http_chat_json_raw(cJSON *item)
+{
+    if (cJSON_IsNumber(item) && item->valuestring) {
+        item->type = cJSON_Raw;
+        return;
+    }
+
+    for (item = item->child; item; item = item->next) {
+        ngx_http_chat_json_raw(item);
+    }
+}
+
+
+/* item into an array, or into an object as name; obj NULL: item alone */
+
+static cJSON *
+ngx_http_chat_json_add(cJSON *obj, const char *name, cJSON *item)
+{
+    if (item == NULL || obj == NULL) {
+        return item;
+    }
+
+    if (cJSON_IsArray(obj)) {
+        cJSON_AddItemToArray(obj, item);
+
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+
+    return item;
 }
 
 
@@ -98,21 +302,7 @@ ngx_http_chat_json_string(ngx_str_t *s)
 cJSON *
 ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s)
 {
-    cJSON  *item;
-
-    item = ngx_http_chat_json_string(s);
-    if (item == NULL) {
-        return NULL;
-    }
-
-    if (cJSON_IsArray(obj)) {
-        cJSON_AddItemToArray(obj, item);
-
-    } else {
-        cJSON_AddItemToObject(obj, name, item);
-    }
-
-    return item;
+    return ngx_http_chat_json_add(obj, name, ngx_http_chat_json_string(s));
 }
 
 
@@ -514,6 +704,9 @@ ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
 
     if (input == NULL) {
         input = cJSON_CreateNull();
+
+    } else {
+        ngx_http_chat_json_raw(input);
     }
 
     cJSON_AddItemToObject(item, "input", input);

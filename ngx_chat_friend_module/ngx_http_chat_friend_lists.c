@@ -79,8 +79,8 @@ ngx_http_chat_friend_list_done(ngx_http_request_t *r,
 
         /* the original never fills in the friend's email */
 
-        if (cJSON_AddNumberToObject(item, "user_id",
-                                    ngx_http_chat_friend_cell_int(&row[0]))
+        if (ngx_http_chat_json_num(item, "user_id",
+                                   ngx_http_chat_friend_cell_int(&row[0]))
             == NULL
             || ngx_http_chat_json_str(item, "username", &row[1]) == NULL
             || cJSON_AddStringToObject(item, "email", "") == NULL
@@ -169,11 +169,11 @@ ngx_http_chat_friend_requests_done(ngx_http_request_t *r,
             cJSON_AddItemToArray(received, item);
         }
 
-        if (cJSON_AddNumberToObject(item, "friendship_id",
-                                    ngx_http_chat_friend_cell_int(&row[1]))
+        if (ngx_http_chat_json_num(item, "friendship_id",
+                                   ngx_http_chat_friend_cell_int(&row[1]))
             == NULL
-            || cJSON_AddNumberToObject(item, "user_id",
-                                     ngx_http_chat_friend_cell_int(&row[2]))
+            || ngx_http_chat_json_num(item, "user_id",
+                                      ngx_http_chat_friend_cell_int(&row[2]))
                == NULL
             || ngx_http_chat_json_str(item, "username", &row[3]) == NULL
             || cJSON_AddStringToObject(item, "email", "") == NULL
@@ -280,8 +280,8 @@ ngx_http_chat_friend_search_done(ngx_http_request_t *r,
 
         /* UserProfile (API.md 2.8) */
 
-        if (cJSON_AddNumberToObject(item, "id",
-                                    ngx_http_chat_friend_cell_int(&row[0]))
+        if (ngx_http_chat_json_num(item, "id",
+                                   ngx_http_chat_friend_cell_int(&row[0]))
             == NULL
             || ngx_http_chat_json_str(item, "username", &row[1]) == NULL
             || ngx_http_chat_json_nstr(item, "display_name", &row[2]) == NULL
@@ -303,7 +303,7 @@ ngx_http_chat_friend_search_done(ngx_http_request_t *r,
         total = ngx_http_chat_friend_cell_int(&res->cells[6]);
     }
 
-    if (cJSON_AddNumberToObject(json, "total_count", total) == NULL) {
+    if (ngx_http_chat_json_num(json, "total_count", total) == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

@@ -454,8 +454,7 @@ ngx_http_chat_friend_cancelled(ngx_http_request_t *r,
         || cJSON_AddStringToObject(json, "message",
                                    "Friend request cancelled successfully")
            == NULL
-        || cJSON_AddNumberToObject(json, "target_user_id", f->addressee)
-           == NULL)
+        || ngx_http_chat_json_num(json, "target_user_id", f->addressee) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -474,9 +473,9 @@ ngx_http_chat_friend_send_friendship(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || cJSON_AddNumberToObject(json, "id", f->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id_1", f->requester) == NULL
-        || cJSON_AddNumberToObject(json, "user_id_2", f->addressee) == NULL
+        || ngx_http_chat_json_num(json, "id", f->id) == NULL
+        || ngx_http_chat_json_num(json, "user_id_1", f->requester) == NULL
+        || ngx_http_chat_json_num(json, "user_id_2", f->addressee) == NULL
         || cJSON_AddStringToObject(json, "status", state) == NULL
         || ngx_http_chat_json_sql_time(json, "created_at", &f->created_at)
            == NULL
@@ -505,17 +504,14 @@ ngx_http_chat_friend_event(ngx_http_request_t *r, ngx_http_chat_friend_t *f,
     fields = ngx_http_chat_json_object(r);
 
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "friendship_id",
-                                   named ? f->id : 0)
+        || ngx_http_chat_json_num(fields, "friendship_id", named ? f->id : 0)
            == NULL
-        || cJSON_AddNumberToObject(fields, "requester_id", f->requester)
-           == NULL
+        || ngx_http_chat_json_num(fields, "requester_id", f->requester) == NULL
         || (named
             && ngx_http_chat_json_str(fields, "requester_name",
                                       &f->requester_name)
                == NULL)
-        || cJSON_AddNumberToObject(fields, "addressee_id", f->addressee)
-           == NULL
+        || ngx_http_chat_json_num(fields, "addressee_id", f->addressee) == NULL
         || (named
             && ngx_http_chat_json_str(fields, "addressee_name",
                                       &f->addressee_name)

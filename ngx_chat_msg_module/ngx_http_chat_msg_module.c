@@ -296,7 +296,8 @@ ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r, const char *name,
 
     errors = ngx_http_chat_app_invalid(r, NULL, name,
                                        "Must be a positive integer",
-                                       cJSON_CreateNumber((double) value));
+                                       ngx_http_chat_json_num(NULL, NULL,
+                                                              value));
     if (errors == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -691,10 +692,8 @@ ngx_http_chat_msg_json(ngx_http_request_t *r, cJSON *parent,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) m->user_id)
-           == NULL
-        || cJSON_AddNumberToObject(json, "room_id", (double) m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "private") == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
@@ -735,11 +734,9 @@ ngx_http_chat_msg_new_message(ngx_http_request_t *r, ngx_http_chat_msg_t *m,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) m->user_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
         || ngx_http_chat_json_str(json, "username", username) == NULL
-        || cJSON_AddNumberToObject(json, "room_id", (double) m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
            == NULL)
@@ -860,7 +857,8 @@ ngx_http_chat_msg_indexes(mongoc_database_t *db, bson_error_t *error)
 
     static const char  *json[] = {
         "{\"createIndexes\":\"messages\",\"indexes\":["
-        "{\"key\":{\"room_id\":1,\"seq\":-1},\"name\":\"room_id_1_seq_-1\"},"
+        "{\"key\":{\"room_id\":1,\"created_at\":-1,\"_id\":-1},"
+        "\"name\":\"room_id_1_created_at_-1__id_-1\"},"
         "{\"key\":{\"room_id\":1,\"created_at\":-1},"
         "\"name\":\"room_id_1_created_at_-1\"},"
         "{\"key\":{\"user_id\":1,\"created_at\":-1},"

@@ -420,13 +420,9 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
         cJSON_AddItemToArray(parent, json);
     }
 
-    if (cJSON_AddNumberToObject(json, "id", (double) room->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_1_id",
-                                   (double) room->user_1_id)
-           == NULL
-        || cJSON_AddNumberToObject(json, "user_2_id",
-                                   (double) room->user_2_id)
-           == NULL
+    if (ngx_http_chat_json_num(json, "id", room->id) == NULL
+        || ngx_http_chat_json_num(json, "user_1_id", room->user_1_id) == NULL
+        || ngx_http_chat_json_num(json, "user_2_id", room->user_2_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "direct") == NULL
         || ngx_http_chat_json_sql_time(json, "created_at", &room->created_at)
            == NULL
@@ -452,7 +448,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
 
         cJSON_AddItemToArray(list, p);
 
-        if (cJSON_AddNumberToObject(p, "id", (double) id[i]) == NULL
+        if (ngx_http_chat_json_num(p, "id", id[i]) == NULL
             || ngx_http_chat_json_str(p, "username",
                                    ngx_http_chat_msg_username(room, id[i]))
                == NULL)
@@ -471,8 +467,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
 
         if (lm == NULL
             || ngx_http_chat_json_str(lm, "id", &last->id) == NULL
-            || cJSON_AddNumberToObject(lm, "user_id", (double) last->user_id)
-               == NULL
+            || ngx_http_chat_json_num(lm, "user_id", last->user_id) == NULL
             || ngx_http_chat_json_str(lm, "content", &last->content) == NULL
             || ngx_http_chat_json_str(lm, "message_type",
                                       &last->message_type)
@@ -484,9 +479,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
         }
     }
 
-    if (cJSON_AddNumberToObject(json, "unread_count", (double) unread)
-        == NULL)
-    {
+    if (ngx_http_chat_json_num(json, "unread_count", unread) == NULL) {
         return NULL;
     }
 
@@ -565,7 +558,6 @@ ngx_http_chat_msg_last_run(mongoc_collection_t *msgs, int64_t room_id,
 
     bson_init(&opts);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "seq", -1);
     BSON_APPEND_INT32(&sort, "created_at", -1);
     BSON_APPEND_INT32(&sort, "_id", -1);
     bson_append_document_end(&opts, &sort);

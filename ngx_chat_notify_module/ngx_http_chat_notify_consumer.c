@@ -312,7 +312,7 @@ ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
         }
     }
 
-    event = value ? cJSON_ParseWithLength((char *) value->data, value->len)
+    event = value ? ngx_http_chat_json_decode(value->data, value->len)
                   : NULL;
 
     if (event == NULL || !cJSON_IsObject(event)) {
@@ -633,22 +633,16 @@ ngx_http_chat_notify_append_str(bson_t *doc, const char *key, ngx_str_t *s)
 static ngx_int_t
 ngx_http_chat_notify_int(cJSON *event, const char *name, int64_t *value)
 {
-    double  d;
     cJSON  *item;
 
     item = cJSON_GetObjectItemCaseSensitive(event, name);
 
-    if (!cJSON_IsNumber(item)) {
+    if (!cJSON_IsNumber(item)
+        || ngx_http_chat_json_int64(item, value) != NGX_OK
+        || *value < 1)
+    {
         return NGX_ERROR;
     }
-
-    d = item->valuedouble;
-
-    if (d < 1 || d >= 9007199254740992.0 || d != (double) (int64_t) d) {
-        return NGX_ERROR;
-    }
-
-    *value = (int64_t) d;
 
     return NGX_OK;
 }
@@ -1461,8 +1455,7 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "notification_id", &id) == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", (double) job->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "user_id", job->user_id) == NULL
         || cJSON_AddItemReferenceToObject(fields, "type",
                                  cJSON_GetObjectItemCaseSensitive(data, "type"))
            == 0)

@@ -122,7 +122,7 @@ ngx_http_chat_user_search_done(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (cJSON_AddNumberToObject(json, "total_count", (double) total) == NULL)
+    if (ngx_http_chat_json_num(json, "total_count", total) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -156,7 +156,8 @@ ngx_http_chat_user_get(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     if (id <= 0) {
         errors = ngx_http_chat_app_invalid(r, NULL, "user_id",
                                            "Must be a positive integer",
-                                           cJSON_CreateNumber((double) id));
+                                           ngx_http_chat_json_num(NULL, NULL,
+                                                                  id));
         if (errors == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -488,7 +489,7 @@ ngx_http_chat_user_exists_done(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) uctx->id) == NULL
+        || ngx_http_chat_json_num(json, "user_id", uctx->id) == NULL
         || cJSON_AddBoolToObject(json, "exists",
                                  res->cells[0].data[0] != '0')
            == NULL)
