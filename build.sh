@@ -455,7 +455,7 @@ run_tests() {
 
     cd "$TOP"
     local rc=0
-    prove -I t/harness -I t/lib -r "${@:-t/}" || rc=$?
+    prove -I t/lib -r "${@:-t/}" || rc=$?
     stop_pidfile "$WORK/nginx-test/logs/nginx.pid" QUIT
     return $rc
 }

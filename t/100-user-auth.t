@@ -1,7 +1,7 @@
 # User service, /api/auth: register (U1), login as form and JSON (U2, U3),
 # logout (U4), with every error the contract lists.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 our $Name = unique_name('al');
@@ -17,11 +17,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 

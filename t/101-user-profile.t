@@ -1,7 +1,7 @@
 # User service, /api/profile: the caller's profile (U5, U6), another
 # user's (U13), and the profile image (U14).
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 use Test::Nginx::Chat;
 
@@ -45,11 +45,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 

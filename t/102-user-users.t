@@ -1,7 +1,7 @@
 # User service, /api/users: search (U7), lookups (U8, U9), the
 # service-to-service endpoints (U10, U11) and where they answer.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 # names that only this run's users match
@@ -16,11 +16,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 
