@@ -9,7 +9,10 @@ $ENV{TEST_NGINX_NAME} = $Name;
 $ENV{TEST_NGINX_EMAIL} = "$Name\@example.com";
 $ENV{TEST_NGINX_UPPER_EMAIL} = "$Name\@EXAMPLE.COM";
 
+# the images' directory (made at start) inside html/: Test::Nginx::Socket
+# removes only the directories it made itself from the server root
 our $Config = <<'EOF';
+chat_user_upload_dir html/uploads;
 location /api/ { chat_user; }
 EOF
 

@@ -7,7 +7,10 @@ use ChatStack;
 # names that only this run's users match
 our $Tag = unique_name('q');
 
+# the images' directory (made at start) inside html/: Test::Nginx::Socket
+# removes only the directories it made itself from the server root
 our $Config = <<'EOF';
+chat_user_upload_dir html/uploads;
 location /api/ { chat_user; }
 location /internal/ { chat_internal on; rewrite ^/internal(/.*)$ $1 break; chat_user; }
 EOF
