@@ -26,7 +26,10 @@ sub import {
     $Harness = upstream() ? 'Test::Nginx::Socket'
                           : 'Test::Nginx::Chat::Socket';
     (my $file = "$Harness.pm") =~ s{::}{/}g;
-    require $file;
+    eval { require $file; 1 } or die upstream()
+        ? "CHAT_TEST_NGINX=upstream: no $Harness in \@INC "
+          . "(prove -I <test-nginx>/lib -I t/lib ...)\n$@"
+        : $@;
 
     if (upstream()) {
         Test::Nginx::Socket::add_block_preprocessor(\&_upstream_block);
