@@ -515,5 +515,5 @@ case "${1:-}" in
     stop)   stop ;;
     datastores) start_datastores ;;
     deb)    deps deb; deb ;;
-    *)      sed -n '3,29p' "$0"; exit 2 ;;
+    *)      sed -n '3,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac
