@@ -586,7 +586,12 @@ ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_handler(ngx_http_request_t *r);
-void ngx_http_chat_metrics_stream(ngx_int_t delta);
+void ngx_http_chat_metrics_stream(ngx_http_chat_route_t *route,
+    ngx_int_t delta);
+void ngx_http_chat_metrics_stream_dropped(ngx_http_chat_route_t *route);
+void ngx_http_chat_metrics_consumed(ngx_str_t *topic, ngx_str_t *id);
+void ngx_http_chat_metrics_group(ngx_str_t *topic, ngx_uint_t pending,
+    ngx_int_t lag);
 void ngx_http_chat_metrics_event(ngx_uint_t published);
 
 /* CPU tasks by outcome, the queue's length and its latest wait */
