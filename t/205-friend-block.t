@@ -195,6 +195,36 @@ for my $id (999999999, 0, -1) {
     is($res->{body}, '{"detail":"Target user not found"}', '... the body');
 }
 
+# bad input of every kind: a JSON 4xx, never a 5xx
+for my $case (
+    [POST => '/api/friends/block', '{"blocked_user_id":1.5}'],
+    [POST => '/api/friends/block', '{"blocked_user_id":true}'],
+    [POST => '/api/friends/block', '{"blocked_user_id":null}'],
+    [POST => '/api/friends/block', '{"blocked_user_id":1e30}'],
+    [POST => '/api/friends/block', '{"blocked_user_id":99999999999}'],
+    [POST => '/api/friends/block', '{"blocked_user_id":[1]}'],
+    [POST => '/api/friends/block', '[]'],
+    [POST => '/api/friends/block', '"x"'],
+    [POST => '/api/friends/block',
+     qq({"blocked_user_id":1,"reason":"\xff\xfe"})],
+    [POST => '/api/friends/block',
+     '{"blocked_user_id":"1 OR 1=1"}'],
+    [DELETE => '/api/friends/block/99999999999999999999'],
+    [DELETE => '/api/friends/block/1%20OR%201=1'],
+    [DELETE => '/api/friends/block/12345678901'],
+    [DELETE => '/api/friends/99999999999999999999'],
+    [DELETE => "/api/friends/1';DROP%20TABLE%20block_users;--"],
+    [DELETE => '/api/friends/12345678901'],
+    [GET => '/api/friends/blocked?limit=x'],
+) {
+    my ($method, $path, $raw) = @$case;
+    ($st, $body, $res) = api($method, $path, $a->{token}, $raw);
+    ok($st >= 400 && $st < 500 && ref $body eq 'HASH'
+       && exists $body->{detail}
+       || ($method eq 'GET' && $st == 200),
+       "$method $path " . ($raw // '') . ": a JSON 4xx ($st)");
+}
+
 is(sql("SELECT COUNT(*) FROM block_users WHERE user_id = $a->{id}"), 0,
    'nothing stored by the refused ones');
 
