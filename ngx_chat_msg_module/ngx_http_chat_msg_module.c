@@ -309,20 +309,7 @@ ngx_int_t
 ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r, const char *name,
     int64_t value)
 {
-    u_char   msg[64];
-    cJSON   *errors;
-
-    errors = ngx_http_chat_app_invalid(r, NULL, name,
-                                       "Must be a positive integer",
-                                       cJSON_CreateNumber((double) value));
-    if (errors == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    *ngx_snprintf(msg, sizeof(msg) - 1, "%s must be a positive integer",
-                  name) = '\0';
-
-    return ngx_http_chat_send_app_invalid(r, (char *) msg, errors);
+    return ngx_http_chat_send_not_positive(r, name, value);
 }
 
 
