@@ -43,6 +43,17 @@
 #define NGX_HTTP_CHAT_SQL_INT       1
 #define NGX_HTTP_CHAT_SQL_STR       2
 
+/*
+ * A block between users a and b in either direction (API.md 12, F9), as
+ * an SQL condition; a and b are columns or "?", bound as a, b, b, a.
+ * Every service asks it the same way, so the unique key of block_users
+ * and its reverse key answer it.
+ */
+#define NGX_HTTP_CHAT_SQL_BLOCKED(a, b)                                       \
+    "EXISTS (SELECT 1 FROM block_users "                                      \
+    "WHERE (user_id = " a " AND blocked_user_id = " b ") "                    \
+    "OR (user_id = " b " AND blocked_user_id = " a "))"
+
 /* datastore states reported by the readiness view */
 #define NGX_HTTP_CHAT_DOWN          0
 #define NGX_HTTP_CHAT_CONNECTING    1
@@ -340,6 +351,9 @@ cJSON *ngx_http_chat_app_invalid(ngx_http_request_t *r, cJSON *errors,
     const char *field, const char *message, cJSON *value);
 ngx_int_t ngx_http_chat_send_app_invalid(ngx_http_request_t *r,
     const char *message, cJSON *errors);
+/* 422 E-B' "<name> must be a positive integer" */
+ngx_int_t ngx_http_chat_send_not_positive(ngx_http_request_t *r,
+    const char *name, int64_t value);
 
 /* 422 with a pydantic-style detail array (E-C) */
 cJSON *ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,

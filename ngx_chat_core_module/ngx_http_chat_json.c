@@ -807,6 +807,33 @@ ngx_http_chat_send_app_invalid(ngx_http_request_t *r, const char *message,
 }
 
 
+/*
+ * E-B' of an id that is an integer but not a positive one (API.md 12):
+ * "<name> must be a positive integer", the value in validation_errors
+ */
+
+ngx_int_t
+ngx_http_chat_send_not_positive(ngx_http_request_t *r, const char *name,
+    int64_t value)
+{
+    u_char   msg[64];
+    cJSON   *errors;
+
+    errors = ngx_http_chat_app_invalid(r, NULL, name,
+                                       "Must be a positive integer",
+                                       ngx_http_chat_json_num(NULL, NULL,
+                                                              value));
+    if (errors == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_snprintf(msg, sizeof(msg) - 1, "%s must be a positive integer",
+                  name) = '\0';
+
+    return ngx_http_chat_send_app_invalid(r, (char *) msg, errors);
+}
+
+
 /* code points in a UTF-8 string, or NGX_ERROR when it is not valid UTF-8 */
 
 ngx_int_t

@@ -264,7 +264,10 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = room_id;
 
-    if (ngx_http_chat_op_sql(room, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
+    /* a send is accepted only between members that are not blocked */
+
+    if (ngx_http_chat_op_sql(room,
+                             NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED "WHERE r.id = ?",
                              &arg, 1)
         != NGX_OK)
     {

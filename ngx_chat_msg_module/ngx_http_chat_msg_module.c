@@ -197,11 +197,13 @@ ngx_int_t
 ngx_http_chat_msg_room_verdict(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_res_t *res, ngx_int_t *rc)
 {
+    int64_t                    blocked;
     ngx_http_chat_msg_ctx_t   *mctx;
     ngx_http_chat_msg_room_t  *room;
 
     if (res->rc != NGX_OK
-        || (res->nrows && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS))
+        || (res->nrows && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS
+            && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS + 1))
     {
         *rc = ngx_http_chat_msg_sql_failed(r, res);
         return NGX_DONE;
@@ -229,6 +231,22 @@ ngx_http_chat_msg_room_verdict(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                                        "authorization_error",
                                        "Access denied to this chat room",
                                        NULL);
+        return NGX_DONE;
+    }
+
+    /* NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED: "1" when the pair is blocked */
+
+    if (res->ncols > NGX_HTTP_CHAT_MSG_ROOM_NCOLS
+        && ngx_http_chat_parse_id(&res->cells[NGX_HTTP_CHAT_MSG_ROOM_NCOLS],
+                                  &blocked)
+           == NGX_OK
+        && blocked)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat msg: the members of room %L are blocked",
+                      room->id);
+
+        *rc = ngx_http_chat_msg_send_blocked(r);
         return NGX_DONE;
     }
 
@@ -291,21 +309,18 @@ ngx_int_t
 ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r, const char *name,
     int64_t value)
 {
-    u_char   msg[64];
-    cJSON   *errors;
+    return ngx_http_chat_send_not_positive(r, name, value);
+}
 
-    errors = ngx_http_chat_app_invalid(r, NULL, name,
-                                       "Must be a positive integer",
-                                       ngx_http_chat_json_num(NULL, NULL,
-                                                              value));
-    if (errors == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
-    *ngx_snprintf(msg, sizeof(msg) - 1, "%s must be a positive integer",
-                  name) = '\0';
+/* the blocked side is not told that it is, nor by whom */
 
-    return ngx_http_chat_send_app_invalid(r, (char *) msg, errors);
+ngx_int_t
+ngx_http_chat_msg_send_blocked(ngx_http_request_t *r)
+{
+    return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
+                                    "authorization_error",
+                                    "Cannot chat with this user", NULL);
 }
 
 

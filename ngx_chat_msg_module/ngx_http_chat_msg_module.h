@@ -50,12 +50,28 @@
 
 /* a room with its members' names: 7 columns, then a WHERE clause */
 #define NGX_HTTP_CHAT_MSG_ROOMS                                              \
+    NGX_HTTP_CHAT_MSG_ROOM_COLUMNS " " NGX_HTTP_CHAT_MSG_ROOM_FROM
+
+#define NGX_HTTP_CHAT_MSG_ROOM_COLUMNS                                       \
     "SELECT r.id, r.user_1_id, r.user_2_id, r.created_at, r.updated_at, "    \
-    "u1.username, u2.username FROM chat_rooms r "                            \
+    "u1.username, u2.username"
+
+#define NGX_HTTP_CHAT_MSG_ROOM_FROM                                          \
+    "FROM chat_rooms r "                                                     \
     "LEFT JOIN users u1 ON u1.id = r.user_1_id "                             \
     "LEFT JOIN users u2 ON u2.id = r.user_2_id "
 
 #define NGX_HTTP_CHAT_MSG_ROOM_NCOLS    7
+
+/*
+ * The same with an 8th column, whether the members are blocked either way
+ * (API.md 12, F9), for what a block refuses: ngx_http_chat_msg_room_verdict()
+ * answers a blocked pair's member 403
+ */
+#define NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED                                      \
+    NGX_HTTP_CHAT_MSG_ROOM_COLUMNS ", "                                      \
+    NGX_HTTP_CHAT_SQL_BLOCKED("r.user_1_id", "r.user_2_id") " "              \
+    NGX_HTTP_CHAT_MSG_ROOM_FROM
 
 /* a date that is null */
 #define NGX_HTTP_CHAT_MSG_NO_TIME       -1
@@ -270,6 +286,8 @@ ngx_int_t ngx_http_chat_msg_sql_failed(ngx_http_request_t *r,
     ngx_http_chat_sql_res_t *res);
 ngx_int_t ngx_http_chat_msg_send_not_found(ngx_http_request_t *r,
     const char *resource);
+/* 403 E-B "Cannot chat with this user": a block between the two (F9) */
+ngx_int_t ngx_http_chat_msg_send_blocked(ngx_http_request_t *r);
 
 /* the message id of the path into a new step's op->oid; NGX_DECLINED if
  * it is no ObjectId (the contract's 404 "Message not found") */

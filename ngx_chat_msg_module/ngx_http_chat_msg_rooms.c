@@ -174,7 +174,7 @@ ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
 {
     cJSON                    *errors;
     int64_t                   id;
-    ngx_http_chat_sql_arg_t   arg;
+    ngx_http_chat_sql_arg_t   args[5];
     ngx_http_chat_msg_ctx_t  *mctx;
 
     errors = NULL;
@@ -208,11 +208,20 @@ ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
 
     mctx->room_id = id;
 
-    arg.type = NGX_HTTP_CHAT_SQL_INT;
-    arg.num = id;
+    /* the participant exists, and neither of the two blocks the other */
 
-    return ngx_http_chat_sql(r, "SELECT COUNT(*) FROM users WHERE id = ?",
-                             &arg, 1, ngx_http_chat_msg_participant);
+    args[0].type = NGX_HTTP_CHAT_SQL_INT;
+    args[0].num = id;
+    args[1].type = NGX_HTTP_CHAT_SQL_INT;
+    args[1].num = ctx->user_id;
+    args[2] = args[0];
+    args[3] = args[0];
+    args[4] = args[1];
+
+    return ngx_http_chat_sql(r, "SELECT (SELECT COUNT(*) FROM users "
+                             "WHERE id = ?), "
+                             NGX_HTTP_CHAT_SQL_BLOCKED("?", "?"),
+                             args, 5, ngx_http_chat_msg_participant);
 }
 
 
@@ -224,12 +233,18 @@ ngx_http_chat_msg_participant(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_arg_t   args[2];
     ngx_http_chat_msg_ctx_t  *mctx;
 
-    if (res->rc != NGX_OK || res->nrows != 1 || res->cells[0].len == 0) {
+    if (res->rc != NGX_OK || res->nrows != 1 || res->ncols != 2
+        || res->cells[0].len == 0 || res->cells[1].len == 0)
+    {
         return ngx_http_chat_msg_sql_failed(r, res);
     }
 
     if (res->cells[0].data[0] == '0') {
         return ngx_http_chat_msg_send_not_found(r, "User");
+    }
+
+    if (res->cells[1].data[0] != '0') {
+        return ngx_http_chat_msg_send_blocked(r);
     }
 
     mctx = ctx->data;

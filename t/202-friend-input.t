@@ -444,7 +444,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 24: routing: unknown paths are JSON 404s
 --- request eval
-["GET /api/friends/nothing", "GET /api/friends",
+["GET /api/friends/nothing/here", "GET /api/friends",
  "PUT /api/friends/status/\n{}", "GET /api/friends/list/",
  "DELETE /api/friends/request/1/2"]
 --- more_headers
@@ -457,8 +457,9 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 
 === TEST 25: routing: known paths, wrong method: JSON 405 with Allow
+(DELETE /api/friends/{friend_user_id} takes every one-segment path)
 --- request eval
-["GET /api/friends/request", "DELETE /api/friends/request",
+["GET /api/friends/request", "PUT /api/friends/block\n{}",
  "POST /api/friends/list", "GET /api/friends/status/1",
  "PUT /api/friends/request/1\n{}"]
 --- more_headers
@@ -466,6 +467,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 --- error_code eval
 [(405) x 5]
 --- response_headers eval
-["Allow: POST", "Allow: POST", "Allow: GET", "Allow: PUT", "Allow: DELETE"]
+["Allow: DELETE, POST", "Allow: DELETE, POST", "Allow: DELETE, GET",
+ "Allow: PUT", "Allow: DELETE"]
 --- response_body eval
 [('{"detail":"Method Not Allowed"}') x 5]
