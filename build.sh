@@ -62,7 +62,10 @@ MODULES="core user friend msg notify"
 BUILD_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
     libbson-dev libcjson-dev libjwt-dev libssl-dev libcrypt-dev
     build-essential pkg-config"
-MIGRATE_PACKAGES="python3 python3-pymysql python3-pymongo"
+# python3-cryptography: pymysql needs it for MySQL 8's default
+# authentication (caching_sha2_password) over a connection without TLS
+MIGRATE_PACKAGES="python3 python3-pymysql python3-pymongo
+    python3-cryptography"
 STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl $MIGRATE_PACKAGES"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
@@ -313,12 +316,17 @@ EOF
 
 # the datastores of run and migrate: the private servers unless told
 datastore_env() {
+    local uri="mongodb://127.0.0.1:$CHAT_MONGO_PORT/"
+
+    uri="$uri?serverSelectionTimeoutMS=3000&connectTimeoutMS=2000"
+    uri="$uri&socketTimeoutMS=5000"
+
     export CHAT_MYSQL_HOST=${CHAT_MYSQL_HOST:-127.0.0.1}
     export CHAT_MYSQL_PORT CHAT_MONGO_PORT
     export CHAT_MYSQL_USER=${CHAT_MYSQL_USER:-chat}
     export CHAT_MYSQL_PASSWORD=${CHAT_MYSQL_PASSWORD-chatpw}
     export CHAT_MYSQL_DATABASE=${CHAT_MYSQL_DATABASE:-chat}
-    export CHAT_MONGO_URI=${CHAT_MONGO_URI:-"mongodb://127.0.0.1:$CHAT_MONGO_PORT/?serverSelectionTimeoutMS=3000&connectTimeoutMS=2000&socketTimeoutMS=5000"}
+    export CHAT_MONGO_URI=${CHAT_MONGO_URI:-$uri}
     export CHAT_MONGO_DATABASE=${CHAT_MONGO_DATABASE:-chat}
 }
 
