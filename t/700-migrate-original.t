@@ -157,7 +157,9 @@ like($out, qr/^plan: users: add column profile_image_url/m,
      'dry run: the column is planned');
 my ($ab1, $ab2) = @{ $pair{'alice-bob'}{rooms} };
 like($out, line_re("^plan: chat_rooms: rooms $ab2 of users \\d+ and \\d+",
-                  " merged into room $ab1 \\(2 messages"),
+                  " merged into room $ab1 \\(2 messages, 1",
+                  " message_read_status, 1 message_reactions, 1",
+                  " notifications\\)"),
      'dry run: the merge of the rooms is planned');
 like($out, qr/nothing changed/, 'dry run: says it changed nothing');
 is_deeply(fixture('dump'), $before, 'dry run: tables, rows and documents '
@@ -198,13 +200,21 @@ for my $name (sort keys %pair) {
     is(scalar(grep { ($_->[1] // 0) == $keep }
                    @{ $after->{message_read_status} }),
        $p->{reads}, "$name: every read record in room $keep");
+    is(scalar(grep { ($_->[1] // 0) == $keep }
+                   @{ $after->{message_reactions} }),
+       $p->{reactions}, "$name: every reaction in room $keep");
+    is(scalar(grep { ($_->[2] // 0) == $keep }
+                   @{ $after->{notifications} }),
+       $p->{notifications}, "$name: every notification names room $keep");
 }
 my $total = 0;
 $total += $_->{messages} for values %pair;
 is(scalar @{ $after->{messages} }, $total, 'no message lost');
 my %room_ids = map { $_->[0] => 1 } @{ $after->{chat_rooms} };
-is_deeply([grep { !$room_ids{ $_->[1] } } @{ $after->{messages} },
-                                         @{ $after->{message_read_status} }],
+is_deeply([grep { !$room_ids{ $_->[1] // $_->[2] } }
+               map { @{ $after->{$_} } }
+               qw(messages message_read_status message_reactions
+                  notifications)],
           [], 'no document names a room that is gone');
 
 
