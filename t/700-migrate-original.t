@@ -36,14 +36,16 @@ my %datastores = (
     CHAT_MONGO_PORT => $mongo_port, CHAT_MONGO_DATABASE => $mongo_db,
 );
 
+# SQL as root: statements, or a file into the database $in (the file's)
 sub root_sql {
-    my ($sql, $file) = @_;
+    my ($sql, $file, $in) = @_;
     my $cmd = "mariadb --no-defaults -uroot -h127.0.0.1 -P$mysql_port "
-            . "--protocol=tcp";
-    $cmd .= " '$db' < '$file'" if defined $file;
+            . "--protocol=tcp -N -B";
+    $cmd .= " '" . ($in // $db) . "'";
+    $cmd .= " < '$file'" if defined $file;
     open(my $fh, '|-', $cmd) or die "mariadb: $!";
     print {$fh} $sql // '';
-    close $fh or die "mariadb failed: $sql\n";
+    close $fh or die "mariadb failed: " . ($sql // $file) . "\n";
 }
 
 # a command with the datastores in its environment: (exit status, output)
@@ -117,7 +119,7 @@ sub log_lines {
 # ---- the original's database
 
 root_sql("DROP DATABASE IF EXISTS `$db`; CREATE DATABASE `$db`;"
-         . " GRANT ALL ON `$db`.* TO 'chat'\@'%';");
+         . " GRANT ALL ON `$db`.* TO 'chat'\@'%';", undef, 'mysql');
 root_sql(undef, "$top/t/fixtures/original-mysql.sql");
 
 # bcrypt as passlib writes it, made by libcrypt
@@ -302,6 +304,39 @@ is($status, 201, 'a new user registers');
 stop_nginx($ngx);
 
 
+# ---- rooms stored the other way round, a member row of a merged room
+
+my $db_b = "${db}_b";
+root_sql("DROP DATABASE IF EXISTS `$db_b`; CREATE DATABASE `$db_b`;"
+         . " GRANT ALL ON `$db_b`.* TO 'chat'\@'%';", undef, 'mysql');
+root_sql(undef, "$top/t/fixtures/original-mysql.sql", $db_b);
+root_sql("INSERT INTO chat_rooms (id, user_1_id, user_2_id, created_at,"
+         . " updated_at) VALUES (1, 5, 3, NOW(), NOW()),"
+         . " (2, 3, 5, NOW(), NOW()), (3, 7, 6, NOW(), NOW());"
+         . " INSERT INTO room_members (user_id, chat_room_id, created_at,"
+         . " updated_at) VALUES (3, 2, NOW(), NOW());", undef, $db_b);
+{
+    local $datastores{CHAT_MYSQL_DATABASE} = $db_b;
+    ($rc, $out) = migrate();
+}
+is($rc, 0, 'migrate succeeds on rooms stored the other way round')
+    or diag $out;
+like($out, qr/^\+ chat_rooms: rooms 2 of users 3 and 5 merged into room 1 /m,
+     '... a room merged into one stored the other way round');
+like($out, qr/^\+ chat_rooms: room 1 of users 3 and 5 stored as \(5, 3\),/m,
+     '... which is turned round');
+like($out, qr/^\+ chat_rooms: room 3 of users 6 and 7 stored as \(7, 6\),/m,
+     '... as is one alone');
+my $rows = do {
+    local $ENV{TEST_NGINX_MYSQL_DATABASE} = $db_b;
+    mysql_cmd('SELECT id, user_1_id, user_2_id FROM chat_rooms ORDER BY id;'
+              . ' SELECT chat_room_id FROM room_members');
+};
+is($rows, "1\t3\t5\n3\t6\t7\n1", '... the rooms (smaller, larger), the '
+   . 'member row in the room kept');
+root_sql("DROP DATABASE `$db_b`;", undef, 'mysql');
+
+
 # ---- a second run
 
 ($rc, $out) = migrate();
@@ -312,7 +347,7 @@ like($out, qr/^migrate: nothing to do$/m, '... with nothing to do')
 
 # ---- clean up
 
-root_sql("DROP DATABASE `$db`;");
+root_sql("DROP DATABASE `$db`;", undef, 'mysql');
 run_with_datastores('/usr/bin/python3', '-c',
     "import pymongo; pymongo.MongoClient('mongodb://127.0.0.1:$mongo_port/')"
     . ".drop_database('$mongo_db')");
