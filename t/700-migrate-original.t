@@ -317,6 +317,7 @@ root_sql("INSERT INTO chat_rooms (id, user_1_id, user_2_id, created_at,"
          . " updated_at) VALUES (3, 2, NOW(), NOW());", undef, $db_b);
 {
     local $datastores{CHAT_MYSQL_DATABASE} = $db_b;
+    local $datastores{CHAT_MONGO_DATABASE} = "${mongo_db}_b";
     ($rc, $out) = migrate();
 }
 is($rc, 0, 'migrate succeeds on rooms stored the other way round')
@@ -335,6 +336,57 @@ my $rows = do {
 is($rows, "1\t3\t5\n3\t6\t7\n1", '... the rooms (smaller, larger), the '
    . 'member row in the room kept');
 root_sql("DROP DATABASE `$db_b`;", undef, 'mysql');
+
+
+# ---- the old services make a duplicate while the key is being added:
+# a room inserted in a transaction that the ALTER TABLE has to wait for
+
+my $db_c = "${db}_c";
+root_sql("DROP DATABASE IF EXISTS `$db_c`; CREATE DATABASE `$db_c`;"
+         . " GRANT ALL ON `$db_c`.* TO 'chat'\@'%';", undef, 'mysql');
+root_sql(undef, "$top/t/fixtures/original-mysql.sql", $db_c);
+root_sql("INSERT INTO chat_rooms (user_1_id, user_2_id, created_at,"
+         . " updated_at) VALUES (1, 2, NOW(), NOW()), (1, 2, NOW(), NOW());",
+         undef, $db_c);
+
+open(my $late, '|-', "mariadb --no-defaults -uroot -h127.0.0.1"
+     . " -P$mysql_port --protocol=tcp '$db_c'") or die "mariadb: $!";
+$late->autoflush(1);
+print {$late} "BEGIN; INSERT INTO chat_rooms (user_1_id, user_2_id,"
+    . " created_at, updated_at) VALUES (1, 2, NOW(), NOW());\n";
+
+my $job = do {
+    local $datastores{CHAT_MYSQL_DATABASE} = $db_c;
+    local $datastores{CHAT_MONGO_DATABASE} = "${mongo_db}_c";
+    fork_job(sub { my ($rc, $out) = migrate(); { rc => $rc, out => $out } });
+};
+
+my $waiting = '';
+for (1 .. 300) {
+    $waiting = `mariadb --no-defaults -uroot -h127.0.0.1 -P$mysql_port \\
+        --protocol=tcp -N -B -e "SELECT STATE FROM
+        information_schema.PROCESSLIST WHERE DB = '$db_c'
+        AND INFO LIKE 'ALTER TABLE chat_rooms%'"`;
+    last if $waiting =~ /metadata lock/ || job_done($job);
+    sleep 0.1;
+}
+like($waiting, qr/metadata lock/, 'the key waits for the open transaction');
+print {$late} "COMMIT;\n";
+close $late;
+
+my $res = job_result($job) // {};
+is($res->{rc}, 0, 'migrate succeeds all the same') or diag $res->{out};
+like($res->{out} // '', qr/Duplicate entry.*resolving again/,
+     '... resolving the duplicate that came meanwhile');
+like($res->{out} // '', qr/^\+ chat_rooms: rooms 3 of users 1 and 2 merged/m,
+     '... into the room kept');
+unlike($res->{out} // '', qr/\([1-9]\d* messages/,
+       '... in its own MongoDB database');
+{
+    local $ENV{TEST_NGINX_MYSQL_DATABASE} = $db_c;
+    is(sql('SELECT id FROM chat_rooms'), 1, '... one room is left');
+}
+root_sql("DROP DATABASE `$db_c`;", undef, 'mysql');
 
 
 # ---- a second run
