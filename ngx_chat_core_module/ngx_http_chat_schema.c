@@ -125,7 +125,7 @@ ngx_http_chat_schema_init_process(ngx_cycle_t *cycle,
 
     ngx_http_chat_schema_check = check;
 
-    /* after the other modules' init_process: the pool is up by then */
+    /* from the event loop, once every module's init_process has run */
     ngx_add_timer(&check->retry, 0);
 
     return NGX_OK;
