@@ -10,6 +10,9 @@
 #   ./build.sh test     same set-up, then the whole suite (prove -r t/)
 #   ./build.sh test-env the TEST_NGINX_* variables test gives the suite,
 #                       as export lines (running a file by hand, t/README)
+#   ./build.sh migrate [--dry-run]
+#                       bring the database (CHAT_MYSQL_*, CHAT_MONGO_*) up
+#                       to conf/schema.sql, from empty or from the original's
 #   ./build.sh bench    benchmarks in bench/ against a running stack
 #   ./build.sh stop     stop exactly the processes run/test started
 #   ./build.sh datastores  start MariaDB, Redis, MongoDB where not running
@@ -24,6 +27,11 @@
 #   CHAT_MYSQL_PORT (13306) CHAT_REDIS_PORT (16379) CHAT_MONGO_PORT (27117)
 #   CHAT_TEST_*_PORT        `test`'s own stack (default: the ports above
 #                           + 10000; its block tests' nginx: gateway + 1)
+#   CHAT_MYSQL_HOST CHAT_MYSQL_USER (chat) CHAT_MYSQL_PASSWORD (chatpw)
+#   CHAT_MYSQL_DATABASE (chat) CHAT_MONGO_URI CHAT_MONGO_DATABASE (chat)
+#                           the datastores of run and migrate; with
+#                           CHAT_MYSQL_HOST or CHAT_MONGO_URI set, run starts
+#                           no server of its own for that one
 #   CHAT_RATE_LIMIT         requests per minute per client address on the
 #                           gateway (100); 0 disables the limit
 #   CHAT_WORK               work directory (.work inside the repository)
@@ -56,8 +64,12 @@ MODULES="core user friend msg notify"
 BUILD_PACKAGES="nginx nginx-dev libhiredis-dev libmariadb-dev libmongoc-dev
     libbson-dev libcjson-dev libjwt-dev libssl-dev libcrypt-dev
     build-essential pkg-config"
+# python3-cryptography: pymysql needs it for MySQL 8's default
+# authentication (caching_sha2_password) over a connection without TLS
+MIGRATE_PACKAGES="python3 python3-pymysql python3-pymongo
+    python3-cryptography"
 STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
-    procps curl"
+    procps curl $MIGRATE_PACKAGES"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
     liburi-perl valgrind libnginx-mod-nchan python3-pymongo"
@@ -78,11 +90,13 @@ die() { printf 'build.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- deps
 
-# deps [build|run|test]: the packages of that step and of those before it
+# deps [build|run|test]: the packages of that step and of those before it;
+# deps migrate: only what conf/migrate.py runs on
 deps() {
     local missing=() p packages=$BUILD_PACKAGES step=${1:-test}
 
     case $step in
+        migrate) packages=$MIGRATE_PACKAGES ;;
         run)  packages="$packages $STACK_PACKAGES" ;;
         test) packages="$packages $STACK_PACKAGES $TEST_PACKAGES $DEB_PACKAGES"
               ;;
@@ -94,7 +108,7 @@ deps() {
             | grep -q 'install ok installed' || missing+=("$p")
     done
 
-    if [ "$step" != build ] && [ "$step" != deb ] \
+    if [ "$step" != build ] && [ "$step" != deb ] && [ "$step" != migrate ] \
        && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }
     then
         missing+=(nodejs npm)
@@ -108,7 +122,7 @@ deps() {
             >/dev/null
     fi
 
-    if [ "$step" != build ] && [ "$step" != deb ] \
+    if [ "$step" != build ] && [ "$step" != deb ] && [ "$step" != migrate ] \
        && ! command -v mongod >/dev/null; then
         congo_install
     fi
@@ -283,9 +297,10 @@ mysql_root() {
 }
 
 
-# create the database, the user and the schema (idempotent)
+# the private MariaDB's database and user for CHAT_MYSQL_DATABASE, then
+# its schema by migrate (a new database is migrated from empty)
 prepare_database() {
-    local db=$1 i
+    local db=$CHAT_MYSQL_DATABASE user=$CHAT_MYSQL_USER i
 
     for i in $(seq 1 50); do
         mysql_root -e 'SELECT 1' >/dev/null 2>&1 && break
@@ -294,10 +309,32 @@ prepare_database() {
 
     mysql_root <<EOF
 CREATE DATABASE IF NOT EXISTS \`$db\` CHARACTER SET utf8mb4;
-CREATE USER IF NOT EXISTS 'chat'@'%' IDENTIFIED BY 'chatpw';
-GRANT ALL ON \`$db\`.* TO 'chat'@'%';
+CREATE USER IF NOT EXISTS '$user'@'%' IDENTIFIED BY '$CHAT_MYSQL_PASSWORD';
+GRANT ALL ON \`$db\`.* TO '$user'@'%';
 EOF
-    mysql_root "$db" < "$TOP/conf/schema.sql"
+    migrate
+}
+
+
+# the datastores of run and migrate: the private servers unless told
+datastore_env() {
+    local uri="mongodb://127.0.0.1:$CHAT_MONGO_PORT/"
+
+    uri="$uri?serverSelectionTimeoutMS=3000&connectTimeoutMS=2000"
+    uri="$uri&socketTimeoutMS=5000"
+
+    export CHAT_MYSQL_HOST=${CHAT_MYSQL_HOST:-127.0.0.1}
+    export CHAT_MYSQL_PORT CHAT_MONGO_PORT
+    export CHAT_MYSQL_USER=${CHAT_MYSQL_USER:-chat}
+    export CHAT_MYSQL_PASSWORD=${CHAT_MYSQL_PASSWORD-chatpw}
+    export CHAT_MYSQL_DATABASE=${CHAT_MYSQL_DATABASE:-chat}
+    export CHAT_MONGO_URI=${CHAT_MONGO_URI:-$uri}
+    export CHAT_MONGO_DATABASE=${CHAT_MONGO_DATABASE:-chat}
+}
+
+
+migrate() {
+    /usr/bin/python3 "$TOP/conf/migrate.py" "$@"
 }
 
 
@@ -343,6 +380,12 @@ start_datastores() {
 
 # ---------------------------------------------------------------- nginx
 
+# a value as the replacement of a sed s||| command
+sed_value() {
+    printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'
+}
+
+
 # conf/nginx.conf is a template: @NAME@ tokens are replaced by the values
 # of the stack being started
 render_conf() {
@@ -363,11 +406,14 @@ render_conf() {
         -e "s|@FRIEND_PORT@|$CHAT_FRIEND_PORT|g" \
         -e "s|@MSG_PORT@|$CHAT_MSG_PORT|g" \
         -e "s|@NOTIFY_PORT@|$CHAT_NOTIFY_PORT|g" \
+        -e "s|@MYSQL_HOST@|$(sed_value "$CHAT_MYSQL_HOST")|g" \
         -e "s|@MYSQL_PORT@|$CHAT_MYSQL_PORT|g" \
-        -e "s|@MYSQL_DATABASE@|$CHAT_DATABASE|g" \
+        -e "s|@MYSQL_USER@|$(sed_value "$CHAT_MYSQL_USER")|g" \
+        -e "s|@MYSQL_PASSWORD@|$(sed_value "$CHAT_MYSQL_PASSWORD")|g" \
+        -e "s|@MYSQL_DATABASE@|$(sed_value "$CHAT_MYSQL_DATABASE")|g" \
         -e "s|@REDIS_PORT@|$CHAT_REDIS_PORT|g" \
-        -e "s|@MONGO_PORT@|$CHAT_MONGO_PORT|g" \
-        -e "s|@MONGO_DATABASE@|$CHAT_DATABASE|g" \
+        -e "s|@MONGO_URI@|$(sed_value "$CHAT_MONGO_URI")|g" \
+        -e "s|@MONGO_DATABASE@|$(sed_value "$CHAT_MONGO_DATABASE")|g" \
         -e "s|@JWT_SECRET@|$CHAT_JWT_SECRET|g" \
         -e "s|@DEVELOPMENT@|chat_development on;|g" \
         -e "s|@RATE_LIMIT@|$rate|g" \
@@ -436,11 +482,26 @@ stop() {
 # ---------------------------------------------------------------- commands
 
 run() {
-    export CHAT_DATABASE=chat
+    local own_mysql=${CHAT_MYSQL_HOST:-yes} own_mongo=${CHAT_MONGO_URI:-yes}
+
+    datastore_env
     deps run
     build
-    start_datastores
-    prepare_database "$CHAT_DATABASE"
+
+    # a database given by the environment is migrated, never created
+    if [ "$own_mysql" = yes ]; then
+        start_mariadb
+    fi
+    start_redis
+    if [ "$own_mongo" = yes ]; then
+        start_mongo
+    fi
+    if [ "$own_mysql" = yes ]; then
+        prepare_database
+    else
+        migrate
+    fi
+
     start_nginx "$WORK/nginx"
     echo "nginx-chat is running: http://127.0.0.1:$CHAT_HTTP_PORT"
     echo "  (services on :$CHAT_USER_PORT :$CHAT_FRIEND_PORT :$CHAT_MSG_PORT" \
@@ -454,10 +515,10 @@ test_env() {
     TEST_NGINX_LOAD_MODULES=$(load_modules_list)
     export TEST_NGINX_MYSQL_HOST=127.0.0.1
     export TEST_NGINX_MYSQL_PORT=$CHAT_MYSQL_PORT
-    export TEST_NGINX_MYSQL_DATABASE=$CHAT_DATABASE
+    export TEST_NGINX_MYSQL_DATABASE=$CHAT_MYSQL_DATABASE
     export TEST_NGINX_REDIS_PORT=$CHAT_REDIS_PORT
     export TEST_NGINX_MONGO_PORT=$CHAT_MONGO_PORT
-    export TEST_NGINX_MONGO_DATABASE=$CHAT_DATABASE
+    export TEST_NGINX_MONGO_DATABASE=$CHAT_MONGO_DATABASE
     export TEST_NGINX_JWT_SECRET=$CHAT_JWT_SECRET
     export TEST_NGINX_MARIADB_PID=$RUN/mariadb.pid
     export TEST_NGINX_REDIS_PID=$RUN/redis.pid
@@ -475,9 +536,12 @@ test_env() {
 
 # the test stack: own database, own ports (the stack's plus 10000, so
 # checkouts run with different CHAT_*_PORTs test side by side), no rate
-# limit except where a test sets one up itself
+# limit except where a test sets one up itself; always the private
+# servers, whatever CHAT_MYSQL_* and CHAT_MONGO_* say
 test_stack_env() {
-    export CHAT_DATABASE=chat_test
+    unset CHAT_MYSQL_HOST CHAT_MYSQL_USER CHAT_MYSQL_PASSWORD CHAT_MONGO_URI
+    export CHAT_MYSQL_DATABASE=chat_test CHAT_MONGO_DATABASE=chat_test
+    datastore_env
     export CHAT_HTTP_PORT=${CHAT_TEST_HTTP_PORT:-$((CHAT_HTTP_PORT + 10000))}
     export CHAT_USER_PORT=${CHAT_TEST_USER_PORT:-$((CHAT_USER_PORT + 10000))}
     export CHAT_FRIEND_PORT=${CHAT_TEST_FRIEND_PORT:-$((CHAT_FRIEND_PORT + 10000))}
@@ -493,7 +557,7 @@ run_tests() {
     build
     start_datastores
     mysql_root -e "DROP DATABASE IF EXISTS chat_test" 2>/dev/null || true
-    prepare_database chat_test
+    prepare_database >/dev/null
     start_nginx "$WORK/nginx-test"
     test_env
 
@@ -511,6 +575,7 @@ case "${1:-}" in
     run)    run ;;
     test)   shift; run_tests "$@" ;;
     test-env) test_stack_env; test_env; export -p | grep ' TEST_NGINX_' ;;
+    migrate) shift; datastore_env; deps migrate; migrate "$@" ;;
     bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
     stop)   stop ;;
     datastores) start_datastores ;;

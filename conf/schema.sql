@@ -1,8 +1,16 @@
 -- nginx-chat schema: the tables of the original services (API.md 8.1),
 -- same names and columns, so the modules can take over a database the
--- original wrote.  Idempotent: safe to apply on every start.
+-- original wrote, plus what the modules need beyond it.
+--
+-- This file is what "./build.sh migrate" (conf/migrate.py) brings a
+-- database to: it creates a missing table as written here, and adds to an
+-- existing one the columns and keys that are missing (by name) and the
+-- foreign keys (by column and referenced table: the original's have names
+-- its server made up).  So every item of a table is a column, or a
+-- PRIMARY KEY, UNIQUE KEY, KEY or CONSTRAINT ... FOREIGN KEY with a name.
+-- The SQL is what MariaDB (10.6 and later) and MySQL 8 both accept.
 
-CREATE TABLE IF NOT EXISTS users (
+CREATE TABLE users (
     id              INT NOT NULL AUTO_INCREMENT,
     email           VARCHAR(255) NOT NULL,
     password_hash   VARCHAR(255) NOT NULL,
@@ -14,17 +22,22 @@ CREATE TABLE IF NOT EXISTS users (
     is_active       BOOLEAN NOT NULL,
     created_at      DATETIME NULL,
     updated_at      DATETIME NULL,
+    -- profile images (API.md U14): the one column the original lacks
+    profile_image_url VARCHAR(500) NULL,
     PRIMARY KEY (id),
     UNIQUE KEY ix_users_email (email),
     UNIQUE KEY ix_users_username (username),
     KEY ix_users_id (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- profile images (API.md U14): the one column the original lacks
-ALTER TABLE users ADD COLUMN IF NOT EXISTS
-    profile_image_url VARCHAR(500) NULL;
-
-CREATE TABLE IF NOT EXISTS friendships (
+-- friend service: at most one live friendship per unordered pair of users.
+-- The original only checks before it inserts, so two requests sent at the
+-- same moment (A to B and B to A) could both pass; the unique key makes
+-- the second INSERT fail instead.  pair_live is NULL once a row is soft
+-- deleted, and NULLs never collide, so rejected and cancelled requests
+-- stay in the table and a new request can follow them.  STORED, not
+-- MariaDB's PERSISTENT: MySQL 8 knows only the former, MariaDB both.
+CREATE TABLE friendships (
     id              INT NOT NULL AUTO_INCREMENT,
     user_id_1       INT NOT NULL,
     user_id_2       INT NOT NULL,
@@ -32,13 +45,19 @@ CREATE TABLE IF NOT EXISTS friendships (
     created_at      DATETIME NULL,
     updated_at      DATETIME NULL,
     deleted_at      DATETIME NULL,
+    pair_low        INT AS (LEAST(user_id_1, user_id_2)) STORED,
+    pair_high       INT AS (GREATEST(user_id_1, user_id_2)) STORED,
+    pair_live       TINYINT AS (IF(deleted_at IS NULL, 1, NULL)) STORED,
     PRIMARY KEY (id),
     KEY ix_friendships_id (id),
     KEY ix_friendships_user_id_1 (user_id_1),
-    KEY ix_friendships_user_id_2 (user_id_2)
+    KEY ix_friendships_user_id_2 (user_id_2),
+    UNIQUE KEY ux_friendships_live_pair (pair_low, pair_high, pair_live)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
-CREATE TABLE IF NOT EXISTS chat_rooms (
+-- chat service: one room per pair, user_1_id the smaller id; get-or-create
+-- (C2) is an INSERT that the unique key turns into an update
+CREATE TABLE chat_rooms (
     id              INT NOT NULL AUTO_INCREMENT,
     user_1_id       INT NOT NULL,
     user_2_id       INT NOT NULL,
@@ -51,7 +70,7 @@ CREATE TABLE IF NOT EXISTS chat_rooms (
     UNIQUE KEY ux_chat_rooms_pair (user_1_id, user_2_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
-CREATE TABLE IF NOT EXISTS room_members (
+CREATE TABLE room_members (
     id              INT NOT NULL AUTO_INCREMENT,
     user_id         INT NOT NULL,
     chat_room_id    INT NOT NULL,
@@ -64,27 +83,10 @@ CREATE TABLE IF NOT EXISTS room_members (
         REFERENCES chat_rooms (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
--- friend service: at most one live friendship per unordered pair of users.
--- The original only checks before it inserts, so two requests sent at the
--- same moment (A to B and B to A) could both pass; this key makes the
--- second INSERT fail instead.  pair_live is NULL once a row is soft
--- deleted, and NULLs never collide, so rejected and cancelled requests
--- stay in the table and a new request can follow them.
-ALTER TABLE friendships
-    ADD COLUMN IF NOT EXISTS pair_low INT
-        AS (LEAST(user_id_1, user_id_2)) PERSISTENT,
-    ADD COLUMN IF NOT EXISTS pair_high INT
-        AS (GREATEST(user_id_1, user_id_2)) PERSISTENT,
-    ADD COLUMN IF NOT EXISTS pair_live TINYINT
-        AS (IF(deleted_at IS NULL, 1, NULL)) PERSISTENT;
-
-CREATE UNIQUE INDEX IF NOT EXISTS ux_friendships_live_pair
-    ON friendships (pair_low, pair_high, pair_live);
-
 -- friend service: blocks (API.md 12, F9), the original's BlockUser model.
 -- One row per blocker and blocked user; the key also serves the look-ups
 -- of a pair in either direction (user_id first, and the reverse key).
-CREATE TABLE IF NOT EXISTS block_users (
+CREATE TABLE block_users (
     id              INT NOT NULL AUTO_INCREMENT,
     user_id         INT NOT NULL,
     blocked_user_id INT NOT NULL,

@@ -1261,7 +1261,8 @@ ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
     if (ngx_http_chat_mysql_init_process(cycle, cmcf) != NGX_OK
         || ngx_http_chat_redis_init_process(cycle, cmcf) != NGX_OK
         || ngx_http_chat_mongo_init_process(cycle, cmcf) != NGX_OK
-        || ngx_http_chat_thread_init_process(cycle, cmcf) != NGX_OK)
+        || ngx_http_chat_thread_init_process(cycle, cmcf) != NGX_OK
+        || ngx_http_chat_schema_init_process(cycle, cmcf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1273,6 +1274,7 @@ ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_chat_core_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_chat_schema_exit_process(cycle);
     ngx_http_chat_mysql_exit_process(cycle);
     ngx_http_chat_redis_exit_process(cycle);
     ngx_http_chat_mongo_exit_process(cycle);

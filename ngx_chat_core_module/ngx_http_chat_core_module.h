@@ -512,6 +512,12 @@ ngx_int_t ngx_http_chat_mysql_init_process(ngx_cycle_t *cycle,
 void ngx_http_chat_mysql_exit_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_http_chat_mysql_state(void);
 
+/* the schema the modules need, checked once per worker
+ * (ngx_http_chat_schema.c) */
+ngx_int_t ngx_http_chat_schema_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+void ngx_http_chat_schema_exit_process(ngx_cycle_t *cycle);
+
 
 /* Redis (ngx_http_chat_redis.c) */
 

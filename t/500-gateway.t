@@ -36,10 +36,14 @@ make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
         HTTP_PORT => $port{http}, USER_PORT => $port{user},
         FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
         NOTIFY_PORT => $port{notify},
+        MYSQL_HOST => '127.0.0.1', MYSQL_USER => 'chat',
+        MYSQL_PASSWORD => 'chatpw',
         MYSQL_PORT => $ENV{TEST_NGINX_MYSQL_PORT} // 13306,
         MYSQL_DATABASE => $ENV{TEST_NGINX_MYSQL_DATABASE} // 'chat_test',
         REDIS_PORT => $ENV{TEST_NGINX_REDIS_PORT} // 16379,
-        MONGO_PORT => $ENV{TEST_NGINX_MONGO_PORT} // 27117,
+        MONGO_URI => 'mongodb://127.0.0.1:'
+                     . ($ENV{TEST_NGINX_MONGO_PORT} // 27117)
+                     . '/?serverSelectionTimeoutMS=3000',
         MONGO_DATABASE => ChatStack::mongo_database(),
         JWT_SECRET => $ENV{TEST_NGINX_JWT_SECRET}
                       // 'change-me-nginx-chat-secret',
