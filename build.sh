@@ -36,6 +36,10 @@
 #                           gateway (100); 0 disables the limit
 #   CHAT_WORK               work directory (.work inside the repository)
 #   CHAT_VALGRIND=1         `test` runs nginx under valgrind memcheck
+#   CHAT_SANITIZE=1         build the modules with AddressSanitizer and
+#                           UndefinedBehaviorSanitizer (in .work/build-sanitize)
+#                           and run the stock nginx with their runtimes
+#                           preloaded; `test` fails on any report
 
 set -euo pipefail
 
@@ -45,6 +49,18 @@ BUILD=$WORK/build
 RUN=$WORK/run
 NGX_SRC=/usr/share/nginx/src
 NGINX=${CHAT_NGINX_BINARY:-/usr/sbin/nginx}
+
+# the compiler's flags of the modules: Debian's hardening, or the sanitizers
+CC_OPT="-g -O2 -fPIC -fstack-protector-strong"
+LD_OPT="-Wl,-z,relro -Wl,-z,now -fPIC"
+
+if [ "${CHAT_SANITIZE:-0}" = 1 ]; then
+    BUILD=$WORK/build-sanitize
+    CC_OPT="-g -O1 -fPIC -fno-omit-frame-pointer -fsanitize=address,undefined"
+    LD_OPT="-fPIC -fsanitize=address,undefined"
+    SANITIZE_LOGS=$WORK/sanitize
+    NGINX=$SANITIZE_LOGS/nginx
+fi
 
 : "${CHAT_HTTP_PORT:=8080}"
 : "${CHAT_USER_PORT:=8005}"
@@ -173,8 +189,8 @@ build() {
             # shellcheck disable=SC1091
             . ./conf_flags
             ./configure \
-                --with-cc-opt="-g -O2 -fPIC -fstack-protector-strong" \
-                --with-ld-opt="-Wl,-z,relro -Wl,-z,now -fPIC" \
+                --with-cc-opt="$CC_OPT" \
+                --with-ld-opt="$LD_OPT" \
                 "${NGX_CONF_FLAGS[@]}" \
                 --add-dynamic-module="$TOP" \
                 --builddir="$BUILD" >"$BUILD/configure.log" 2>&1
@@ -186,7 +202,50 @@ build() {
     make -s -f "$BUILD/Makefile" -C "$NGX_SRC" modules
     write_load_snippets
 
+    if [ "${CHAT_SANITIZE:-0}" = 1 ]; then
+        sanitize_wrapper
+    fi
+
     exec 9>&-
+}
+
+
+# The sanitized modules need the sanitizers' runtimes loaded before
+# anything else, and nginx stays Debian's own binary: a wrapper preloads
+# them.  Workers are forked, not executed, and keep them.  Reports go to
+# files (one per process) that `test` looks at; leaks are valgrind's
+# business (nginx frees little at exit by design).
+sanitize_wrapper() {
+    local asan ubsan
+
+    asan=$(readlink -f "$(gcc -print-file-name=libasan.so)")
+    ubsan=$(readlink -f "$(gcc -print-file-name=libubsan.so)")
+    mkdir -p "$SANITIZE_LOGS"
+
+    {
+        echo '#!/bin/sh'
+        echo '# nginx with the sanitizers: written by build.sh (CHAT_SANITIZE=1)'
+        echo "export LD_PRELOAD=\"$asan $ubsan\""
+        echo "export ASAN_OPTIONS=detect_leaks=0:log_path=$SANITIZE_LOGS/asan"
+        echo "export UBSAN_OPTIONS=print_stacktrace=1:log_path=$SANITIZE_LOGS/ubsan"
+        echo 'exec /usr/sbin/nginx "$@"'
+    } > "$NGINX"
+    chmod +x "$NGINX"
+}
+
+
+# the sanitizers' reports of a run, if any: the run fails
+sanitize_reports() {
+    local f rc=0
+
+    for f in "$SANITIZE_LOGS"/asan.* "$SANITIZE_LOGS"/ubsan.*; do
+        [ -f "$f" ] || continue
+        log "sanitizer report: $f"
+        head -40 "$f" >&2
+        rc=1
+    done
+
+    return $rc
 }
 
 
@@ -563,8 +622,18 @@ run_tests() {
 
     cd "$TOP"
     local rc=0
+
+    if [ "${CHAT_SANITIZE:-0}" = 1 ]; then
+        rm -f "$SANITIZE_LOGS"/asan.* "$SANITIZE_LOGS"/ubsan.*
+    fi
+
     prove -I t/lib -r "${@:-t/}" || rc=$?
     stop_pidfile "$WORK/nginx-test/logs/nginx.pid" QUIT
+
+    if [ "${CHAT_SANITIZE:-0}" = 1 ]; then
+        sanitize_reports || rc=1
+    fi
+
     return $rc
 }
 
