@@ -32,6 +32,7 @@ make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
                   split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
     my %token = (
         PREFIX => $prefix, LOAD_MODULES => $modules,
+        DOCS => ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs',
         HTTP_PORT => $port{http}, USER_PORT => $port{user},
         FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
         NOTIFY_PORT => $port{notify},
