@@ -119,6 +119,35 @@ $ChatStack::Base = $base;
     is($res->{body}, '{"detail":"Bad Request"}', '... in JSON');
 }
 
+# the API reference and the browser client, from what ./build.sh puts
+# under .work/docs
+SKIP: {
+    my $docs = ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs';
+    skip 'no .work/docs: run ./build.sh test', 8
+        unless -f "$docs/openapi.json";
+
+    my $res = http_request(GET => "$base/openapi.json");
+    is($res->{status}, 200, 'the gateway serves /openapi.json');
+    like($res->{body}, qr/^\{"openapi":"3\.1\.0"/, '... OpenAPI 3.1');
+
+    $res = http_request(GET => "http://127.0.0.1:$port{user}/openapi.json");
+    like($res->{body}, qr/"title":"nginx-chat: User Service"/,
+         'a service listener serves its part');
+
+    $res = http_request(GET => "$base/docs/");
+    like($res->{body}, qr/swagger-ui/, 'Swagger UI at /docs/');
+
+    $res = http_request(GET => "$base/app/");
+    is($res->{status}, 200, 'the browser client at /app/');
+    like($res->{headers}{'content-type'} // '', qr{^text/html}, '... a page');
+    like($res->{headers}{'content-security-policy'} // '',
+         qr/script-src 'self'/, '... under the gateway\'s policy');
+
+    $res = http_request(GET => "$base/");
+    is($res->{body}, '{"detail":"Not Found"}',
+       "the gateway's / keeps its JSON answer");
+}
+
 # CORS preflight on a protected path needs no token (DEV-11)
 {
     my $res = http_request(OPTIONS => "$base/api/profile/me",

@@ -110,6 +110,8 @@ my %all = map { %$_ } values %table;
 ok(keys(%all) >= 30, 'route tables read (' . keys(%all) . ' routes)');
 
 compare_routes('openapi/openapi.json', \%all, $source);
+is($source->{info}{version}, $version,
+   'openapi/openapi.json: the version in VERSION (the packages ship it)');
 
 # every listener serves its part
 my $dir = tempdir(CLEANUP => 1);
