@@ -2,7 +2,8 @@
 // representative request per operation (its success and its main errors)
 // the status must be one the document lists for the operation, the
 // content type the listed one, and a JSON body must validate against the
-// listed schema (JSON Schema 2020-12, ajv).  Used by t/502-openapi.t.
+// listed schema (JSON Schema 2020-12, ajv); the events of both streams
+// must match the operation's x-sse-events.  Used by t/502-openapi.t.
 //
 //   CHAT_DOCS_TOOLS=.work/docs-tools node t/openapi-responses.mjs \
 //       GATEWAY_URL USER_LISTENER_URL
@@ -407,6 +408,115 @@ expect(await call('stream, no token', 'GET',
                   `${gw}/api/messages/stream/${room.id}`), 401, 'stream 401');
 expect(await call('stream, no room', 'GET',
                   `${gw}/api/messages/stream/999999999`, T), 404, 'st 404');
+
+// the event streams: each event's data against its schema in the
+// operation's x-sse-events; the events the triggers cause must all come
+async function events(name, url, trigger, wanted) {
+    const origin = new URL(url).origin;
+    const { op } = operation('GET', url);
+    const listed = op['x-sse-events'];
+    const ac = new AbortController();
+    const seen = new Set();
+    const timer = setTimeout(() => ac.abort(), 8000);
+    let buf = '';
+    let triggered = false;
+
+    try {
+        const res = await fetch(url, { signal: ac.signal });
+        const decoder = new TextDecoder();
+
+        for await (const chunk of res.body) {
+            buf += decoder.decode(chunk, { stream: true });
+
+            let end;
+
+            while ((end = buf.search(/\r?\n\r?\n/)) >= 0) {
+                const frame = buf.slice(0, end);
+                buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
+
+                const event = /^event: (.*)$/m.exec(frame)?.[1];
+                const data = /^data: (.*)$/m.exec(frame)?.[1];
+
+                if (!event) {
+                    continue;
+                }
+
+                const label = `${name}: event ${event}`;
+                const entry = listed[event];
+
+                if (!entry) {
+                    report(false, label, 'not in x-sse-events');
+                    continue;
+                }
+
+                if (entry.id !== /^id: /m.test(frame)) {
+                    report(false, label, `id: line expected: ${entry.id}`);
+                }
+
+                const ref = entry.schema.$ref.slice(1);
+                const validate = ajv.compile(
+                    { $ref: `${origin}/openapi.json#${ref}` });
+                const json = JSON.parse(data);
+
+                if (!seen.has(event)) {
+                    report(validate(json), label,
+                           validate.errors
+                           ? `${ajv.errorsText(validate.errors)}: ${data}`
+                           : '');
+                }
+
+                seen.add(event);
+
+                if (event === 'connected' && !triggered) {
+                    triggered = true;
+                    await trigger();
+                }
+            }
+
+            if (wanted.every((e) => seen.has(e))) {
+                break;
+            }
+        }
+    } catch (e) {
+        // the timer: what is missing is reported below
+    } finally {
+        clearTimeout(timer);
+        ac.abort();
+    }
+
+    const missing = wanted.filter((e) => !seen.has(e));
+    report(missing.length === 0, `${name}: the events came`,
+           missing.length ? `missing: ${missing}` : '');
+}
+
+await events('room stream',
+             `${gw}/api/messages/stream/${room.id}?access_token=${a.token}`,
+             async () => {
+    const m = (await call('send to the stream', 'POST',
+                          `${gw}/api/messages/${room.id}`,
+                          { ...T, json: { content: 'live' } })).body;
+    await call('read, streamed', 'POST', `${gw}/api/messages/read`,
+               { token: b.token,
+                 json: { room_id: room.id, message_ids: [m.id] } });
+    await call('react, streamed', 'POST',
+               `${gw}/api/messages/${m.id}/reactions`,
+               { token: b.token, json: { emoji: 'ok' } });
+    await call('edit, streamed', 'PUT', `${gw}/api/messages/${m.id}`,
+               { ...T, json: { content: 'live!' } });
+    await call('delete, streamed', 'DELETE', `${gw}/api/messages/${m.id}`,
+               T);
+}, ['connected', 'new_message', 'messages_read', 'reaction_updated',
+    'message_updated', 'message_deleted']);
+
+await events('notification stream',
+             `${gw}/api/notifications/stream?access_token=${b.token}`,
+             async () => {
+    await call('send, notified', 'POST', `${gw}/api/messages/${room.id}`,
+               { ...T, json: { content: 'for the notifications' } });
+    await new Promise((r) => setTimeout(r, 500));
+    await call('read, notified', 'POST', `${gw}/api/notifications/read`,
+               { token: b.token, json: { all: true } });
+}, ['connected', 'notification', 'notifications_read']);
 
 // the notification service
 expect(await call('notifications', 'GET', `${gw}/api/notifications`,
