@@ -1,8 +1,9 @@
 # The browser client (/app/ on the gateway) and Swagger UI (/docs/) in
 # headless Chromium (t/browser-e2e.mjs, puppeteer-core): two users in two
 # browser contexts register, become friends and chat; A's message is in
-# B's window within a second.  Screenshots of both windows and of
-# Swagger UI go to .work/screenshots/.  Needs "./build.sh test" (its stack,
+# B's window within a second; after nginx reloads under the open streams,
+# A's window gets B's next message through its resumed stream.
+# Screenshots of both windows and of Swagger UI go to .work/screenshots/.  Needs "./build.sh test" (its stack,
 # Debian's chromium and the tools it installs under .work/docs-tools).
 
 use strict;
@@ -23,6 +24,13 @@ plan skip_all => 'needs puppeteer-core in $work/docs-tools'
     unless -d "$work/docs-tools/node_modules/puppeteer-core";
 
 $ENV{CHAT_DOCS_TOOLS} = "$work/docs-tools";
+
+# the test stack's nginx, reloaded under the streams (resumption)
+my $pidfile = "$work/nginx-test/logs/nginx.pid";
+if (-f $pidfile && open(my $fh, '<', $pidfile)) {
+    chomp($ENV{CHAT_NGINX_PID} = <$fh>);
+    close $fh;
+}
 
 my $shots = "$work/screenshots";
 my $started = time;

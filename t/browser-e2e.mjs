@@ -6,7 +6,9 @@
 //
 // Two users in two browser contexts register, become friends and open
 // their room through the UI; A's message must appear in B's window within
-// a second (from A's click to B's DOM, both timed by the pages' clocks).
+// a second (from A's click to B's DOM, both timed by the pages' clocks);
+// with CHAT_NGINX_PID, nginx is reloaded under the open streams and A
+// must get B's next message through its resumed stream.
 // Waits for loading are generous; only that latency is strict.  One JSON
 // line per check: {"ok","name","diag"}; the latency as {"latency_ms"}.
 
@@ -148,11 +150,38 @@ try {
            `${latency} ms`);
 
     // and back, with the room list's unread count of the other side
-    await pb.$eval('#message-input', (e) => { e.value = 'hi A'; });
+    const back = `hi A ${tag}`;
+
+    await pb.$eval('#message-input', (e, t) => { e.value = t; }, back);
     await pb.click('#send-button');
-    await pa.waitForFunction(() => document.getElementById('messages')
-                                 .textContent.includes('hi A'), slow);
+    await pa.waitForFunction((t) => document.getElementById('messages')
+                                 .textContent.includes(t), slow, back);
     report(true, "B's answer appears in A's window");
+
+    // a dropped stream (nginx reloads: its old workers end the streams):
+    // what B sends meanwhile reaches A when its EventSource comes back
+    // with Last-Event-ID
+    const pid = process.env.CHAT_NGINX_PID;
+
+    if (pid) {
+        const count = () => pa.$$eval('#messages .message', (l) => l.length);
+        const before = await count();
+
+        process.kill(Number(pid), 'SIGHUP');
+        await pa.waitForSelector('#messages:not([data-live])', slow);
+        const later = `meanwhile ${tag}`;
+
+        await pb.$eval('#message-input', (e, t) => { e.value = t; }, later);
+        await pb.click('#send-button');
+        await pa.waitForFunction((t) => document.getElementById('messages')
+                                     .textContent.includes(t), slow, later);
+        await pa.waitForSelector('#messages[data-live]', slow);
+
+        const after = await count();
+        report(after === before + 1, 'after a dropped stream A gets what'
+                                     + ' was sent meanwhile, once',
+               `${before} messages, then ${after}`);
+    }
 
     await pa.waitForSelector('#notifications-badge:not(:empty)', slow)
         .then(() => report(true, 'A has an unread notification badge'))

@@ -485,7 +485,7 @@ function showTyping(ev) {
 
 // ---------------------------------------------------------------- streams
 
-function stream(path, lastId, handlers, onclosed) {
+function stream(path, lastId, handlers, onclosed, ondropped) {
     const q = new URLSearchParams({ access_token: state.token });
 
     if (lastId && path.startsWith('/api/messages/')) {
@@ -514,6 +514,10 @@ function stream(path, lastId, handlers, onclosed) {
     es.onerror = () => {
         if (es.readyState === EventSource.CLOSED && state.token) {
             setTimeout(onclosed, 3000);
+        }
+
+        if (ondropped) {
+            ondropped();
         }
     };
 
@@ -559,6 +563,8 @@ function openRoomStream() {
         if (state.room === room) {
             openRoomStream();
         }
+    }, () => {
+        delete $('messages').dataset.live;
     });
 }
 
