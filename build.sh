@@ -8,6 +8,8 @@
 #   ./build.sh build    configure once against /usr/share/nginx/src, make modules
 #   ./build.sh run      build, start MariaDB + Redis + MongoDB + nginx, print URL
 #   ./build.sh test     same set-up, then the whole suite (prove -r t/)
+#   ./build.sh test-env the TEST_NGINX_* variables test gives the suite,
+#                       as export lines (running a file by hand, t/README)
 #   ./build.sh bench    benchmarks in bench/ against a running stack
 #   ./build.sh stop     stop exactly the processes run/test started
 #   ./build.sh datastores  start MariaDB, Redis, MongoDB where not running
@@ -58,7 +60,7 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
-    liburi-perl valgrind libnginx-mod-nchan chromium"
+    liburi-perl valgrind libnginx-mod-nchan python3-pymongo chromium"
 # what building the Debian packages needs besides (deb); the suite builds,
 # checks (lintian) and installs them
 DEB_PACKAGES="debhelper dpkg-dev lintian"
@@ -411,6 +413,7 @@ render_conf() {
         -e "s|@MONGO_PORT@|$CHAT_MONGO_PORT|g" \
         -e "s|@MONGO_DATABASE@|$CHAT_DATABASE|g" \
         -e "s|@JWT_SECRET@|$CHAT_JWT_SECRET|g" \
+        -e "s|@DEVELOPMENT@|chat_development on;|g" \
         -e "s|@RATE_LIMIT@|$rate|g" \
         -e "s|@RATE_BURST@|$((rate - 1))|g" \
         -e "s|@LIMIT_KEY@|$limit_key|g" \
@@ -514,10 +517,10 @@ test_env() {
 }
 
 
-run_tests() {
-    # the test stack: own database, own ports (the stack's plus 10000, so
-    # checkouts run with different CHAT_*_PORTs test side by side), no rate
-    # limit except where a test sets one up itself
+# the test stack: own database, own ports (the stack's plus 10000, so
+# checkouts run with different CHAT_*_PORTs test side by side), no rate
+# limit except where a test sets one up itself
+test_stack_env() {
     export CHAT_DATABASE=chat_test
     export CHAT_HTTP_PORT=${CHAT_TEST_HTTP_PORT:-$((CHAT_HTTP_PORT + 10000))}
     export CHAT_USER_PORT=${CHAT_TEST_USER_PORT:-$((CHAT_USER_PORT + 10000))}
@@ -525,7 +528,11 @@ run_tests() {
     export CHAT_MSG_PORT=${CHAT_TEST_MSG_PORT:-$((CHAT_MSG_PORT + 10000))}
     export CHAT_NOTIFY_PORT=${CHAT_TEST_NOTIFY_PORT:-$((CHAT_NOTIFY_PORT + 10000))}
     export CHAT_RATE_LIMIT=${CHAT_TEST_RATE_LIMIT:-0}
+}
 
+
+run_tests() {
+    test_stack_env
     deps test
     build
     start_datastores
@@ -536,7 +543,7 @@ run_tests() {
 
     cd "$TOP"
     local rc=0
-    prove -I t/harness -I t/lib -r "${@:-t/}" || rc=$?
+    prove -I t/lib -r "${@:-t/}" || rc=$?
     stop_pidfile "$WORK/nginx-test/logs/nginx.pid" QUIT
     return $rc
 }
@@ -547,9 +554,10 @@ case "${1:-}" in
     build)  deps build; build ;;
     run)    run ;;
     test)   shift; run_tests "$@" ;;
+    test-env) test_stack_env; test_env; export -p | grep ' TEST_NGINX_' ;;
     bench)  shift; exec "$TOP/bench/run.sh" "$@" ;;
     stop)   stop ;;
     datastores) start_datastores ;;
     deb)    deps deb; deb ;;
-    *)      sed -n '3,24p' "$0"; exit 2 ;;
+    *)      sed -n '3,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac

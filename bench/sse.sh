@@ -481,6 +481,7 @@ run_diag() {
         cat <<EOF
     chat_redis  127.0.0.1:$CHAT_REDIS_PORT;
     chat_jwt_secret  "bench-sse-diagnostics";
+    chat_development  on;
 
     server {
         listen  127.0.0.1:$SSE_DIAG_PORT;

@@ -80,3 +80,16 @@ ALTER TABLE friendships
 
 CREATE UNIQUE INDEX IF NOT EXISTS ux_friendships_live_pair
     ON friendships (pair_low, pair_high, pair_live);
+
+-- friend service: blocks (API.md 12, F9), the original's BlockUser model.
+-- One row per blocker and blocked user; the key also serves the look-ups
+-- of a pair in either direction (user_id first, and the reverse key).
+CREATE TABLE IF NOT EXISTS block_users (
+    id              INT NOT NULL AUTO_INCREMENT,
+    user_id         INT NOT NULL,
+    blocked_user_id INT NOT NULL,
+    created_at      DATETIME NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY ux_block_users_pair (user_id, blocked_user_id),
+    KEY ix_block_users_blocked_user_id (blocked_user_id, user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

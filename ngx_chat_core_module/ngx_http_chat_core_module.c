@@ -19,10 +19,19 @@ static char *ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_mongo_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void ngx_http_chat_conf_where(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_chat_conf_where_t *where);
+static ngx_int_t ngx_http_chat_conf_credential(ngx_conf_t *cf,
+    const char *kind, ngx_str_t *value, ngx_http_chat_conf_where_t *where,
+    size_t min);
 static char *ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_chat_auth_error_style(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static char *ngx_http_chat_set_handler(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_chat_parse_address(ngx_conf_t *cf,
@@ -63,6 +72,10 @@ static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_keepalive_bounds = {
 
 static ngx_http_chat_conf_bounds_t  ngx_http_chat_sse_max_queue_bounds = {
     ngx_http_chat_conf_check_size, 4096, 0, "must be 4k or more"
+};
+
+static ngx_http_chat_conf_bounds_t  ngx_http_chat_circuit_cooldown_bounds = {
+    ngx_http_chat_conf_check_msec, 100, 0, "must be 100ms or more"
 };
 
 
@@ -140,16 +153,23 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
     { ngx_string("chat_jwt_secret"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
+      ngx_http_chat_jwt_secret,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_http_chat_core_main_conf_t, jwt_secret),
-      &ngx_http_chat_conf_name_post },
+      0,
+      NULL },
 
     { ngx_string("chat_jwt_secret_file"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_chat_jwt_secret_file,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("chat_development"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, development),
       NULL },
 
     { ngx_string("chat_jwt_lifetime"),
@@ -194,6 +214,27 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       offsetof(ngx_http_chat_core_main_conf_t, sse_max_queue),
       &ngx_http_chat_sse_max_queue_bounds },
 
+    { ngx_string("chat_circuit_failures"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, circuit_failures),
+      NULL },
+
+    { ngx_string("chat_circuit_cooldown"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_main_conf_t, circuit_cooldown),
+      &ngx_http_chat_circuit_cooldown_bounds },
+
+    { ngx_string("chat_auth_error_style"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_chat_auth_error_style,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("chat_service_name"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_str_slot,
@@ -206,6 +247,13 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_chat_core_loc_conf_t, internal),
+      NULL },
+
+    { ngx_string("chat_unprefixed"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_chat_core_loc_conf_t, unprefixed),
       NULL },
 
     { ngx_string("chat_health"),
@@ -228,6 +276,20 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       ngx_http_chat_ready_handler },
+
+    { ngx_string("chat_health_services"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_chat_health_services,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_health_circuits"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_chat_set_handler,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      ngx_http_chat_circuits_handler },
 
     { ngx_string("chat_metrics"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
@@ -305,12 +367,15 @@ ngx_http_chat_core_create_main_conf(ngx_conf_t *cf)
     cmcf->redis_db = NGX_CONF_UNSET;
     cmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     cmcf->jwt_lifetime = NGX_CONF_UNSET;
+    cmcf->development = NGX_CONF_UNSET;
     cmcf->json_max_size = NGX_CONF_UNSET_SIZE;
     cmcf->events_maxlen = NGX_CONF_UNSET_UINT;
     cmcf->sse_keepalive = NGX_CONF_UNSET_MSEC;
     cmcf->sse_max_queue = NGX_CONF_UNSET_SIZE;
     cmcf->cpu_queue_size = NGX_CONF_UNSET_UINT;
     cmcf->cpu_queue_timeout = NGX_CONF_UNSET_MSEC;
+    cmcf->circuit_failures = NGX_CONF_UNSET_UINT;
+    cmcf->circuit_cooldown = NGX_CONF_UNSET_MSEC;
 
     return cmcf;
 }
@@ -335,6 +400,8 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_msec_value(cmcf->sse_keepalive, 30000);
     ngx_conf_init_size_value(cmcf->sse_max_queue, 256 * 1024);
     ngx_conf_init_msec_value(cmcf->cpu_queue_timeout, 1000);
+    ngx_conf_init_uint_value(cmcf->circuit_failures, 5);
+    ngx_conf_init_msec_value(cmcf->circuit_cooldown, 5000);
 
     /* chat_cpu_queue_size stays unset for a default from the core count */
 
@@ -371,7 +438,87 @@ ngx_http_chat_core_init_main_conf(ngx_conf_t *cf, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_conf_init_value(cmcf->development, 0);
+
+    if (!cmcf->development
+        && (ngx_http_chat_conf_credential(cf, "secret", &cmcf->jwt_secret,
+                                          &cmcf->jwt_where, 32)
+            != NGX_OK
+            || ngx_http_chat_conf_credential(cf, "password",
+                                             &cmcf->mysql_password,
+                                             &cmcf->mysql_where, 0)
+               != NGX_OK))
+    {
+        return NGX_CONF_ERROR;
+    }
+
     return NGX_CONF_OK;
+}
+
+
+/*
+ * Credentials shipped as examples (conf/nginx.conf of ./build.sh's stack,
+ * the README, examples/nginx-chat.conf) are known to anyone who read them,
+ * and a token secret of a few bytes is guessed: both are refused unless
+ * "chat_development on" says the stack is for development.  Checked once
+ * the http block is read, so the flag may come anywhere in it.
+ */
+
+static ngx_str_t  ngx_http_chat_examples[] = {
+    ngx_string("change-me-nginx-chat-secret"),
+    ngx_string("chatpw"),
+    ngx_string("CHANGE-ME"),
+    ngx_null_string
+};
+
+
+static ngx_int_t
+ngx_http_chat_conf_credential(ngx_conf_t *cf, const char *kind,
+    ngx_str_t *value, ngx_http_chat_conf_where_t *where, size_t min)
+{
+    ngx_str_t   *e;
+    const char  *why;
+
+    if (value->len == 0) {
+        return NGX_OK;
+    }
+
+    why = NULL;
+
+    for (e = ngx_http_chat_examples; e->len; e++) {
+        if (e->len == value->len
+            && ngx_strncmp(e->data, value->data, e->len) == 0)
+        {
+            why = "is an example shipped with nginx-chat";
+            break;
+        }
+    }
+
+    if (why == NULL && value->len < min) {
+        why = "is shorter than 32 bytes";
+    }
+
+    if (why == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "chat: the %s of \"%V\" %s: make one with "
+                  "\"openssl rand -hex 32\" (or say \"chat_development on\" "
+                  "on a development stack) in %V:%ui",
+                  kind, &where->directive, why, &where->file, where->line);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_chat_conf_where(ngx_conf_t *cf, ngx_command_t *cmd,
+    ngx_http_chat_conf_where_t *where)
+{
+    where->directive = cmd->name;
+    where->file = cf->conf_file->file.name;
+    where->line = cf->conf_file->line;
 }
 
 
@@ -386,7 +533,9 @@ ngx_http_chat_core_create_loc_conf(ngx_conf_t *cf)
     }
 
     clcf->internal = NGX_CONF_UNSET;
+    clcf->unprefixed = NGX_CONF_UNSET;
     clcf->cors_origins = NGX_CONF_UNSET_PTR;
+    clcf->auth_error_style = NGX_CONF_UNSET_UINT;
 
     return clcf;
 }
@@ -401,7 +550,10 @@ ngx_http_chat_core_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->service_name, prev->service_name,
                              "nginx-chat");
     ngx_conf_merge_value(conf->internal, prev->internal, 0);
+    ngx_conf_merge_value(conf->unprefixed, prev->unprefixed, 0);
     ngx_conf_merge_ptr_value(conf->cors_origins, prev->cors_origins, NULL);
+    ngx_conf_merge_uint_value(conf->auth_error_style, prev->auth_error_style,
+                              NGX_HTTP_CHAT_AUTH_SERVICE);
 
     return NGX_CONF_OK;
 }
@@ -546,6 +698,7 @@ ngx_http_chat_mysql_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "has a \"database=\" name longer than 64 characters";
     }
 
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->mysql_where);
     cmcf->configured = 1;
 
     return NGX_CONF_OK;
@@ -601,6 +754,7 @@ ngx_http_chat_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->mysql_where);
     cmcf->configured = 1;
 
     return NGX_CONF_OK;
@@ -729,6 +883,30 @@ ngx_http_chat_thread_pool(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 
 static char *
+ngx_http_chat_jwt_secret(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_chat_core_main_conf_t *cmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (cmcf->jwt_secret.len) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "must not be empty";
+    }
+
+    cmcf->jwt_secret = value[1];
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->jwt_where);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
 ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_chat_core_main_conf_t *cmcf = conf;
@@ -793,6 +971,37 @@ ngx_http_chat_jwt_secret_file(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     cmcf->jwt_secret.data = p;
     cmcf->jwt_secret.len = n;
+    ngx_http_chat_conf_where(cf, cmd, &cmcf->jwt_where);
+
+    return NGX_CONF_OK;
+}
+
+
+/* nginx's enum setter names the value only, not the directive */
+
+static char *
+ngx_http_chat_auth_error_style(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_chat_core_loc_conf_t *clcf = conf;
+
+    ngx_str_t  *value;
+
+    if (clcf->auth_error_style != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "service") == 0) {
+        clcf->auth_error_style = NGX_HTTP_CHAT_AUTH_SERVICE;
+
+    } else if (ngx_strcmp(value[1].data, "gateway") == 0) {
+        clcf->auth_error_style = NGX_HTTP_CHAT_AUTH_GATEWAY;
+
+    } else {
+        return "must be \"service\" or \"gateway\"";
+    }
 
     return NGX_CONF_OK;
 }
@@ -1026,7 +1235,8 @@ static ngx_int_t
 ngx_http_chat_core_postconfiguration(ngx_conf_t *cf)
 {
     if (ngx_http_chat_cors_init(cf) != NGX_OK
-        || ngx_http_chat_metrics_init(cf) != NGX_OK)
+        || ngx_http_chat_metrics_init(cf) != NGX_OK
+        || ngx_http_chat_circuit_init(cf) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1045,6 +1255,8 @@ ngx_http_chat_core_init_process(ngx_cycle_t *cycle)
     if (cmcf == NULL) {
         return NGX_OK;
     }
+
+    ngx_http_chat_circuit_init_process(cycle, cmcf);
 
     if (ngx_http_chat_mysql_init_process(cycle, cmcf) != NGX_OK
         || ngx_http_chat_redis_init_process(cycle, cmcf) != NGX_OK

@@ -43,10 +43,31 @@
 #define NGX_HTTP_CHAT_SQL_INT       1
 #define NGX_HTTP_CHAT_SQL_STR       2
 
+/*
+ * A block between users a and b in either direction (API.md 12, F9), as
+ * an SQL condition; a and b are columns or "?", bound as a, b, b, a.
+ * Every service asks it the same way, so the unique key of block_users
+ * and its reverse key answer it.
+ */
+#define NGX_HTTP_CHAT_SQL_BLOCKED(a, b)                                       \
+    "EXISTS (SELECT 1 FROM block_users "                                      \
+    "WHERE (user_id = " a " AND blocked_user_id = " b ") "                    \
+    "OR (user_id = " b " AND blocked_user_id = " a "))"
+
 /* datastore states reported by the readiness view */
 #define NGX_HTTP_CHAT_DOWN          0
 #define NGX_HTTP_CHAT_CONNECTING    1
 #define NGX_HTTP_CHAT_UP            2
+
+/* datastores, as their circuit breakers know them */
+#define NGX_HTTP_CHAT_MYSQL         0
+#define NGX_HTTP_CHAT_REDIS         1
+#define NGX_HTTP_CHAT_MONGO         2
+#define NGX_HTTP_CHAT_DATASTORES    3
+
+/* chat_auth_error_style */
+#define NGX_HTTP_CHAT_AUTH_SERVICE  0
+#define NGX_HTTP_CHAT_AUTH_GATEWAY  1
 
 
 typedef struct ngx_http_chat_ctx_s  ngx_http_chat_ctx_t;
@@ -128,8 +149,13 @@ struct ngx_http_chat_op_s {
 
     ngx_queue_t                 queue;      /* the owner's list */
 
+    /* the breaker that judges the outcome: datastore + 1, 0: none */
+    ngx_uint_t                  circuit;
+
     unsigned                    active:1;
     unsigned                    cancelled:1;
+    unsigned                    probe:1;    /* the half-open breaker's */
+    unsigned                    unjudged:1; /* says nothing of the store */
 };
 
 
@@ -190,6 +216,15 @@ struct ngx_http_chat_ctx_s {
 };
 
 
+/* where a directive was, for checks made once the http block is read */
+
+typedef struct {
+    ngx_str_t                   directive;
+    ngx_str_t                   file;
+    ngx_uint_t                  line;
+} ngx_http_chat_conf_where_t;
+
+
 typedef struct {
     /* MariaDB */
     ngx_str_t                   mysql_host;     /* numeric address */
@@ -225,19 +260,40 @@ typedef struct {
     ngx_str_t                   jwt_secret;
     time_t                      jwt_lifetime;
 
+    /* credentials shipped as examples are refused outside development */
+    ngx_flag_t                  development;
+    ngx_http_chat_conf_where_t  jwt_where;
+    ngx_http_chat_conf_where_t  mysql_where;
+
     size_t                      json_max_size;
     ngx_uint_t                  events_maxlen;
     ngx_msec_t                  sse_keepalive;
     size_t                      sse_max_queue;
 
+    /* circuit breakers, one per datastore */
+    ngx_uint_t                  circuit_failures;   /* 0: off */
+    ngx_msec_t                  circuit_cooldown;
+
     ngx_uint_t                  configured;     /* any chat_* datastore */
 } ngx_http_chat_core_main_conf_t;
+
+
+/* a service that /health/services reports (chat_health_services) */
+
+typedef struct {
+    ngx_str_t                   name;           /* "user" */
+    ngx_str_t                   url;            /* its listener */
+    ngx_uint_t                  needs;          /* 1 << datastore */
+} ngx_http_chat_health_service_t;
 
 
 typedef struct {
     ngx_str_t                   service_name;
     ngx_flag_t                  internal;       /* service listener */
+    ngx_flag_t                  unprefixed;     /* "/auth/..." too */
     ngx_array_t                *cors_origins;   /* of ngx_str_t */
+    ngx_uint_t                  auth_error_style;
+    ngx_array_t                *health_services;
 } ngx_http_chat_core_loc_conf_t;
 
 
@@ -264,6 +320,9 @@ ngx_int_t ngx_http_chat_query_arg(ngx_http_request_t *r, const char *name,
 cJSON *ngx_http_chat_json_object(ngx_http_request_t *r);
 cJSON *ngx_http_chat_json_array(ngx_http_request_t *r);
 cJSON *ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len);
+cJSON *ngx_http_chat_json_decode(u_char *p, size_t len);
+ngx_int_t ngx_http_chat_json_int64(cJSON *item, int64_t *n);
+cJSON *ngx_http_chat_json_num(cJSON *obj, const char *name, int64_t n);
 cJSON *ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s);
 cJSON *ngx_http_chat_json_nstr(cJSON *obj, const char *name, ngx_str_t *s);
 ngx_int_t ngx_http_chat_send_json(ngx_http_request_t *r, ngx_uint_t status,
@@ -292,6 +351,9 @@ cJSON *ngx_http_chat_app_invalid(ngx_http_request_t *r, cJSON *errors,
     const char *field, const char *message, cJSON *value);
 ngx_int_t ngx_http_chat_send_app_invalid(ngx_http_request_t *r,
     const char *message, cJSON *errors);
+/* 422 E-B' "<name> must be a positive integer" */
+ngx_int_t ngx_http_chat_send_not_positive(ngx_http_request_t *r,
+    const char *name, int64_t value);
 
 /* 422 with a pydantic-style detail array (E-C) */
 cJSON *ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
@@ -369,6 +431,14 @@ ngx_int_t ngx_http_chat_op_cpu(ngx_http_chat_op_t *op,
     ngx_http_chat_thread_pt run, void *data);
 ngx_int_t ngx_http_chat_op_thread(ngx_http_chat_op_t *op,
     ngx_thread_pool_t *pool, ngx_http_chat_thread_pt run, void *data);
+
+/* for the datastores, once they are sure to ask the datastore: NGX_OK, or
+ * NGX_DECLINED when its circuit is open and the operation was answered
+ * "unavailable" at once; unjudge() when what ends the operation is not
+ * the datastore's doing (a full queue of ours) */
+ngx_int_t ngx_http_chat_op_admit(ngx_http_chat_op_t *op,
+    ngx_uint_t datastore);
+void ngx_http_chat_op_unjudge(ngx_http_chat_op_t *op);
 
 /* work not started yet is withdrawn, a late result is dropped: the
  * handler still runs once, with NGX_ABORT */
@@ -504,11 +574,38 @@ void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
 
 
+/* circuit breakers (ngx_http_chat_circuit.c): state shared by the
+ * workers; verdict NGX_OK (the datastore answered), NGX_DECLINED (it
+ * failed or timed out), NGX_ABORT (nothing learnt) */
+
+ngx_int_t ngx_http_chat_circuit_init(ngx_conf_t *cf);
+void ngx_http_chat_circuit_init_process(ngx_cycle_t *cycle,
+    ngx_http_chat_core_main_conf_t *cmcf);
+ngx_int_t ngx_http_chat_circuit_allow(ngx_uint_t datastore,
+    ngx_uint_t *probe);
+void ngx_http_chat_circuit_report(ngx_uint_t datastore, ngx_int_t verdict,
+    ngx_uint_t probe);
+const char *ngx_http_chat_circuit_name(ngx_uint_t datastore);
+/* Retry-After for a 503 while a circuit is open */
+ngx_int_t ngx_http_chat_circuit_retry_after(ngx_http_request_t *r);
+u_char *ngx_http_chat_circuit_metrics(u_char *p, u_char *last);
+ngx_int_t ngx_http_chat_circuits_handler(ngx_http_request_t *r);
+
+/* the gateway's /health/services (ngx_http_chat_health.c) */
+
+char *ngx_http_chat_health_services(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_handler(ngx_http_request_t *r);
-void ngx_http_chat_metrics_stream(ngx_int_t delta);
+void ngx_http_chat_metrics_stream(ngx_http_chat_route_t *route,
+    ngx_int_t delta);
+void ngx_http_chat_metrics_stream_dropped(ngx_http_chat_route_t *route);
+void ngx_http_chat_metrics_consumed(ngx_str_t *topic, ngx_str_t *id);
+void ngx_http_chat_metrics_group(ngx_str_t *topic, ngx_uint_t pending,
+    ngx_int_t lag);
 void ngx_http_chat_metrics_event(ngx_uint_t published);
 
 /* CPU tasks by outcome, the queue's length and its latest wait */

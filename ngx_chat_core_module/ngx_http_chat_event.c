@@ -164,6 +164,10 @@ ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v)
         return ngx_slprintf(p, last, "false");
     }
 
+    if (cJSON_IsRaw(v)) {
+        return ngx_slprintf(p, last, "%s", v->valuestring);
+    }
+
     if (cJSON_IsNumber(v)) {
         if (v->valuedouble == (double) (int64_t) v->valuedouble) {
             return ngx_slprintf(p, last, "%L", (int64_t) v->valuedouble);

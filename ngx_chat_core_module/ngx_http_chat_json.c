@@ -11,6 +11,11 @@
 static void ngx_http_chat_json_cleanup(void *data);
 static cJSON *ngx_http_chat_json_track(ngx_http_request_t *r, cJSON *json);
 static cJSON *ngx_http_chat_json_string(ngx_str_t *s);
+static ngx_int_t ngx_http_chat_json_digits(cJSON *item, u_char **pp,
+    u_char *last);
+static cJSON *ngx_http_chat_json_add(cJSON *obj, const char *name,
+    cJSON *item);
+static void ngx_http_chat_json_raw(cJSON *item);
 
 
 static void
@@ -61,8 +66,207 @@ ngx_http_chat_json_array(ngx_http_request_t *r)
 cJSON *
 ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
 {
-    return ngx_http_chat_json_track(r,
-                                    cJSON_ParseWithLength((char *) p, len));
+    return ngx_http_chat_json_track(r, ngx_http_chat_json_decode(p, len));
+}
+
+
+/*
+ * cJSON keeps a number as a double, exact only up to 2^53, and ids go up
+ * to 2^63-1: the digits of every integer literal are kept beside its
+ * number, in the node's otherwise unused valuestring (cJSON_Delete() and
+ * cJSON_Duplicate() handle it), and ngx_http_chat_json_int64() reads
+ * them.  The caller frees the tree with cJSON_Delete().
+ */
+
+cJSON *
+ngx_http_chat_json_decode(u_char *p, size_t len)
+{
+    cJSON   *json;
+    u_char  *pos;
+
+    json = cJSON_ParseWithLength((char *) p, len);
+    if (json == NULL) {
+        return NULL;
+    }
+
+    pos = p;
+
+    if (ngx_http_chat_json_digits(json, &pos, p + len) != NGX_OK) {
+        cJSON_Delete(json);
+        return NULL;
+    }
+
+    return json;
+}
+
+
+/*
+ * The tree's numbers, depth first, are the text's number tokens in their
+ * order: strings are skipped, and only a number or a string may hold a
+ * digit or a minus sign in valid JSON.  cJSON bounds the nesting.
+ */
+
+static ngx_int_t
+ngx_http_chat_json_digits(cJSON *item, u_char **pp, u_char *last)
+{
+    u_char      *p, *start;
+    ngx_uint_t   integer;
+
+    for ( /* void */ ; item; item = item->next) {
+
+        if (!cJSON_IsNumber(item)) {
+            if (item->child
+                && ngx_http_chat_json_digits(item->child, pp, last)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            continue;
+        }
+
+        for (p = *pp; p < last; p++) {
+
+            if (*p == '"') {
+                for (p++; p < last && *p != '"'; p++) {
+                    if (*p == '\\') {
+                        p++;
+                    }
+                }
+
+                continue;
+            }
+
+            if (*p == '-' || (*p >= '0' && *p <= '9')) {
+                break;
+            }
+        }
+
+        if (p >= last) {
+            return NGX_ERROR;
+        }
+
+        start = p;
+        integer = 1;
+
+        for (p++; p < last; p++) {
+            if (*p >= '0' && *p <= '9') {
+                continue;
+            }
+
+            if (*p != '.' && *p != 'e' && *p != 'E' && *p != '+'
+                && *p != '-')
+            {
+                break;
+            }
+
+            integer = 0;
+        }
+
+        *pp = p;
+
+        if (!integer || item->valuestring) {
+            continue;
+        }
+
+        item->valuestring = cJSON_malloc(p - start + 1);
+        if (item->valuestring == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(item->valuestring, start, p - start);
+        item->valuestring[p - start] = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A number as int64: NGX_OK, NGX_DECLINED when it has a fractional part,
+ * NGX_ERROR when it is out of range (or beyond 2^53 without its digits).
+ */
+
+ngx_int_t
+ngx_http_chat_json_int64(cJSON *item, int64_t *n)
+{
+    double     d;
+    ngx_str_t  s;
+
+    if (item->valuestring) {
+        s.data = (u_char *) item->valuestring;
+        s.len = ngx_strlen(item->valuestring);
+
+        return ngx_http_chat_parse_id(&s, n);
+    }
+
+    d = item->valuedouble;
+
+    /* beyond 2^53 a double no longer holds every integer */
+
+    if (d >= 9007199254740992.0 || d <= -9007199254740992.0 || d != d) {
+        return NGX_ERROR;
+    }
+
+    if (d != (double) (int64_t) d) {
+        return NGX_DECLINED;
+    }
+
+    *n = (int64_t) d;
+
+    return NGX_OK;
+}
+
+
+/*
+ * An integer printed exactly: cJSON would print its double, so the digits
+ * go in as a raw value (the events' printer takes raw values as they are)
+ */
+
+cJSON *
+ngx_http_chat_json_num(cJSON *obj, const char *name, int64_t n)
+{
+    u_char  buf[NGX_INT64_LEN + 1];
+
+    *ngx_sprintf(buf, "%L", n) = '\0';
+
+    return ngx_http_chat_json_add(obj, name, cJSON_CreateRaw((char *) buf));
+}
+
+
+/* a copy of the input echoed in an error: its integers as they came */
+
+static void
+ngx_http_chat_json_raw(cJSON *item)
+{
+    if (cJSON_IsNumber(item) && item->valuestring) {
+        item->type = cJSON_Raw;
+        return;
+    }
+
+    for (item = item->child; item; item = item->next) {
+        ngx_http_chat_json_raw(item);
+    }
+}
+
+
+/* item into an array, or into an object as name; obj NULL: item alone */
+
+static cJSON *
+ngx_http_chat_json_add(cJSON *obj, const char *name, cJSON *item)
+{
+    if (item == NULL || obj == NULL) {
+        return item;
+    }
+
+    if (cJSON_IsArray(obj)) {
+        cJSON_AddItemToArray(obj, item);
+
+    } else {
+        cJSON_AddItemToObject(obj, name, item);
+    }
+
+    return item;
 }
 
 
@@ -98,21 +302,7 @@ ngx_http_chat_json_string(ngx_str_t *s)
 cJSON *
 ngx_http_chat_json_str(cJSON *obj, const char *name, ngx_str_t *s)
 {
-    cJSON  *item;
-
-    item = ngx_http_chat_json_string(s);
-    if (item == NULL) {
-        return NULL;
-    }
-
-    if (cJSON_IsArray(obj)) {
-        cJSON_AddItemToArray(obj, item);
-
-    } else {
-        cJSON_AddItemToObject(obj, name, item);
-    }
-
-    return item;
+    return ngx_http_chat_json_add(obj, name, ngx_http_chat_json_string(s));
 }
 
 
@@ -369,21 +559,65 @@ ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
 }
 
 
+/*
+ * The services' 401, or on a listener with "chat_auth_error_style
+ * gateway" the original gateway's (API.md 7.2), which tells a request
+ * without a token from one whose token is no good.
+ */
+
 ngx_int_t
 ngx_http_chat_send_unauthorized(ngx_http_request_t *r)
 {
+    cJSON                          *json;
+    ngx_str_t                       arg;
+    const char                     *message;
+    ngx_http_chat_core_loc_conf_t  *lcf;
+
     if (ngx_http_chat_add_header(r, "WWW-Authenticate", "Bearer") != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
-                                     "Not authenticated");
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+    if (lcf->auth_error_style != NGX_HTTP_CHAT_AUTH_GATEWAY) {
+        return ngx_http_chat_send_detail(r, NGX_HTTP_UNAUTHORIZED,
+                                         "Not authenticated");
+    }
+
+    /* the event streams take a token from access_token too */
+
+    if (r->headers_in.authorization == NULL
+        && ngx_http_arg(r, (u_char *) "access_token",
+                        sizeof("access_token") - 1, &arg)
+           != NGX_OK)
+    {
+        message = "Missing authentication token";
+
+    } else {
+        message = "Invalid or expired token";
+    }
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || cJSON_AddStringToObject(json, "error", "unauthorized") == NULL
+        || cJSON_AddStringToObject(json, "message", message) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_UNAUTHORIZED, json);
 }
 
+
+/* while a circuit is open, with the Retry-After of its cool-down */
 
 ngx_int_t
 ngx_http_chat_send_unavailable(ngx_http_request_t *r)
 {
+    if (ngx_http_chat_circuit_retry_after(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     return ngx_http_chat_send_flat_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                  "database_error",
                                  "Database connection or operation failed");
@@ -470,6 +704,9 @@ ngx_http_chat_invalid(ngx_http_request_t *r, cJSON *errors,
 
     if (input == NULL) {
         input = cJSON_CreateNull();
+
+    } else {
+        ngx_http_chat_json_raw(input);
     }
 
     cJSON_AddItemToObject(item, "input", input);
@@ -567,6 +804,33 @@ ngx_http_chat_send_app_invalid(ngx_http_request_t *r, const char *message,
     }
 
     return ngx_http_chat_send_json(r, NGX_HTTP_UNPROCESSABLE_ENTITY, json);
+}
+
+
+/*
+ * E-B' of an id that is an integer but not a positive one (API.md 12):
+ * "<name> must be a positive integer", the value in validation_errors
+ */
+
+ngx_int_t
+ngx_http_chat_send_not_positive(ngx_http_request_t *r, const char *name,
+    int64_t value)
+{
+    u_char   msg[64];
+    cJSON   *errors;
+
+    errors = ngx_http_chat_app_invalid(r, NULL, name,
+                                       "Must be a positive integer",
+                                       ngx_http_chat_json_num(NULL, NULL,
+                                                              value));
+    if (errors == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *ngx_snprintf(msg, sizeof(msg) - 1, "%s must be a positive integer",
+                  name) = '\0';
+
+    return ngx_http_chat_send_app_invalid(r, (char *) msg, errors);
 }
 
 

@@ -5,8 +5,11 @@
  *
  * Requests are counted per route of the service modules (method and path
  * pattern, not the raw URI, so the number of series stays fixed), by
- * status class, with a latency histogram; plus open event streams and
- * published events.
+ * status class, with a latency histogram; open event streams and the
+ * streams cut off for a slow client, per route; published events, and
+ * the Redis Streams consumers: entries processed per topic, the age of
+ * the latest at its acknowledgement, and the group's pending entries and
+ * lag as Redis last told.
  */
 
 
@@ -15,6 +18,7 @@
 
 #define NGX_HTTP_CHAT_METRICS_ROUTES   128
 #define NGX_HTTP_CHAT_METRICS_BUCKETS  10
+#define NGX_HTTP_CHAT_METRICS_TOPICS   8
 
 
 typedef struct {
@@ -24,7 +28,19 @@ typedef struct {
     ngx_atomic_t                status[5];  /* 1xx .. 5xx */
     ngx_atomic_t                bucket[NGX_HTTP_CHAT_METRICS_BUCKETS];
     ngx_atomic_t                sum_ms;
+    ngx_atomic_t                streams;    /* open event streams */
+    ngx_atomic_t                dropped;    /* cut off: client too slow */
 } ngx_http_chat_metrics_route_t;
+
+
+typedef struct {
+    u_char                      name[48];   /* the Redis stream */
+    ngx_atomic_t                consumed;
+    ngx_atomic_t                delay_ms;   /* the latest acknowledged */
+    ngx_atomic_t                pending;    /* as XINFO GROUPS last said */
+    ngx_atomic_t                lag;
+    ngx_atomic_t                lag_known;  /* Redis may not know it */
+} ngx_http_chat_metrics_topic_t;
 
 
 typedef struct {
@@ -37,6 +53,8 @@ typedef struct {
     ngx_atomic_t                forgotten;
     ngx_atomic_t                nroutes;
     ngx_http_chat_metrics_route_t  routes[NGX_HTTP_CHAT_METRICS_ROUTES];
+    ngx_atomic_t                ntopics;
+    ngx_http_chat_metrics_topic_t  topics[NGX_HTTP_CHAT_METRICS_TOPICS];
 } ngx_http_chat_metrics_shm_t;
 
 
@@ -45,6 +63,9 @@ static ngx_int_t ngx_http_chat_metrics_init_zone(ngx_shm_zone_t *zone,
 static ngx_int_t ngx_http_chat_metrics_log(ngx_http_request_t *r);
 static ngx_http_chat_metrics_route_t *ngx_http_chat_metrics_slot(
     ngx_http_chat_route_t *route);
+static ngx_http_chat_metrics_topic_t *ngx_http_chat_metrics_topic(
+    ngx_str_t *name);
+static u_char *ngx_http_chat_metrics_streams(u_char *p, u_char *last);
 
 
 /* upper bounds of the latency buckets, milliseconds; the last is +Inf */
@@ -218,12 +239,152 @@ ngx_http_chat_metrics_log(ngx_http_request_t *r)
 }
 
 
+/* a stream of a route opens (1) or ends (-1) */
+
 void
-ngx_http_chat_metrics_stream(ngx_int_t delta)
+ngx_http_chat_metrics_stream(ngx_http_chat_route_t *route, ngx_int_t delta)
 {
-    if (ngx_http_chat_metrics) {
-        (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->streams, delta);
+    ngx_http_chat_metrics_route_t  *slot;
+
+    if (ngx_http_chat_metrics == NULL) {
+        return;
     }
+
+    (void) ngx_atomic_fetch_add(&ngx_http_chat_metrics->streams, delta);
+
+    slot = route ? ngx_http_chat_metrics_slot(route) : NULL;
+
+    if (slot) {
+        (void) ngx_atomic_fetch_add(&slot->streams, delta);
+    }
+}
+
+
+void
+ngx_http_chat_metrics_stream_dropped(ngx_http_chat_route_t *route)
+{
+    ngx_http_chat_metrics_route_t  *slot;
+
+    if (ngx_http_chat_metrics == NULL || route == NULL) {
+        return;
+    }
+
+    slot = ngx_http_chat_metrics_slot(route);
+
+    if (slot) {
+        (void) ngx_atomic_fetch_add(&slot->dropped, 1);
+    }
+}
+
+
+/* an entry of a topic is processed and acknowledged; id "<ms>-<seq>" */
+
+void
+ngx_http_chat_metrics_consumed(ngx_str_t *topic, ngx_str_t *id)
+{
+    u_char                         *dash;
+    ngx_int_t                       ms;
+    ngx_time_t                     *tp;
+    ngx_msec_int_t                  delay;
+    ngx_http_chat_metrics_topic_t  *t;
+
+    if (ngx_http_chat_metrics == NULL) {
+        return;
+    }
+
+    t = ngx_http_chat_metrics_topic(topic);
+    if (t == NULL) {
+        return;
+    }
+
+    (void) ngx_atomic_fetch_add(&t->consumed, 1);
+
+    dash = ngx_strlchr(id->data, id->data + id->len, '-');
+    ms = ngx_atoi(id->data, dash ? (size_t) (dash - id->data) : id->len);
+
+    if (ms == NGX_ERROR) {
+        return;
+    }
+
+    tp = ngx_timeofday();
+    delay = (ngx_msec_int_t) (tp->sec * 1000 + tp->msec - ms);
+
+    t->delay_ms = ngx_max(delay, 0);
+}
+
+
+/* the consumer group on a topic as Redis sees it; lag -1: not known */
+
+void
+ngx_http_chat_metrics_group(ngx_str_t *topic, ngx_uint_t pending,
+    ngx_int_t lag)
+{
+    ngx_http_chat_metrics_topic_t  *t;
+
+    if (ngx_http_chat_metrics == NULL) {
+        return;
+    }
+
+    t = ngx_http_chat_metrics_topic(topic);
+    if (t == NULL) {
+        return;
+    }
+
+    t->pending = pending;
+    t->lag = lag < 0 ? 0 : lag;
+    t->lag_known = (lag >= 0);
+}
+
+
+/* a topic's slot, taken once under the zone's lock as a route's is */
+
+static ngx_http_chat_metrics_topic_t *
+ngx_http_chat_metrics_topic(ngx_str_t *name)
+{
+    size_t                          n;
+    ngx_uint_t                      i;
+    ngx_slab_pool_t                *shpool;
+    ngx_http_chat_metrics_topic_t  *t;
+
+    n = ngx_min(name->len, sizeof(t->name) - 1);
+
+    for (i = 0; i < ngx_http_chat_metrics->ntopics; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+
+        if (ngx_strncmp(t->name, name->data, n) == 0 && t->name[n] == '\0') {
+            return t;
+        }
+    }
+
+    shpool = (ngx_slab_pool_t *) ngx_http_chat_metrics_zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    for (i = 0; i < ngx_http_chat_metrics->ntopics; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+
+        if (ngx_strncmp(t->name, name->data, n) == 0 && t->name[n] == '\0') {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return t;
+        }
+    }
+
+    if (i == NGX_HTTP_CHAT_METRICS_TOPICS) {
+        ngx_shmtx_unlock(&shpool->mutex);
+        return NULL;
+    }
+
+    t = &ngx_http_chat_metrics->topics[i];
+
+    ngx_memcpy(t->name, name->data, n);
+    t->name[n] = '\0';
+
+    ngx_memory_barrier();
+    ngx_http_chat_metrics->ntopics = i + 1;
+
+    ngx_shmtx_unlock(&shpool->mutex);
+
+    return t;
 }
 
 
@@ -276,6 +437,104 @@ ngx_http_chat_metrics_forgotten(void)
 }
 
 
+/* event streams per route, and the consumers per topic */
+
+static u_char *
+ngx_http_chat_metrics_streams(u_char *p, u_char *last)
+{
+    ngx_uint_t                      i, n;
+    ngx_http_chat_metrics_topic_t  *t;
+    ngx_http_chat_metrics_route_t  *slot;
+
+    n = ngx_http_chat_metrics->nroutes;
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_sse_route_streams Open event streams by route.\n"
+            "# TYPE chat_sse_route_streams gauge\n");
+
+    for (i = 0; i < n; i++) {
+        slot = &ngx_http_chat_metrics->routes[i];
+
+        if (slot->streams || slot->dropped) {
+            p = ngx_slprintf(p, last,
+                    "chat_sse_route_streams{route=\"%s\"} %A\n",
+                    slot->path, (ngx_atomic_int_t) slot->streams);
+        }
+    }
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_sse_dropped_total "
+            "Event streams cut off because their client read too slowly.\n"
+            "# TYPE chat_sse_dropped_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        slot = &ngx_http_chat_metrics->routes[i];
+
+        if (slot->streams || slot->dropped) {
+            p = ngx_slprintf(p, last,
+                    "chat_sse_dropped_total{route=\"%s\"} %uA\n",
+                    slot->path, slot->dropped);
+        }
+    }
+
+    n = ngx_http_chat_metrics->ntopics;
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_events_consumed_total "
+            "Events processed and acknowledged, by topic.\n"
+            "# TYPE chat_events_consumed_total counter\n");
+
+    for (i = 0; i < n; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+        p = ngx_slprintf(p, last,
+                         "chat_events_consumed_total{topic=\"%s\"} %uA\n",
+                         t->name, t->consumed);
+    }
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_events_consumer_delay_seconds "
+            "Age of the latest event acknowledged, by topic.\n"
+            "# TYPE chat_events_consumer_delay_seconds gauge\n");
+
+    for (i = 0; i < n; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+        p = ngx_slprintf(p, last,
+                         "chat_events_consumer_delay_seconds{topic=\"%s\"} "
+                         "%uA.%03uA\n",
+                         t->name, t->delay_ms / 1000, t->delay_ms % 1000);
+    }
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_events_consumer_pending "
+            "Events delivered to the group and not acknowledged.\n"
+            "# TYPE chat_events_consumer_pending gauge\n");
+
+    for (i = 0; i < n; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+        p = ngx_slprintf(p, last,
+                         "chat_events_consumer_pending{topic=\"%s\"} %uA\n",
+                         t->name, t->pending);
+    }
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_events_consumer_lag "
+            "Events in the topic not yet delivered to the group.\n"
+            "# TYPE chat_events_consumer_lag gauge\n");
+
+    for (i = 0; i < n; i++) {
+        t = &ngx_http_chat_metrics->topics[i];
+
+        if (t->lag_known) {
+            p = ngx_slprintf(p, last,
+                             "chat_events_consumer_lag{topic=\"%s\"} %uA\n",
+                             t->name, t->lag);
+        }
+    }
+
+    return p;
+}
+
+
 ngx_int_t
 ngx_http_chat_metrics_handler(ngx_http_request_t *r)
 {
@@ -298,7 +557,8 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
     }
 
     n = ngx_http_chat_metrics->nroutes;
-    size = 1024 + n * (NGX_HTTP_CHAT_METRICS_BUCKETS + 8) * 200;
+    size = 4096 + n * (NGX_HTTP_CHAT_METRICS_BUCKETS + 10) * 200
+           + NGX_HTTP_CHAT_METRICS_TOPICS * 4 * 128;
 
     p = ngx_pnalloc(r->pool, size);
     if (p == NULL) {
@@ -307,6 +567,8 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
 
     out.data = p;
     last = p + size;
+
+    p = ngx_http_chat_circuit_metrics(p, last);
 
     p = ngx_slprintf(p, last,
             "# HELP chat_sse_streams Open event streams.\n"
@@ -336,9 +598,7 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
             "# HELP chat_background_failures_total "
             "Fire-and-forget commands and statements that failed.\n"
             "# TYPE chat_background_failures_total counter\n"
-            "chat_background_failures_total %uA\n"
-            "# HELP chat_http_requests_total Requests by route and status.\n"
-            "# TYPE chat_http_requests_total counter\n",
+            "chat_background_failures_total %uA\n",
             ngx_http_chat_metrics->streams,
             ngx_http_chat_metrics->events_published,
             ngx_http_chat_metrics->events_failed,
@@ -352,6 +612,12 @@ ngx_http_chat_metrics_handler(ngx_http_request_t *r)
             ngx_http_chat_metrics->cpu_wait_ms / 1000,
             ngx_http_chat_metrics->cpu_wait_ms % 1000,
             ngx_http_chat_metrics->forgotten);
+
+    p = ngx_http_chat_metrics_streams(p, last);
+
+    p = ngx_slprintf(p, last,
+            "# HELP chat_http_requests_total Requests by route and status.\n"
+            "# TYPE chat_http_requests_total counter\n");
 
     for (i = 0; i < n; i++) {
         slot = &ngx_http_chat_metrics->routes[i];

@@ -67,6 +67,10 @@ ngx_http_chat_op_mongo(ngx_http_chat_op_t *op, ngx_http_chat_mongo_pt run,
     t->run = run;
     t->data = data;
 
+    if (pool && ngx_http_chat_op_admit(op, NGX_HTTP_CHAT_MONGO) != NGX_OK) {
+        return NGX_OK;
+    }
+
     return ngx_http_chat_op_thread(op, pool, ngx_http_chat_mongo_run, t);
 }
 

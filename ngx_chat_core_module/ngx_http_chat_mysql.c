@@ -452,6 +452,10 @@ ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
         return NGX_OK;
     }
 
+    if (ngx_http_chat_op_admit(base, NGX_HTTP_CHAT_MYSQL) != NGX_OK) {
+        return NGX_OK;
+    }
+
     if (pool->timeout) {
         ngx_add_timer(&op->deadline, pool->timeout);
     }
@@ -476,6 +480,9 @@ ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
         ngx_log_error(NGX_LOG_WARN, base->log, 0,
                       "chat mysql: all %ui connections busy and %ui "
                       "queries waiting", pool->nconns, pool->nqueued);
+
+        /* our queue is full, not MariaDB down: no failure of its breaker */
+        ngx_http_chat_op_unjudge(base);
         ngx_http_chat_mysql_complete(op);
         return NGX_OK;
     }
@@ -1411,6 +1418,9 @@ ngx_http_chat_mysql_deadline_handler(ngx_event_t *ev)
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                       "chat mysql: no free connection within %M ms",
                       pool->timeout);
+
+        /* the queries on the connections answer for MariaDB */
+        ngx_http_chat_op_unjudge(op->base);
     }
 
     ngx_http_chat_mysql_complete(op);

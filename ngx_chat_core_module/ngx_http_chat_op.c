@@ -11,6 +11,11 @@
  * While any operation is in flight, a timer that cannot be cancelled is
  * armed: an exiting worker (reload, graceful stop) waits for operations
  * to end, so a request whose message is stored still gets its answer.
+ *
+ * Each datastore admits an operation through its circuit breaker
+ * (ngx_http_chat_circuit.c) and the outcome is reported to it here, when
+ * the operation completes: every caller of the core gets the breakers
+ * without knowing of them.
  */
 
 
@@ -21,6 +26,7 @@
 
 
 static void ngx_http_chat_op_event(ngx_event_t *ev);
+static void ngx_http_chat_op_judge(ngx_http_chat_op_t *op, ngx_int_t rc);
 static void ngx_http_chat_op_guard(ngx_event_t *ev);
 static void ngx_http_chat_op_member_done(ngx_http_chat_op_t *op);
 
@@ -86,7 +92,44 @@ ngx_http_chat_op_fail(ngx_http_chat_op_t *op)
         ngx_http_chat_op_start(op);
     }
 
+    /* never sent: nothing for a breaker to learn */
+    op->unjudged = 1;
+
     ngx_http_chat_op_post(op, NGX_ERROR);
+}
+
+
+ngx_int_t
+ngx_http_chat_op_admit(ngx_http_chat_op_t *op, ngx_uint_t datastore)
+{
+    ngx_uint_t  probe;
+
+    if (ngx_http_chat_circuit_allow(datastore, &probe) != NGX_OK) {
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "chat op %p: %s circuit open, refused", op,
+                       ngx_http_chat_circuit_name(datastore));
+
+        if (!op->active) {
+            ngx_http_chat_op_start(op);
+        }
+
+        ngx_http_chat_op_post(op, NGX_DECLINED);
+        return NGX_DECLINED;
+    }
+
+    op->circuit = datastore + 1;
+    op->probe = probe;
+    op->unjudged = 0;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_chat_op_unjudge(ngx_http_chat_op_t *op)
+{
+    op->unjudged = 1;
 }
 
 
@@ -117,6 +160,10 @@ ngx_http_chat_op_done(ngx_http_chat_op_t *op, ngx_int_t rc)
         ngx_delete_posted_event(&op->event);
     }
 
+    if (op->circuit) {
+        ngx_http_chat_op_judge(op, rc);
+    }
+
     /* a reply that came all the same stays readable: what the owner took
      * may need giving back (a sequence number, say) */
 
@@ -132,6 +179,39 @@ ngx_http_chat_op_done(ngx_http_chat_op_t *op, ngx_int_t rc)
                    "chat op %p: done rc:%i", op, rc);
 
     op->handler(op);
+}
+
+
+/*
+ * The outcome as the breaker sees it, before a cancellation hides it: any
+ * answer, a refusal included, shows the datastore alive; "unavailable"
+ * of an operation withdrawn before it ran, or ended by our own limits,
+ * says nothing of it.
+ */
+
+static void
+ngx_http_chat_op_judge(ngx_http_chat_op_t *op, ngx_int_t rc)
+{
+    ngx_int_t  verdict;
+
+    if (op->unjudged) {
+        verdict = NGX_ABORT;
+
+    } else if (rc == NGX_OK || rc == NGX_ERROR) {
+        verdict = NGX_OK;
+
+    } else if (rc == NGX_DECLINED && !op->cancelled) {
+        verdict = NGX_DECLINED;
+
+    } else {
+        verdict = NGX_ABORT;
+    }
+
+    ngx_http_chat_circuit_report(op->circuit - 1, verdict, op->probe);
+
+    op->circuit = 0;
+    op->probe = 0;
+    op->unjudged = 0;
 }
 
 

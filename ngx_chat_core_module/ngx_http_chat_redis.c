@@ -181,6 +181,10 @@ ngx_http_chat_op_redis(ngx_http_chat_op_t *base, int argc, const char **argv,
     rc = NGX_DECLINED;
 
     if (rconn) {
+        if (ngx_http_chat_op_admit(base, NGX_HTTP_CHAT_REDIS) != NGX_OK) {
+            return NGX_OK;
+        }
+
         rc = ngx_http_chat_redis_conn_command(rconn,
                                               ngx_http_chat_redis_op_reply,
                                               op, argc, argv, argvlen);
@@ -1327,6 +1331,9 @@ ngx_http_chat_redis_cleanup(void *data)
 
 #define NGX_HTTP_CHAT_REDIS_ID_LEN  (2 * NGX_INT64_LEN + 2)
 
+/* how often a consumer asks Redis about its group, for /metrics */
+#define NGX_HTTP_CHAT_REDIS_STATS   5000
+
 
 struct ngx_http_chat_redis_consumer_s {
     ngx_http_chat_redis_conn_t     *rconn;
@@ -1351,6 +1358,8 @@ struct ngx_http_chat_redis_consumer_s {
     ngx_event_t                     timeout;    /* the round's reply */
     ngx_event_t                     wait;       /* backoff after trouble */
     ngx_event_t                     claim;      /* claim interval */
+    ngx_event_t                     stats;      /* the group's numbers */
+    ngx_http_chat_op_t             *stats_op;   /* in its own pool */
     ngx_msec_t                      backoff;
 
     /* where the claim cycle stands: stream, and XAUTOCLAIM's cursor */
@@ -1409,6 +1418,10 @@ static void ngx_http_chat_redis_consumer_trouble(
 static void ngx_http_chat_redis_consumer_timeout(ngx_event_t *ev);
 static void ngx_http_chat_redis_consumer_wait(ngx_event_t *ev);
 static void ngx_http_chat_redis_consumer_claim(ngx_event_t *ev);
+static void ngx_http_chat_redis_consumer_stats(ngx_event_t *ev);
+static void ngx_http_chat_redis_consumer_stats_reply(ngx_http_chat_op_t *op);
+static void ngx_http_chat_redis_consumer_group(
+    ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream, redisReply *groups);
 
 
 ngx_http_chat_redis_consumer_t *
@@ -1494,6 +1507,11 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
     c->claim.log = cycle->log;
     c->claim.cancelable = 1;
 
+    c->stats.handler = ngx_http_chat_redis_consumer_stats;
+    c->stats.data = c;
+    c->stats.log = cycle->log;
+    c->stats.cancelable = 1;
+
     c->rconn = ngx_http_chat_redis_conn_create(cycle, cmcf, "stream consumer",
                                      ngx_http_chat_redis_consumer_connected,
                                      c);
@@ -1513,6 +1531,8 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
     if (c->claim_idle) {
         ngx_add_timer(&c->claim, c->claim_interval);
     }
+
+    ngx_add_timer(&c->stats, NGX_HTTP_CHAT_REDIS_STATS);
 
     return c;
 }
@@ -1556,6 +1576,17 @@ ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c)
         ngx_del_timer(&c->claim);
     }
 
+    if (c->stats.timer_set) {
+        ngx_del_timer(&c->stats);
+    }
+
+    /* its handler frees the pool, and no longer knows the consumer */
+
+    if (c->stats_op) {
+        c->stats_op->data = NULL;
+        ngx_http_chat_op_cancel(c->stats_op);
+    }
+
     ngx_free(c);
 }
 
@@ -1563,6 +1594,7 @@ ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c)
 void
 ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e)
 {
+    ngx_http_chat_metrics_consumed(&e->stream, &e->id);
     ngx_http_chat_redis_consumer_xack(e->consumer, &e->stream, &e->id);
     ngx_http_chat_redis_consumer_settle(e);
 }
@@ -2250,6 +2282,173 @@ static void
 ngx_http_chat_redis_consumer_wait(ngx_event_t *ev)
 {
     ngx_http_chat_redis_consumer_next(ev->data);
+}
+
+
+/*
+ * The group's pending entries and lag on each stream, from XINFO GROUPS,
+ * for /metrics: on the command connection (the consumer's own waits in
+ * XREADGROUP BLOCK), one script for all streams, in a pool of its own.
+ */
+
+static void
+ngx_http_chat_redis_consumer_stats(ngx_event_t *ev)
+{
+    ngx_http_chat_redis_consumer_t *c = ev->data;
+
+    const char          **argv;
+    size_t               *argvlen;
+    ngx_str_t             num;
+    ngx_uint_t            i, n;
+    ngx_pool_t           *pool;
+    ngx_http_chat_op_t   *op;
+
+    static const char  script[] =
+        "local r = {} "
+        "for i, k in ipairs(KEYS) do "
+        "local ok, g = pcall(redis.call, 'XINFO', 'GROUPS', k) "
+        "r[i] = ok and g or {} "
+        "end "
+        "return r";
+
+    if (c->destroying || ngx_http_chat_redis_exiting) {
+        return;
+    }
+
+    ngx_add_timer(&c->stats, NGX_HTTP_CHAT_REDIS_STATS);
+
+    if (c->stats_op) {
+        return;     /* the last one still runs */
+    }
+
+    pool = ngx_create_pool(1024, c->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    n = 3 + c->nstreams;
+
+    op = ngx_pcalloc(pool, sizeof(ngx_http_chat_op_t));
+    argv = ngx_palloc(pool, n * sizeof(char *));
+    argvlen = ngx_palloc(pool, n * sizeof(size_t));
+    num.data = ngx_pnalloc(pool, NGX_INT_T_LEN);
+
+    if (op == NULL || argv == NULL || argvlen == NULL || num.data == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    num.len = ngx_sprintf(num.data, "%ui", c->nstreams) - num.data;
+
+    argv[0] = "EVAL";
+    argvlen[0] = sizeof("EVAL") - 1;
+    argv[1] = script;
+    argvlen[1] = sizeof(script) - 1;
+    argv[2] = (const char *) num.data;
+    argvlen[2] = num.len;
+
+    for (i = 0; i < c->nstreams; i++) {
+        argv[3 + i] = (const char *) c->streams[i].data;
+        argvlen[3 + i] = c->streams[i].len;
+    }
+
+    op->pool = pool;
+    op->log = c->log;
+    op->handler = ngx_http_chat_redis_consumer_stats_reply;
+    op->data = c;
+
+    c->stats_op = op;
+
+    if (ngx_http_chat_op_redis(op, n, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
+}
+
+
+static void
+ngx_http_chat_redis_consumer_stats_reply(ngx_http_chat_op_t *op)
+{
+    ngx_http_chat_redis_consumer_t *c = op->data;
+
+    ngx_uint_t   i;
+    redisReply  *reply;
+
+    if (c) {
+        c->stats_op = NULL;
+
+        reply = op->reply;
+
+        if (op->rc == NGX_OK && reply->type == REDIS_REPLY_ARRAY
+            && reply->elements == c->nstreams)
+        {
+            for (i = 0; i < c->nstreams; i++) {
+                ngx_http_chat_redis_consumer_group(c, &c->streams[i],
+                                                   reply->element[i]);
+            }
+        }
+    }
+
+    ngx_destroy_pool(op->pool);
+}
+
+
+/* a group is a flat array of names and values: "pending", "lag" (Redis 7) */
+
+static void
+ngx_http_chat_redis_consumer_group(ngx_http_chat_redis_consumer_t *c,
+    ngx_str_t *stream, redisReply *groups)
+{
+    ngx_int_t    lag;
+    ngx_uint_t   i, j, found, pending;
+    redisReply  *g, *k, *v;
+
+    if (groups->type != REDIS_REPLY_ARRAY) {
+        return;
+    }
+
+    for (i = 0; i < groups->elements; i++) {
+        g = groups->element[i];
+
+        if (g->type != REDIS_REPLY_ARRAY) {
+            continue;
+        }
+
+        found = 0;
+        pending = 0;
+        lag = -1;
+
+        for (j = 0; j + 1 < g->elements; j += 2) {
+            k = g->element[j];
+            v = g->element[j + 1];
+
+            if (k->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            if (ngx_strcmp(k->str, "name") == 0
+                && v->type == REDIS_REPLY_STRING
+                && v->len == c->group.len
+                && ngx_strncmp(v->str, c->group.data, v->len) == 0)
+            {
+                found = 1;
+
+            } else if (ngx_strcmp(k->str, "pending") == 0
+                       && v->type == REDIS_REPLY_INTEGER)
+            {
+                pending = (ngx_uint_t) v->integer;
+
+            } else if (ngx_strcmp(k->str, "lag") == 0
+                       && v->type == REDIS_REPLY_INTEGER)
+            {
+                lag = (ngx_int_t) v->integer;
+            }
+        }
+
+        if (found) {
+            ngx_http_chat_metrics_group(stream, pending, lag);
+            return;
+        }
+    }
 }
 
 

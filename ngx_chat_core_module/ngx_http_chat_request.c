@@ -47,8 +47,10 @@ typedef struct {
 } ngx_http_chat_forget_t;
 
 
+static ngx_int_t ngx_http_chat_route_uri(ngx_http_request_t *r,
+    ngx_str_t *uri);
 static ngx_http_chat_route_t *ngx_http_chat_match(ngx_http_request_t *r,
-    ngx_http_chat_route_t *routes, ngx_http_chat_ctx_t *ctx,
+    ngx_str_t *uri, ngx_http_chat_route_t *routes, ngx_http_chat_ctx_t *ctx,
     u_char *allow, size_t *allow_len);
 static ngx_int_t ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
     ngx_http_chat_ctx_t *ctx);
@@ -588,6 +590,7 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
     u_char                          allow[64];
     size_t                          allow_len;
     ngx_int_t                       rc;
+    ngx_str_t                       uri;
     ngx_http_chat_ctx_t            *ctx;
     ngx_http_chat_route_t          *route;
     ngx_http_chat_core_main_conf_t  *cmcf;
@@ -597,7 +600,11 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    route = ngx_http_chat_match(r, routes, ctx, allow, &allow_len);
+    if (ngx_http_chat_route_uri(r, &uri) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    route = ngx_http_chat_match(r, &uri, routes, ctx, allow, &allow_len);
 
     if (route == NULL) {
 
@@ -651,9 +658,45 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
 }
 
 
+/*
+ * The path the route tables know: the URI, or on a listener with
+ * "chat_unprefixed on" a URI without "/api" (the paths the services' README
+ * lists, API.md 0) with it put back.
+ */
+
+static ngx_int_t
+ngx_http_chat_route_uri(ngx_http_request_t *r, ngx_str_t *uri)
+{
+    ngx_http_chat_core_loc_conf_t  *clcf;
+
+    *uri = r->uri;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_chat_core_module);
+
+    if (!clcf->unprefixed
+        || (r->uri.len >= sizeof("/api/") - 1
+            && ngx_strncmp(r->uri.data, "/api/", sizeof("/api/") - 1) == 0))
+    {
+        return NGX_OK;
+    }
+
+    uri->len = sizeof("/api") - 1 + r->uri.len;
+    uri->data = ngx_pnalloc(r->pool, uri->len);
+    if (uri->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(ngx_cpymem(uri->data, "/api", sizeof("/api") - 1),
+               r->uri.data, r->uri.len);
+
+    return NGX_OK;
+}
+
+
 static ngx_http_chat_route_t *
-ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
-    ngx_http_chat_ctx_t *ctx, u_char *allow, size_t *allow_len)
+ngx_http_chat_match(ngx_http_request_t *r, ngx_str_t *uri,
+    ngx_http_chat_route_t *routes, ngx_http_chat_ctx_t *ctx, u_char *allow,
+    size_t *allow_len)
 {
     u_char                 *p, *last;
     ngx_uint_t              methods, m;
@@ -667,7 +710,7 @@ ngx_http_chat_match(ngx_http_request_t *r, ngx_http_chat_route_t *routes,
 
     for (route = routes; route->handler; route++) {
 
-        if (ngx_http_chat_match_path(&route->path, &r->uri, ctx) != NGX_OK) {
+        if (ngx_http_chat_match_path(&route->path, uri, ctx) != NGX_OK) {
             continue;
         }
 

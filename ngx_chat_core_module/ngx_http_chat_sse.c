@@ -77,6 +77,7 @@ static ngx_int_t ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s,
 static void ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
 static void ngx_http_chat_sse_recheck(ngx_event_t *ev);
+static ngx_http_chat_route_t *ngx_http_chat_sse_route(ngx_http_chat_sse_t *s);
 static ngx_int_t ngx_http_chat_sse_rechecked(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, redisReply *reply);
 
@@ -202,7 +203,7 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
 
     ctx->sse = s;
     ngx_http_chat_sse_nstreams++;
-    ngx_http_chat_metrics_stream(1);
+    ngx_http_chat_metrics_stream(ctx->route, 1);
 
     /* the stream holds the request until it is closed */
 
@@ -466,6 +467,7 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat sse: client too slow, %O bytes unsent, "
                       "closing the stream", queued);
+        ngx_http_chat_metrics_stream_dropped(ngx_http_chat_sse_route(s));
         return NGX_ERROR;
     }
 
@@ -653,6 +655,7 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
     f = ngx_array_push(s->held);
 
     if (f == NULL || s->held_size > cmcf->sse_max_queue) {
+        ngx_http_chat_metrics_stream_dropped(ngx_http_chat_sse_route(s));
         ngx_http_chat_sse_close(s, NGX_ERROR);
         ngx_http_run_posted_requests(c);
         return;
@@ -817,7 +820,20 @@ ngx_http_chat_sse_cleanup(void *data)
     }
 
     ngx_http_chat_sse_nstreams--;
-    ngx_http_chat_metrics_stream(-1);
+    ngx_http_chat_metrics_stream(ngx_http_chat_sse_route(s), -1);
+}
+
+
+/* the route the stream was opened by, for the metrics */
+
+static ngx_http_chat_route_t *
+ngx_http_chat_sse_route(ngx_http_chat_sse_t *s)
+{
+    ngx_http_chat_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(s->request, ngx_http_chat_core_module);
+
+    return ctx ? ctx->route : NULL;
 }
 
 

@@ -184,15 +184,15 @@ ngx_http_chat_body_int(ngx_http_request_t *r, cJSON **errors, cJSON *json,
 
 /*
  * item must be a whole number within int64 (pydantic also takes numeric
- * strings in lax mode; so do we); cJSON keeps numbers as doubles, so
- * values beyond 2^53 are refused rather than silently rounded
+ * strings in lax mode; so do we); integers are read from their digits
+ * (ngx_http_chat_json_decode()), so they are exact up to 2^63-1
  */
 
 ngx_int_t
 ngx_http_chat_json_int(ngx_http_request_t *r, cJSON **errors, cJSON *item,
     const char *where, const char *field, int64_t *value)
 {
-    double     d;
+    ngx_int_t  rc;
     ngx_str_t  s;
 
     if (cJSON_IsString(item)) {
@@ -212,27 +212,25 @@ ngx_http_chat_json_int(ngx_http_request_t *r, cJSON **errors, cJSON *item,
     }
 
     if (cJSON_IsNumber(item)) {
-        d = item->valuedouble;
+        rc = ngx_http_chat_json_int64(item, value);
 
-        /* beyond 2^53 a double no longer holds every integer */
+        if (rc == NGX_OK) {
+            return NGX_OK;
+        }
 
-        if (d >= 9007199254740992.0 || d <= -9007199254740992.0 || d != d) {
+        if (rc == NGX_ERROR) {
             *errors = ngx_http_chat_invalid(r, *errors, where, field,
                                 "int_parsing_size",
                                 "Unable to parse input string as an "
                                 "integer, exceeded maximum size",
                                 cJSON_Duplicate(item, 1));
 
-        } else if (d != (double) (int64_t) d) {
+        } else {
             *errors = ngx_http_chat_invalid(r, *errors, where, field,
                                 "int_from_float",
                                 "Input should be a valid integer, got a "
                                 "number with a fractional part",
                                 cJSON_Duplicate(item, 1));
-
-        } else {
-            *value = (int64_t) d;
-            return NGX_OK;
         }
 
         return *errors ? NGX_DECLINED : NGX_ERROR;

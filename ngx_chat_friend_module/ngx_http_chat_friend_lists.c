@@ -79,8 +79,8 @@ ngx_http_chat_friend_list_done(ngx_http_request_t *r,
 
         /* the original never fills in the friend's email */
 
-        if (cJSON_AddNumberToObject(item, "user_id",
-                                    ngx_http_chat_friend_cell_int(&row[0]))
+        if (ngx_http_chat_json_num(item, "user_id",
+                                   ngx_http_chat_friend_cell_int(&row[0]))
             == NULL
             || ngx_http_chat_json_str(item, "username", &row[1]) == NULL
             || cJSON_AddStringToObject(item, "email", "") == NULL
@@ -169,11 +169,11 @@ ngx_http_chat_friend_requests_done(ngx_http_request_t *r,
             cJSON_AddItemToArray(received, item);
         }
 
-        if (cJSON_AddNumberToObject(item, "friendship_id",
-                                    ngx_http_chat_friend_cell_int(&row[1]))
+        if (ngx_http_chat_json_num(item, "friendship_id",
+                                   ngx_http_chat_friend_cell_int(&row[1]))
             == NULL
-            || cJSON_AddNumberToObject(item, "user_id",
-                                     ngx_http_chat_friend_cell_int(&row[2]))
+            || ngx_http_chat_json_num(item, "user_id",
+                                      ngx_http_chat_friend_cell_int(&row[2]))
                == NULL
             || ngx_http_chat_json_str(item, "username", &row[3]) == NULL
             || cJSON_AddStringToObject(item, "email", "") == NULL
@@ -193,9 +193,10 @@ ngx_http_chat_friend_requests_done(ngx_http_request_t *r,
 /*
  * F6. GET /api/friends/search [DESIGN]: active users whose username or
  * email contains "query" (case-insensitive by the columns' collation),
- * neither the caller nor a friend already.  LOCATE() rather than LIKE, so
- * "%" and "_" in the query are plain characters.  total_count counts every
- * match, as U7 does, not only the page.
+ * neither the caller nor a friend already, nor blocked by or blocking the
+ * caller (API.md 12, F9).  LOCATE() rather than LIKE, so "%" and "_" in
+ * the query are plain characters.  total_count counts every match, as U7
+ * does, not only the page.
  */
 
 ngx_int_t
@@ -204,7 +205,7 @@ ngx_http_chat_friend_search(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     cJSON                    *errors;
     int64_t                   limit;
     ngx_str_t                 query;
-    ngx_http_chat_sql_arg_t   args[6];
+    ngx_http_chat_sql_arg_t   args[8];
 
     errors = NULL;
 
@@ -228,19 +229,23 @@ ngx_http_chat_friend_search(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     args[2] = args[1];
     args[3] = args[0];
     args[4] = args[0];
-    ngx_http_chat_friend_int_arg(&args[5], limit);
+    args[5] = args[0];
+    args[6] = args[0];
+    ngx_http_chat_friend_int_arg(&args[7], limit);
 
     return ngx_http_chat_sql(r,
-                             "SELECT id, username, display_name, "
-                             "status_message, is_online, last_seen_at, "
+                             "SELECT " NGX_HTTP_CHAT_FRIEND_PROFILE ", "
                              "COUNT(*) OVER () "
-                             "FROM users "
-                             "WHERE is_active = 1 AND id <> ? "
-                             "AND (LOCATE(?, username) > 0 "
-                             "OR LOCATE(?, email) > 0) "
-                             "AND id NOT IN (" NGX_HTTP_CHAT_FRIEND_IDS ") "
-                             "ORDER BY id LIMIT ?",
-                             args, 6, ngx_http_chat_friend_search_done);
+                             "FROM users u "
+                             "WHERE u.is_active = 1 AND u.id <> ? "
+                             "AND (LOCATE(?, u.username) > 0 "
+                             "OR LOCATE(?, u.email) > 0) "
+                             "AND u.id NOT IN ("
+                             NGX_HTTP_CHAT_FRIEND_IDS ") "
+                             "AND NOT "
+                             NGX_HTTP_CHAT_SQL_BLOCKED("u.id", "?") " "
+                             "ORDER BY u.id LIMIT ?",
+                             args, 8, ngx_http_chat_friend_search_done);
 }
 
 
@@ -278,32 +283,16 @@ ngx_http_chat_friend_search_done(ngx_http_request_t *r,
 
         cJSON_AddItemToArray(users, item);
 
-        /* UserProfile (API.md 2.8) */
-
-        if (cJSON_AddNumberToObject(item, "id",
-                                    ngx_http_chat_friend_cell_int(&row[0]))
-            == NULL
-            || ngx_http_chat_json_str(item, "username", &row[1]) == NULL
-            || ngx_http_chat_json_nstr(item, "display_name", &row[2]) == NULL
-            || ngx_http_chat_json_nstr(item, "status_message", &row[3])
-               == NULL
-            || cJSON_AddBoolToObject(item, "is_online",
-                                     ngx_http_chat_friend_cell_int(&row[4])
-                                     > 0)
-               == NULL
-            || ngx_http_chat_json_sql_time(item, "last_seen_at", &row[5])
-               == NULL)
-        {
+        if (ngx_http_chat_friend_profile(item, row) == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
     }
 
     if (res->nrows) {
         total = ngx_http_chat_friend_cell_int(&res->cells[6]);
     }
 
-    if (cJSON_AddNumberToObject(json, "total_count", total) == NULL) {
+    if (ngx_http_chat_json_num(json, "total_count", total) == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 

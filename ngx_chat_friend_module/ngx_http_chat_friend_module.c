@@ -89,6 +89,24 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_search },
 
+    { NGX_HTTP_POST, ngx_string("/api/friends/block"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON,
+      ngx_http_chat_friend_block },
+
+    { NGX_HTTP_DELETE, ngx_string("/api/friends/block/{}"),
+      NGX_HTTP_CHAT_AUTH,
+      ngx_http_chat_friend_unblock },
+
+    { NGX_HTTP_GET, ngx_string("/api/friends/blocked"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
+      ngx_http_chat_friend_blocked },
+
+    /* one segment: "/api/friends/request/{}" (F5) is not this route's */
+
+    { NGX_HTTP_DELETE, ngx_string("/api/friends/{}"),
+      NGX_HTTP_CHAT_AUTH,
+      ngx_http_chat_friend_remove },
+
     { 0, ngx_null_string, 0, NULL }
 };
 
@@ -140,4 +158,27 @@ ngx_http_chat_friend_cell_int(ngx_str_t *cell)
     }
 
     return ngx_atoi(cell->data, cell->len);
+}
+
+
+/* UserProfile (API.md 2.8) of the NGX_HTTP_CHAT_FRIEND_PROFILE cells */
+
+cJSON *
+ngx_http_chat_friend_profile(cJSON *obj, ngx_str_t *row)
+{
+    if (ngx_http_chat_json_num(obj, "id",
+                                ngx_http_chat_friend_cell_int(&row[0]))
+        == NULL
+        || ngx_http_chat_json_str(obj, "username", &row[1]) == NULL
+        || ngx_http_chat_json_nstr(obj, "display_name", &row[2]) == NULL
+        || ngx_http_chat_json_nstr(obj, "status_message", &row[3]) == NULL
+        || cJSON_AddBoolToObject(obj, "is_online",
+                                 ngx_http_chat_friend_cell_int(&row[4]) > 0)
+           == NULL
+        || ngx_http_chat_json_sql_time(obj, "last_seen_at", &row[5]) == NULL)
+    {
+        return NULL;
+    }
+
+    return obj;
 }

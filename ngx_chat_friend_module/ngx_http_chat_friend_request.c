@@ -44,8 +44,6 @@ static ngx_int_t ngx_http_chat_friend_send_friendship(ngx_http_request_t *r,
     ngx_uint_t status, ngx_http_chat_friend_t *f, const char *state);
 static void ngx_http_chat_friend_event(ngx_http_request_t *r,
     ngx_http_chat_friend_t *f, const char *type, ngx_uint_t named);
-static ngx_int_t ngx_http_chat_friend_now(ngx_http_request_t *r,
-    ngx_str_t *now);
 static void ngx_http_chat_friend_name(ngx_str_t *name, ngx_str_t *cell);
 
 
@@ -81,7 +79,7 @@ ngx_http_chat_friend_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     cJSON                    *errors;
     ngx_str_t                 message;
     ngx_http_chat_friend_t   *f;
-    ngx_http_chat_sql_arg_t   args[6];
+    ngx_http_chat_sql_arg_t   args[10];
 
     f = ngx_http_chat_friend_create(r, ctx);
     if (f == NULL) {
@@ -115,9 +113,10 @@ ngx_http_chat_friend_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     /*
-     * The target must exist and the pair must have no live friendship yet;
-     * both names go into the event.  The check answers sequential requests
-     * even where the unique key is missing; the key settles races.
+     * The target must exist, the pair must not be blocked either way and
+     * must have no live friendship yet; both names go into the event.  The
+     * check answers sequential requests even where the unique key is
+     * missing; the key and the INSERT's own block check settle races.
      */
 
     ngx_http_chat_friend_int_arg(&args[0], f->requester);
@@ -126,15 +125,20 @@ ngx_http_chat_friend_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     args[3] = args[0];
     args[4] = args[0];
     args[5] = args[1];
+    args[6] = args[1];
+    args[7] = args[0];
+    args[8] = args[0];
+    args[9] = args[1];
 
     return ngx_http_chat_sql(r,
                              "SELECT id, username, EXISTS ("
                              "SELECT 1 FROM friendships "
                              "WHERE ((user_id_1 = ? AND user_id_2 = ?) "
                              "OR (user_id_1 = ? AND user_id_2 = ?)) "
-                             "AND deleted_at IS NULL) "
+                             "AND deleted_at IS NULL), "
+                             NGX_HTTP_CHAT_SQL_BLOCKED("?", "?") " "
                              "FROM users WHERE id IN (?, ?)",
-                             args, 6, ngx_http_chat_friend_send_users);
+                             args, 10, ngx_http_chat_friend_send_users);
 }
 
 
@@ -144,9 +148,9 @@ ngx_http_chat_friend_send_users(ngx_http_request_t *r,
 {
     int64_t                   id;
     ngx_str_t                *row;
-    ngx_uint_t                i, found, live;
+    ngx_uint_t                i, found, live, blocked;
     ngx_http_chat_friend_t   *f;
-    ngx_http_chat_sql_arg_t   args[4];
+    ngx_http_chat_sql_arg_t   args[8];
 
     f = ctx->data;
 
@@ -157,6 +161,7 @@ ngx_http_chat_friend_send_users(ngx_http_request_t *r,
 
     found = 0;
     live = 0;
+    blocked = 0;
 
     for (i = 0; i < res->nrows; i++) {
         row = &res->cells[i * res->ncols];
@@ -171,6 +176,7 @@ ngx_http_chat_friend_send_users(ngx_http_request_t *r,
         }
 
         live = (ngx_http_chat_friend_cell_int(&row[2]) > 0);
+        blocked = (ngx_http_chat_friend_cell_int(&row[3]) > 0);
     }
 
     if (!found) {
@@ -178,24 +184,38 @@ ngx_http_chat_friend_send_users(ngx_http_request_t *r,
                                          "Target user not found");
     }
 
+    if (blocked) {
+        return ngx_http_chat_friend_send_blocked(r);
+    }
+
     if (live) {
         return ngx_http_chat_send_detail(r, NGX_HTTP_BAD_REQUEST,
                                       "Friendship already exists or pending");
     }
 
-    /* a live row of the pair made meanwhile fails on the unique key */
+    /*
+     * A live row of the pair made meanwhile fails on the unique key; a
+     * block made meanwhile leaves nothing to insert.  The statement reads
+     * block_users with locks, which is what makes a block and a request
+     * racing each other safe: see ngx_http_chat_friend_block.c.
+     */
 
     ngx_http_chat_friend_int_arg(&args[0], f->requester);
     ngx_http_chat_friend_int_arg(&args[1], f->addressee);
     ngx_http_chat_friend_str_arg(&args[2], &f->now);
     ngx_http_chat_friend_str_arg(&args[3], &f->now);
+    args[4] = args[0];
+    args[5] = args[1];
+    args[6] = args[1];
+    args[7] = args[0];
 
     return ngx_http_chat_sql(r,
                              "INSERT INTO friendships "
                              "(user_id_1, user_id_2, status, created_at, "
                              "updated_at, deleted_at) "
-                             "VALUES (?, ?, 'pending', ?, ?, NULL)",
-                             args, 4, ngx_http_chat_friend_sent);
+                             "SELECT ?, ?, 'pending', ?, ?, NULL FROM DUAL "
+                             "WHERE NOT " NGX_HTTP_CHAT_SQL_BLOCKED("?", "?"),
+                             args, 8, ngx_http_chat_friend_sent);
 }
 
 
@@ -215,6 +235,10 @@ ngx_http_chat_friend_sent(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     if (res->rc != NGX_OK) {
         return ngx_http_chat_friend_failed(r, res,
                                            "Failed to send friend request");
+    }
+
+    if (res->affected == 0) {
+        return ngx_http_chat_friend_send_blocked(r);
     }
 
     f->id = res->insert_id;
@@ -454,8 +478,7 @@ ngx_http_chat_friend_cancelled(ngx_http_request_t *r,
         || cJSON_AddStringToObject(json, "message",
                                    "Friend request cancelled successfully")
            == NULL
-        || cJSON_AddNumberToObject(json, "target_user_id", f->addressee)
-           == NULL)
+        || ngx_http_chat_json_num(json, "target_user_id", f->addressee) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -474,9 +497,9 @@ ngx_http_chat_friend_send_friendship(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || cJSON_AddNumberToObject(json, "id", f->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id_1", f->requester) == NULL
-        || cJSON_AddNumberToObject(json, "user_id_2", f->addressee) == NULL
+        || ngx_http_chat_json_num(json, "id", f->id) == NULL
+        || ngx_http_chat_json_num(json, "user_id_1", f->requester) == NULL
+        || ngx_http_chat_json_num(json, "user_id_2", f->addressee) == NULL
         || cJSON_AddStringToObject(json, "status", state) == NULL
         || ngx_http_chat_json_sql_time(json, "created_at", &f->created_at)
            == NULL
@@ -505,17 +528,14 @@ ngx_http_chat_friend_event(ngx_http_request_t *r, ngx_http_chat_friend_t *f,
     fields = ngx_http_chat_json_object(r);
 
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "friendship_id",
-                                   named ? f->id : 0)
+        || ngx_http_chat_json_num(fields, "friendship_id", named ? f->id : 0)
            == NULL
-        || cJSON_AddNumberToObject(fields, "requester_id", f->requester)
-           == NULL
+        || ngx_http_chat_json_num(fields, "requester_id", f->requester) == NULL
         || (named
             && ngx_http_chat_json_str(fields, "requester_name",
                                       &f->requester_name)
                == NULL)
-        || cJSON_AddNumberToObject(fields, "addressee_id", f->addressee)
-           == NULL
+        || ngx_http_chat_json_num(fields, "addressee_id", f->addressee) == NULL
         || (named
             && ngx_http_chat_json_str(fields, "addressee_name",
                                       &f->addressee_name)
@@ -538,7 +558,7 @@ ngx_http_chat_friend_event(ngx_http_request_t *r, ngx_http_chat_friend_t *f,
  * timestamp (no column has a default), in whole seconds as they read back.
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_chat_friend_now(ngx_http_request_t *r, ngx_str_t *now)
 {
     u_char    *p;

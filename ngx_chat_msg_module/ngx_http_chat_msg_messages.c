@@ -12,10 +12,16 @@
 
 
 /*
- * The room's sequence number: INCR, but never below the Redis clock in
- * microseconds, so a counter lost with Redis's data restarts above every
- * number handed out before.  Numbers stay below 2^53.  The number is in
- * flight (KEYS[2]) until its send settles it.
+ * The room's sequence number and the message's created_at, taken in one
+ * step so that the two orders never disagree.  The number is INCR, but
+ * never below the Redis clock in microseconds, so a counter lost with
+ * Redis's data restarts above every number handed out before; numbers
+ * stay below 2^53.  created_at is the Redis clock in milliseconds (what a
+ * MongoDB date holds), but at least one more than the room's previous
+ * one (KEYS[3]): it strictly increases in the order sends are accepted,
+ * across workers and nodes, and pages sort by it together with messages
+ * that other writers stored without a number.  The number is in flight
+ * (KEYS[2]) until its send settles it.  Returns {seq, created_at}.
  */
 
 #define NGX_HTTP_CHAT_MSG_SEQ_SCRIPT                                         \
@@ -23,9 +29,13 @@
     "local t = redis.call('TIME') "                                          \
     "local f = tonumber(t[1]) * 1000000 + tonumber(t[2]) "                   \
     "if n < f then redis.call('SET', KEYS[1], f) n = f end "                 \
+    "local ms = math.floor(f / 1000) "                                       \
+    "local last = tonumber(redis.call('GET', KEYS[3]) or '0') or 0 "         \
+    "if ms <= last then ms = last + 1 end "                                  \
+    "redis.call('SET', KEYS[3], string.format('%.0f', ms)) "                 \
     "redis.call('ZADD', KEYS[2], n, n) "                                     \
     "redis.call('EXPIRE', KEYS[2], 3600) "                                   \
-    "return n"
+    "return {n, ms}"
 
 /*
  * A send settles its number: with its frame (ARGV[3]) once stored, with
@@ -151,11 +161,13 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     u_char                    key[sizeof("chat:room::seq") + NGX_INT64_LEN];
     u_char                    flight[sizeof("chat:room::flight")
                                      + NGX_INT64_LEN];
+    u_char                    clock[sizeof("chat:room::clock")
+                                    + NGX_INT64_LEN];
     cJSON                    *errors, *input;
-    size_t                    argvlen[5];
+    size_t                    argvlen[6];
     int64_t                   room_id;
     ngx_str_t                 content, type;
-    const char               *argv[5];
+    const char               *argv[6];
     ngx_pool_cleanup_t       *cln;
     ngx_http_chat_op_t       *all, *room, *seq;
     ngx_http_chat_msg_op_t   *op;
@@ -252,7 +264,10 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = room_id;
 
-    if (ngx_http_chat_op_sql(room, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
+    /* a send is accepted only between members that are not blocked */
+
+    if (ngx_http_chat_op_sql(room,
+                             NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED "WHERE r.id = ?",
                              &arg, 1)
         != NGX_OK)
     {
@@ -263,15 +278,17 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     argvlen[0] = sizeof("EVAL") - 1;
     argv[1] = NGX_HTTP_CHAT_MSG_SEQ_SCRIPT;
     argvlen[1] = sizeof(NGX_HTTP_CHAT_MSG_SEQ_SCRIPT) - 1;
-    argv[2] = "2";
+    argv[2] = "3";
     argvlen[2] = 1;
     argv[3] = (const char *) key;
     argvlen[3] = ngx_sprintf(key, "chat:room:%L:seq", room_id) - key;
     argv[4] = (const char *) flight;
     argvlen[4] = ngx_sprintf(flight, "chat:room:%L:flight", room_id)
                  - flight;
+    argv[5] = (const char *) clock;
+    argvlen[5] = ngx_sprintf(clock, "chat:room:%L:clock", room_id) - clock;
 
-    if (ngx_http_chat_op_redis(seq, 5, argv, argvlen) != NGX_OK) {
+    if (ngx_http_chat_op_redis(seq, 6, argv, argvlen) != NGX_OK) {
         ngx_http_chat_op_fail(seq);
     }
 
@@ -284,16 +301,21 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 static void
 ngx_http_chat_msg_send_seq(ngx_http_chat_op_t *seq)
 {
+    redisReply              *reply;
     ngx_http_chat_msg_op_t  *op;
 
     op = seq->data;
+    reply = seq->reply;
 
     /* taken even if the request is gone: then it is given up at its end */
 
-    if ((seq->rc == NGX_OK || seq->rc == NGX_ABORT) && seq->reply
-        && seq->reply->type == REDIS_REPLY_INTEGER)
+    if ((seq->rc == NGX_OK || seq->rc == NGX_ABORT) && reply
+        && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+        && reply->element[0]->type == REDIS_REPLY_INTEGER
+        && reply->element[1]->type == REDIS_REPLY_INTEGER)
     {
-        op->seq = seq->reply->integer;
+        op->seq = reply->element[0]->integer;
+        op->now = reply->element[1]->integer;
         return;
     }
 
@@ -334,9 +356,9 @@ ngx_http_chat_msg_send_ready(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         return ngx_http_chat_send_unavailable(r);
     }
 
-    mctx->now = ngx_http_chat_msg_now();
+    /* created_at came with the number (NGX_HTTP_CHAT_MSG_SEQ_SCRIPT) */
 
-    op->now = mctx->now / 1000;
+    mctx->now = op->now * 1000;
     op->user_id = ctx->user_id;
 
     bson_oid_init(&op->oid, NULL);
@@ -443,10 +465,8 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "message_id", &m->id) == NULL
-        || cJSON_AddNumberToObject(fields, "room_id", (double) m->room_id)
-           == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", (double) m->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "room_id", m->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", m->user_id) == NULL
         || ngx_http_chat_json_str(fields, "username", username) == NULL
         || ngx_http_chat_json_str(fields, "content", &m->content) == NULL
         || ngx_http_chat_json_str(fields, "message_type", &m->message_type)
@@ -678,7 +698,6 @@ ngx_http_chat_msg_page_run(mongoc_database_t *db, ngx_http_chat_msg_op_t *op)
     }
 
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "seq", -1);
     BSON_APPEND_INT32(&sort, "created_at", -1);
     BSON_APPEND_INT32(&sort, "_id", -1);
     bson_append_document_end(&opts, &sort);
@@ -759,8 +778,7 @@ ngx_http_chat_msg_page_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     n = cJSON_GetArraySize(list);
 
-    if (cJSON_AddNumberToObject(json, "total_count", (double) op->count)
-        == NULL
+    if (ngx_http_chat_json_num(json, "total_count", op->count) == NULL
         || cJSON_AddBoolToObject(json, "has_more",
                                  op->count > op->skip
                                  && (uint64_t) (op->count - op->skip) > n)
@@ -1273,10 +1291,8 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     fields = ngx_http_chat_json_object(r);
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "room_id", (double) op->room_id)
-           == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", (double) op->user_id)
-           == NULL)
+        || ngx_http_chat_json_num(fields, "room_id", op->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", op->user_id) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1306,8 +1322,7 @@ ngx_http_chat_msg_read_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     json = ngx_http_chat_json_object(r);
     if (json == NULL
         || cJSON_AddBoolToObject(json, "success", 1) == NULL
-        || cJSON_AddNumberToObject(json, "read_count", (double) op->count)
-           == NULL
+        || ngx_http_chat_json_num(json, "read_count", op->count) == NULL
         || cJSON_AddStringToObject(json, "message", (char *) msg) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1373,8 +1388,7 @@ ngx_http_chat_msg_unread_done(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || cJSON_AddNumberToObject(json, "unread_count",
-                                   (double) bson_iter_as_int64(&it))
+        || ngx_http_chat_json_num(json, "unread_count", bson_iter_as_int64(&it))
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1425,18 +1439,23 @@ ngx_http_chat_msg_oid(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
 /*
  * in a pool thread, for the stream's Last-Event-ID replay: the messages of
- * room op->room_id stored after message op->oid, by seq, oldest first, up
- * to op->released (when set) and at most op->limit, as reply
- * {"0":doc,...}.  op->status is NOT_FOUND when
- * op->oid names no message of the room that has a seq.  Deleted messages
- * are left out: a client never needs to see them appear.
+ * room op->room_id that come after message op->oid in the room's order
+ * (created_at, then _id: documents with and without seq alike), oldest
+ * first, at most op->limit, as reply {"0":doc,...}.  With op->released
+ * set, messages with a seq above it are left to come live; documents
+ * without seq never come live here (another writer stored them) and are
+ * replayed whatever their time.  op->status is NOT_FOUND when op->oid
+ * names no message of the room.  Deleted messages are left out: a client
+ * never needs to see them appear; a deleted one still marks a position.
  */
 
 ngx_int_t
 ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     ngx_http_chat_msg_op_t *op)
 {
-    bson_t                doc, filter, gt, opts, sort;
+    bson_t                doc, filter, and, clause, or, alt, cmp, opts,
+                          sort;
+    int64_t               at;
     ngx_int_t             rc;
     ngx_uint_t            n;
     bson_iter_t           it;
@@ -1455,30 +1474,65 @@ ngx_http_chat_msg_replay_run(mongoc_database_t *db,
     if (!bson_iter_init_find(&it, &doc, "room_id")
         || !BSON_ITER_HOLDS_NUMBER(&it)
         || bson_iter_as_int64(&it) != op->room_id
-        || !bson_iter_init_find(&it, &doc, "seq")
-        || !BSON_ITER_HOLDS_NUMBER(&it))
+        || !bson_iter_init_find(&it, &doc, "created_at")
+        || !BSON_ITER_HOLDS_DATE_TIME(&it))
     {
         op->status = NGX_HTTP_CHAT_MSG_NOT_FOUND;
         goto done;
     }
 
-    op->seq = bson_iter_as_int64(&it);
+    at = bson_iter_date_time(&it);
+
+    /*
+     * {room_id, is_deleted: false, $and: [
+     *   {$or: [{created_at: {$gt: at}}, {created_at: at, _id: {$gt: oid}}]},
+     *   {$or: [{seq: {$exists: false}}, {seq: {$lte: released}}]}]}
+     */
 
     bson_init(&filter);
     BSON_APPEND_INT32(&filter, "room_id", (int32_t) op->room_id);
     BSON_APPEND_BOOL(&filter, "is_deleted", false);
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, "seq", &gt);
-    BSON_APPEND_INT64(&gt, "$gt", op->seq);
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$and", &and);
+
+    BSON_APPEND_DOCUMENT_BEGIN(&and, "0", &clause);
+    BSON_APPEND_ARRAY_BEGIN(&clause, "$or", &or);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&alt, "created_at", &cmp);
+    BSON_APPEND_DATE_TIME(&cmp, "$gt", at);
+    bson_append_document_end(&alt, &cmp);
+    bson_append_document_end(&or, &alt);
+    BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+    BSON_APPEND_DATE_TIME(&alt, "created_at", at);
+    BSON_APPEND_DOCUMENT_BEGIN(&alt, "_id", &cmp);
+    BSON_APPEND_OID(&cmp, "$gt", &op->oid);
+    bson_append_document_end(&alt, &cmp);
+    bson_append_document_end(&or, &alt);
+    bson_append_array_end(&clause, &or);
+    bson_append_document_end(&and, &clause);
 
     if (op->released) {
-        BSON_APPEND_INT64(&gt, "$lte", op->released);
+        BSON_APPEND_DOCUMENT_BEGIN(&and, "1", &clause);
+        BSON_APPEND_ARRAY_BEGIN(&clause, "$or", &or);
+        BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &alt);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "seq", &cmp);
+        BSON_APPEND_BOOL(&cmp, "$exists", false);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+        BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &alt);
+        BSON_APPEND_DOCUMENT_BEGIN(&alt, "seq", &cmp);
+        BSON_APPEND_INT64(&cmp, "$lte", op->released);
+        bson_append_document_end(&alt, &cmp);
+        bson_append_document_end(&or, &alt);
+        bson_append_array_end(&clause, &or);
+        bson_append_document_end(&and, &clause);
     }
 
-    bson_append_document_end(&filter, &gt);
+    bson_append_array_end(&filter, &and);
 
     bson_init(&opts);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "seq", 1);
+    BSON_APPEND_INT32(&sort, "created_at", 1);
+    BSON_APPEND_INT32(&sort, "_id", 1);
     bson_append_document_end(&opts, &sort);
     BSON_APPEND_INT64(&opts, "limit", op->limit);
 
@@ -1678,8 +1732,7 @@ ngx_http_chat_msg_edit_done(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 
     if (data == NULL
         || ngx_http_chat_json_str(data, "message_id", &m->id) == NULL
-        || cJSON_AddNumberToObject(data, "room_id", (double) m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(data, "room_id", m->room_id) == NULL
         || ngx_http_chat_json_str(data, "content", &m->content) == NULL
         || ngx_http_chat_msg_json_time(data, "edited_at", m->edited_at)
            == NULL
@@ -1816,11 +1869,8 @@ ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "message_id", &m->id) == NULL
-        || cJSON_AddNumberToObject(fields, "room_id", (double) m->room_id)
-           == NULL
-        || cJSON_AddNumberToObject(fields, "deleted_by",
-                                   (double) ctx->user_id)
-           == NULL)
+        || ngx_http_chat_json_num(fields, "room_id", m->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "deleted_by", ctx->user_id) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -197,11 +197,13 @@ ngx_int_t
 ngx_http_chat_msg_room_verdict(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_res_t *res, ngx_int_t *rc)
 {
+    int64_t                    blocked;
     ngx_http_chat_msg_ctx_t   *mctx;
     ngx_http_chat_msg_room_t  *room;
 
     if (res->rc != NGX_OK
-        || (res->nrows && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS))
+        || (res->nrows && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS
+            && res->ncols != NGX_HTTP_CHAT_MSG_ROOM_NCOLS + 1))
     {
         *rc = ngx_http_chat_msg_sql_failed(r, res);
         return NGX_DONE;
@@ -229,6 +231,22 @@ ngx_http_chat_msg_room_verdict(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                                        "authorization_error",
                                        "Access denied to this chat room",
                                        NULL);
+        return NGX_DONE;
+    }
+
+    /* NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED: "1" when the pair is blocked */
+
+    if (res->ncols > NGX_HTTP_CHAT_MSG_ROOM_NCOLS
+        && ngx_http_chat_parse_id(&res->cells[NGX_HTTP_CHAT_MSG_ROOM_NCOLS],
+                                  &blocked)
+           == NGX_OK
+        && blocked)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat msg: the members of room %L are blocked",
+                      room->id);
+
+        *rc = ngx_http_chat_msg_send_blocked(r);
         return NGX_DONE;
     }
 
@@ -291,20 +309,18 @@ ngx_int_t
 ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r, const char *name,
     int64_t value)
 {
-    u_char   msg[64];
-    cJSON   *errors;
+    return ngx_http_chat_send_not_positive(r, name, value);
+}
 
-    errors = ngx_http_chat_app_invalid(r, NULL, name,
-                                       "Must be a positive integer",
-                                       cJSON_CreateNumber((double) value));
-    if (errors == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
-    *ngx_snprintf(msg, sizeof(msg) - 1, "%s must be a positive integer",
-                  name) = '\0';
+/* the blocked side is not told that it is, nor by whom */
 
-    return ngx_http_chat_send_app_invalid(r, (char *) msg, errors);
+ngx_int_t
+ngx_http_chat_msg_send_blocked(ngx_http_request_t *r)
+{
+    return ngx_http_chat_send_error(r, NGX_HTTP_FORBIDDEN,
+                                    "authorization_error",
+                                    "Cannot chat with this user", NULL);
 }
 
 
@@ -691,10 +707,8 @@ ngx_http_chat_msg_json(ngx_http_request_t *r, cJSON *parent,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) m->user_id)
-           == NULL
-        || cJSON_AddNumberToObject(json, "room_id", (double) m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "private") == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
@@ -735,11 +749,9 @@ ngx_http_chat_msg_new_message(ngx_http_request_t *r, ngx_http_chat_msg_t *m,
     }
 
     if (ngx_http_chat_json_str(json, "id", &m->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) m->user_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "user_id", m->user_id) == NULL
         || ngx_http_chat_json_str(json, "username", username) == NULL
-        || cJSON_AddNumberToObject(json, "room_id", (double) m->room_id)
-           == NULL
+        || ngx_http_chat_json_num(json, "room_id", m->room_id) == NULL
         || ngx_http_chat_json_str(json, "content", &m->content) == NULL
         || ngx_http_chat_json_str(json, "message_type", &m->message_type)
            == NULL)
@@ -860,7 +872,8 @@ ngx_http_chat_msg_indexes(mongoc_database_t *db, bson_error_t *error)
 
     static const char  *json[] = {
         "{\"createIndexes\":\"messages\",\"indexes\":["
-        "{\"key\":{\"room_id\":1,\"seq\":-1},\"name\":\"room_id_1_seq_-1\"},"
+        "{\"key\":{\"room_id\":1,\"created_at\":-1,\"_id\":-1},"
+        "\"name\":\"room_id_1_created_at_-1__id_-1\"},"
         "{\"key\":{\"room_id\":1,\"created_at\":-1},"
         "\"name\":\"room_id_1_created_at_-1\"},"
         "{\"key\":{\"user_id\":1,\"created_at\":-1},"

@@ -4,14 +4,17 @@
  * messages, read records and reactions in MongoDB, events to Redis
  * Streams and frames to the rooms' event streams.
  *
- * Ordering.  Every message document carries "seq" (int64), taken before
- * the insert from the Redis counter "chat:room:<room_id>:seq".  Redis runs
- * the increment atomically, so seq is strictly increasing in the order the
- * sends of a room were accepted, across workers and nodes, and a sender's
- * messages are in the order it sent them; the page of C5 and the stream's
- * Last-Event-ID replay both sort by it.  The counter never falls below
- * the Redis clock in microseconds: if Redis loses the key, new messages
- * still sort after the old ones, so seq is not dense.
+ * Ordering.  A room's messages are ordered by created_at, then _id, in
+ * pages, last_message and the stream's Last-Event-ID replay, so that
+ * documents another writer (the original service) stored, which have no
+ * seq, take their place by time among ours.  Our documents also carry
+ * "seq" (int64): one Redis script hands out seq and created_at together
+ * ("chat:room:<room_id>:seq" and "...:clock"), created_at being the Redis
+ * clock in milliseconds but at least one more than the room's previous
+ * one, so both strictly increase in the order the sends of a room were
+ * accepted, across workers and nodes, and never disagree.  seq is never
+ * below the Redis clock in microseconds: if Redis loses the key, new
+ * messages still sort after the old ones, so seq is not dense.
  *
  * Live frames follow seq too, so that a Last-Event-ID is a watermark: a
  * stream that resumes after message n has seen everything before n and
@@ -20,11 +23,14 @@
  * room's set "chat:room:<id>:flight") until its send announces its frame
  * or gives up, and Redis publishes a frame only when no smaller number is
  * in flight (the set "...:ready" holds the others meanwhile).  The seq of
- * the last frame published is "...:released": a replay stops there, the
- * rest comes live.  A number whose sender died is given up after
- * NGX_HTTP_CHAT_MSG_STALE seconds.
- * Documents written by the original service have no seq; they sort before
- * every message that has one, then by created_at.
+ * the last frame published is "...:released": a replay leaves our
+ * messages above it to come live.  A number whose sender died is given up
+ * after NGX_HTTP_CHAT_MSG_STALE seconds.
+ *
+ * The stream's event id is the message's _id, whoever wrote it: the
+ * replay finds that message and continues after its (created_at, _id),
+ * which works for documents with and without seq, and the id is the
+ * "id" of the frame's data, as clients of the original already know it.
  *
  * Uniqueness.  A read record's _id is derived from (message id, user), a
  * reaction's from (message id, user, emoji): MongoDB enforces _id in every
@@ -44,12 +50,28 @@
 
 /* a room with its members' names: 7 columns, then a WHERE clause */
 #define NGX_HTTP_CHAT_MSG_ROOMS                                              \
+    NGX_HTTP_CHAT_MSG_ROOM_COLUMNS " " NGX_HTTP_CHAT_MSG_ROOM_FROM
+
+#define NGX_HTTP_CHAT_MSG_ROOM_COLUMNS                                       \
     "SELECT r.id, r.user_1_id, r.user_2_id, r.created_at, r.updated_at, "    \
-    "u1.username, u2.username FROM chat_rooms r "                            \
+    "u1.username, u2.username"
+
+#define NGX_HTTP_CHAT_MSG_ROOM_FROM                                          \
+    "FROM chat_rooms r "                                                     \
     "LEFT JOIN users u1 ON u1.id = r.user_1_id "                             \
     "LEFT JOIN users u2 ON u2.id = r.user_2_id "
 
 #define NGX_HTTP_CHAT_MSG_ROOM_NCOLS    7
+
+/*
+ * The same with an 8th column, whether the members are blocked either way
+ * (API.md 12, F9), for what a block refuses: ngx_http_chat_msg_room_verdict()
+ * answers a blocked pair's member 403
+ */
+#define NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED                                      \
+    NGX_HTTP_CHAT_MSG_ROOM_COLUMNS ", "                                      \
+    NGX_HTTP_CHAT_SQL_BLOCKED("r.user_1_id", "r.user_2_id") " "              \
+    NGX_HTTP_CHAT_MSG_ROOM_FROM
 
 /* a date that is null */
 #define NGX_HTTP_CHAT_MSG_NO_TIME       -1
@@ -264,6 +286,8 @@ ngx_int_t ngx_http_chat_msg_sql_failed(ngx_http_request_t *r,
     ngx_http_chat_sql_res_t *res);
 ngx_int_t ngx_http_chat_msg_send_not_found(ngx_http_request_t *r,
     const char *resource);
+/* 403 E-B "Cannot chat with this user": a block between the two (F9) */
+ngx_int_t ngx_http_chat_msg_send_blocked(ngx_http_request_t *r);
 
 /* the message id of the path into a new step's op->oid; NGX_DECLINED if
  * it is no ObjectId (the contract's 404 "Message not found") */
@@ -314,7 +338,7 @@ ngx_int_t ngx_http_chat_msg_delete(ngx_http_request_t *r,
 /*
  * in a pool thread, for the stream's Last-Event-ID replay: set op->oid (the
  * last id the client saw), op->room_id and op->limit; the reply holds the
- * messages stored after it by seq, oldest first, {"0":doc,...} (read them
+ * messages after it by (created_at, _id), {"0":doc,...} (read them
  * with ngx_http_chat_msg_parse()), op->count of them; op->status is
  * NGX_HTTP_CHAT_MSG_NOT_FOUND when the id names no message of the room
  */

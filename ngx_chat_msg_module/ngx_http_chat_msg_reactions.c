@@ -431,10 +431,8 @@ ngx_http_chat_msg_reaction_event(ngx_http_request_t *r,
 
     if (fields == NULL
         || cJSON_AddStringToObject(fields, "message_id", id) == NULL
-        || cJSON_AddNumberToObject(fields, "room_id", (double) op->room_id)
-           == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", (double) op->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "room_id", op->room_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", op->user_id) == NULL
         || ngx_http_chat_json_str(fields, "emoji", &op->emoji) == NULL)
     {
         return NGX_ERROR;
@@ -585,9 +583,7 @@ ngx_http_chat_msg_reactions_json(ngx_http_request_t *r,
               ngx_http_chat_msg_cmp_id);
 
         if (ngx_http_chat_json_str(item, "emoji", &g[i].emoji) == NULL
-            || cJSON_AddNumberToObject(item, "count",
-                                       (double) g[i].users.nelts)
-               == NULL)
+            || ngx_http_chat_json_num(item, "count", g[i].users.nelts) == NULL)
         {
             return NULL;
         }
@@ -600,7 +596,7 @@ ngx_http_chat_msg_reactions_json(ngx_http_request_t *r,
         uid = g[i].users.elts;
 
         for (j = 0; j < g[i].users.nelts; j++) {
-            cJSON_AddItemToArray(users, cJSON_CreateNumber((double) uid[j]));
+            (void) ngx_http_chat_json_num(users, NULL, uid[j]);
         }
     }
 

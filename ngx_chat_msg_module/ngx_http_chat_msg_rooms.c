@@ -174,7 +174,7 @@ ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
 {
     cJSON                    *errors;
     int64_t                   id;
-    ngx_http_chat_sql_arg_t   arg;
+    ngx_http_chat_sql_arg_t   args[5];
     ngx_http_chat_msg_ctx_t  *mctx;
 
     errors = NULL;
@@ -208,11 +208,20 @@ ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
 
     mctx->room_id = id;
 
-    arg.type = NGX_HTTP_CHAT_SQL_INT;
-    arg.num = id;
+    /* the participant exists, and neither of the two blocks the other */
 
-    return ngx_http_chat_sql(r, "SELECT COUNT(*) FROM users WHERE id = ?",
-                             &arg, 1, ngx_http_chat_msg_participant);
+    args[0].type = NGX_HTTP_CHAT_SQL_INT;
+    args[0].num = id;
+    args[1].type = NGX_HTTP_CHAT_SQL_INT;
+    args[1].num = ctx->user_id;
+    args[2] = args[0];
+    args[3] = args[0];
+    args[4] = args[1];
+
+    return ngx_http_chat_sql(r, "SELECT (SELECT COUNT(*) FROM users "
+                             "WHERE id = ?), "
+                             NGX_HTTP_CHAT_SQL_BLOCKED("?", "?"),
+                             args, 5, ngx_http_chat_msg_participant);
 }
 
 
@@ -224,12 +233,18 @@ ngx_http_chat_msg_participant(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_sql_arg_t   args[2];
     ngx_http_chat_msg_ctx_t  *mctx;
 
-    if (res->rc != NGX_OK || res->nrows != 1 || res->cells[0].len == 0) {
+    if (res->rc != NGX_OK || res->nrows != 1 || res->ncols != 2
+        || res->cells[0].len == 0 || res->cells[1].len == 0)
+    {
         return ngx_http_chat_msg_sql_failed(r, res);
     }
 
     if (res->cells[0].data[0] == '0') {
         return ngx_http_chat_msg_send_not_found(r, "User");
+    }
+
+    if (res->cells[1].data[0] != '0') {
+        return ngx_http_chat_msg_send_blocked(r);
     }
 
     mctx = ctx->data;
@@ -420,13 +435,9 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
         cJSON_AddItemToArray(parent, json);
     }
 
-    if (cJSON_AddNumberToObject(json, "id", (double) room->id) == NULL
-        || cJSON_AddNumberToObject(json, "user_1_id",
-                                   (double) room->user_1_id)
-           == NULL
-        || cJSON_AddNumberToObject(json, "user_2_id",
-                                   (double) room->user_2_id)
-           == NULL
+    if (ngx_http_chat_json_num(json, "id", room->id) == NULL
+        || ngx_http_chat_json_num(json, "user_1_id", room->user_1_id) == NULL
+        || ngx_http_chat_json_num(json, "user_2_id", room->user_2_id) == NULL
         || cJSON_AddStringToObject(json, "room_type", "direct") == NULL
         || ngx_http_chat_json_sql_time(json, "created_at", &room->created_at)
            == NULL
@@ -452,7 +463,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
 
         cJSON_AddItemToArray(list, p);
 
-        if (cJSON_AddNumberToObject(p, "id", (double) id[i]) == NULL
+        if (ngx_http_chat_json_num(p, "id", id[i]) == NULL
             || ngx_http_chat_json_str(p, "username",
                                    ngx_http_chat_msg_username(room, id[i]))
                == NULL)
@@ -471,8 +482,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
 
         if (lm == NULL
             || ngx_http_chat_json_str(lm, "id", &last->id) == NULL
-            || cJSON_AddNumberToObject(lm, "user_id", (double) last->user_id)
-               == NULL
+            || ngx_http_chat_json_num(lm, "user_id", last->user_id) == NULL
             || ngx_http_chat_json_str(lm, "content", &last->content) == NULL
             || ngx_http_chat_json_str(lm, "message_type",
                                       &last->message_type)
@@ -484,9 +494,7 @@ ngx_http_chat_msg_room_json(ngx_http_request_t *r, cJSON *parent,
         }
     }
 
-    if (cJSON_AddNumberToObject(json, "unread_count", (double) unread)
-        == NULL)
-    {
+    if (ngx_http_chat_json_num(json, "unread_count", unread) == NULL) {
         return NULL;
     }
 
@@ -565,7 +573,6 @@ ngx_http_chat_msg_last_run(mongoc_collection_t *msgs, int64_t room_id,
 
     bson_init(&opts);
     BSON_APPEND_DOCUMENT_BEGIN(&opts, "sort", &sort);
-    BSON_APPEND_INT32(&sort, "seq", -1);
     BSON_APPEND_INT32(&sort, "created_at", -1);
     BSON_APPEND_INT32(&sort, "_id", -1);
     bson_append_document_end(&opts, &sort);

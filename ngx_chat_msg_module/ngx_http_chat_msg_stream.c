@@ -96,9 +96,8 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     if (data == NULL
         || ngx_http_chat_json_str(data, "message", &message) == NULL
-        || cJSON_AddNumberToObject(data, "room_id", (double) mctx->room.id)
-           == NULL
-        || cJSON_AddNumberToObject(data, "user_id", ctx->user_id) == NULL
+        || ngx_http_chat_json_num(data, "room_id", mctx->room.id) == NULL
+        || ngx_http_chat_json_num(data, "user_id", ctx->user_id) == NULL
         || ngx_http_chat_sse_frame(r->pool, "connected", NULL, data, &frame)
            != NGX_OK
         || ngx_http_chat_msg_channel(r->pool, mctx->room.id, &channel)

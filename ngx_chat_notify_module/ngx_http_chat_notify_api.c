@@ -287,10 +287,8 @@ ngx_http_chat_notify_list_done(ngx_http_request_t *r,
         cJSON_AddItemToArray(list, item);
     }
 
-    if (cJSON_AddNumberToObject(json, "total_count", (double) l->total)
-        == NULL
-        || cJSON_AddNumberToObject(json, "unread_count", (double) l->unread)
-           == NULL
+    if (ngx_http_chat_json_num(json, "total_count", l->total) == NULL
+        || ngx_http_chat_json_num(json, "unread_count", l->unread) == NULL
         || cJSON_AddBoolToObject(json, "has_more",
                                  l->skip + (int64_t) l->ndocs < l->total)
            == NULL)
@@ -466,10 +464,10 @@ ngx_http_chat_notify_read_body(ngx_http_request_t *r,
 
         if (ectx == NULL
             || cJSON_AddStringToObject(ectx, "field_type", "List") == NULL
-            || cJSON_AddNumberToObject(ectx, "max_length",
-                                       NGX_HTTP_CHAT_NOTIFY_MAX_IDS)
+            || ngx_http_chat_json_num(ectx, "max_length",
+                                      NGX_HTTP_CHAT_NOTIFY_MAX_IDS)
                == NULL
-            || cJSON_AddNumberToObject(ectx, "actual_length", n) == NULL)
+            || ngx_http_chat_json_num(ectx, "actual_length", n) == NULL)
         {
             return NGX_ERROR;
         }
@@ -729,8 +727,7 @@ ngx_http_chat_notify_read_done(ngx_http_request_t *r,
     json = ngx_http_chat_json_object(r);
     if (json == NULL
         || cJSON_AddTrueToObject(json, "success") == NULL
-        || cJSON_AddNumberToObject(json, "read_count", (double) rd->nmarked)
-           == NULL
+        || ngx_http_chat_json_num(json, "read_count", rd->nmarked) == NULL
         || ngx_http_chat_json_str(json, "message", &msg) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -772,10 +769,8 @@ ngx_http_chat_notify_read_publish(ngx_http_request_t *r,
     }
 
     if (cJSON_GetArraySize(ids) != (int) rd->nmarked
-        || cJSON_AddNumberToObject(data, "read_count", (double) rd->nmarked)
-           == NULL
-        || cJSON_AddNumberToObject(data, "unread_count", (double) rd->unread)
-           == NULL
+        || ngx_http_chat_json_num(data, "read_count", rd->nmarked) == NULL
+        || ngx_http_chat_json_num(data, "unread_count", rd->unread) == NULL
         || ngx_http_chat_iso_now(r->pool, &now) != NGX_OK
         || ngx_http_chat_json_str(data, "timestamp", &now) == NULL
         || ngx_http_chat_sse_frame(r->pool, "notifications_read", NULL, data,
@@ -790,18 +785,14 @@ ngx_http_chat_notify_read_publish(ngx_http_request_t *r,
 
     (void) ngx_http_chat_sse_publish(&channel, &frame);
 
-    if (cJSON_AddNumberToObject(fields, "user_id", (double) rd->user_id)
-        == NULL)
-    {
+    if (ngx_http_chat_json_num(fields, "user_id", rd->user_id) == NULL) {
         return NGX_ERROR;
     }
 
     cJSON_AddItemToObject(fields, "notification_ids",
                           cJSON_Duplicate(ids, 1));
 
-    if (cJSON_AddNumberToObject(fields, "read_count", (double) rd->nmarked)
-        == NULL)
-    {
+    if (ngx_http_chat_json_num(fields, "read_count", rd->nmarked) == NULL) {
         return NGX_ERROR;
     }
 

@@ -8,15 +8,29 @@
  * one of them.  The entries of a round become one batch, worked through
  * with the core's datastore operations, so the event loop never waits:
  * the recipient of a message is looked up in chat_rooms on the core's
- * MariaDB pool, then the notifications are stored by one task of the
- * MongoDB thread pool, with a client of the core's pool.  Back on the
- * event loop, each new notification goes to its recipient's streams and
- * to notification.events, and only then is its entry acknowledged.
+ * MariaDB pool, then whether sender and recipient are blocked (API.md 12,
+ * F9), then the notifications are stored by one task of the MongoDB
+ * thread pool, with a client of the core's pool.  Back on the event loop,
+ * each new notification goes to its recipient's streams and to
+ * notification.events, and only then is its entry acknowledged.
  *
  * An entry whose datastore failed (unavailable, timed out, refused) is not
  * acknowledged: it stays pending, and the consumer reads it again after a
- * pause, as long as it takes.  The entries of a batch that need no
- * MariaDB are stored even when the rooms cannot be looked up.
+ * pause, as long as it takes.  Every entry needs MariaDB, for the blocks.
+ *
+ * Blocks.  No notification from one user to another is made while a
+ * block between them lasts: the block is asked for when the notification
+ * is made, not when its event was produced.  A notification's created_at
+ * is fixed when its entry is read, before that question; so a
+ * notification that exists was made from an event whose check came
+ * before the block's row was committed: its created_at is earlier than
+ * the block, and its message or request was accepted before the block
+ * (C4 and F1 refuse a blocked pair in the statement that accepts them).
+ * An event checked after the block's commit is acknowledged and
+ * notifies nobody, even when its message was accepted before the block.
+ * The one thing the check does not stop is a notification stored a few
+ * milliseconds after the block's answer, from a check made just before
+ * its commit; its created_at still precedes the block.
  *
  * A notification's id is derived from its stream entry, and it is stored
  * with an upsert that only ever inserts: an entry delivered again (the
@@ -49,6 +63,10 @@
 #define NGX_HTTP_CHAT_NOTIFY_EXISTED  2     /* stored before: delivered again */
 #define NGX_HTTP_CHAT_NOTIFY_SKIP     3     /* nobody to notify */
 #define NGX_HTTP_CHAT_NOTIFY_RETRY    4     /* a datastore failed */
+#define NGX_HTTP_CHAT_NOTIFY_BLOCKED  5     /* sender and recipient blocked */
+
+/* pairs per block statement: its size stays bounded, whatever the batch */
+#define NGX_HTTP_CHAT_NOTIFY_PAIRS    100
 
 
 typedef struct ngx_http_chat_notify_consumer_s  ngx_http_chat_notify_consumer_t;
@@ -76,6 +94,7 @@ typedef struct {
     ngx_uint_t                      indexes;    /* create them first */
 
     ngx_http_chat_op_t              lookup;     /* the rooms: a fan-in */
+    ngx_http_chat_op_t              blocks;     /* the pairs: a fan-in */
     ngx_http_chat_op_t              store;      /* the MongoDB task */
 
     /* written by the MongoDB task, read on the loop once it is done */
@@ -92,6 +111,15 @@ typedef struct {
     int64_t                        *rooms;
     ngx_uint_t                      nrooms;
 } ngx_http_chat_notify_lookup_t;
+
+
+/* one statement of the blocks' check, a member of the batch's fan-in */
+
+typedef struct {
+    ngx_http_chat_notify_batch_t   *batch;
+    ngx_http_chat_notify_job_t    **jobs;
+    ngx_uint_t                      njobs;
+} ngx_http_chat_notify_pairs_t;
 
 
 struct ngx_http_chat_notify_consumer_s {
@@ -136,6 +164,12 @@ static ngx_int_t ngx_http_chat_notify_lookup_start(
     ngx_http_chat_notify_batch_t *b, int64_t *rooms, ngx_uint_t n);
 static void ngx_http_chat_notify_room_rows(ngx_http_chat_op_t *op);
 static void ngx_http_chat_notify_looked_up(ngx_http_chat_op_t *op);
+static void ngx_http_chat_notify_blocks(ngx_http_chat_notify_batch_t *b);
+static ngx_int_t ngx_http_chat_notify_blocks_start(
+    ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t **jobs,
+    ngx_uint_t n);
+static void ngx_http_chat_notify_block_rows(ngx_http_chat_op_t *op);
+static void ngx_http_chat_notify_blocks_checked(ngx_http_chat_op_t *op);
 static void ngx_http_chat_notify_store(ngx_http_chat_notify_batch_t *b);
 static ngx_int_t ngx_http_chat_notify_store_task(mongoc_database_t *db,
     void *data);
@@ -312,7 +346,7 @@ ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
         }
     }
 
-    event = value ? cJSON_ParseWithLength((char *) value->data, value->len)
+    event = value ? ngx_http_chat_json_decode(value->data, value->len)
                   : NULL;
 
     if (event == NULL || !cJSON_IsObject(event)) {
@@ -462,6 +496,8 @@ ngx_http_chat_notify_job(ngx_http_chat_notify_batch_t *b,
 
             ngx_http_chat_notify_end(job->fields, &data);
 
+            job->sender_id = other;
+
             return NGX_OK;
         }
 
@@ -507,6 +543,8 @@ ngx_http_chat_notify_job(ngx_http_chat_notify_batch_t *b,
                                             &name);
 
             ngx_http_chat_notify_end(job->fields, &data);
+
+            job->sender_id = other;
 
             return NGX_OK;
         }
@@ -633,22 +671,16 @@ ngx_http_chat_notify_append_str(bson_t *doc, const char *key, ngx_str_t *s)
 static ngx_int_t
 ngx_http_chat_notify_int(cJSON *event, const char *name, int64_t *value)
 {
-    double  d;
     cJSON  *item;
 
     item = cJSON_GetObjectItemCaseSensitive(event, name);
 
-    if (!cJSON_IsNumber(item)) {
+    if (!cJSON_IsNumber(item)
+        || ngx_http_chat_json_int64(item, value) != NGX_OK
+        || *value < 1)
+    {
         return NGX_ERROR;
     }
-
-    d = item->valuedouble;
-
-    if (d < 1 || d >= 9007199254740992.0 || d != (double) (int64_t) d) {
-        return NGX_ERROR;
-    }
-
-    *value = (int64_t) d;
 
     return NGX_OK;
 }
@@ -845,7 +877,7 @@ ngx_http_chat_notify_flush(ngx_event_t *ev)
         ngx_http_chat_notify_lookup(b);
 
     } else {
-        ngx_http_chat_notify_store(b);
+        ngx_http_chat_notify_blocks(b);
     }
 }
 
@@ -1094,6 +1126,228 @@ ngx_http_chat_notify_looked_up(ngx_http_chat_op_t *op)
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
                    "chat notify: batch %p: rooms done, rc:%i", b, op->rc);
+
+    ngx_http_chat_notify_blocks(b);
+}
+
+
+/*
+ * Is the recipient of each notification to be stored blocked by its
+ * sender, or blocking it?  NGX_HTTP_CHAT_NOTIFY_PAIRS pairs a statement,
+ * all statements at once, on the core's MariaDB pool.  An entry whose
+ * pair could not be checked is retried: a notification is never made
+ * without the check.
+ */
+
+static void
+ngx_http_chat_notify_blocks(ngx_http_chat_notify_batch_t *b)
+{
+    ngx_uint_t                    i, n, first;
+    ngx_http_chat_notify_job_t   *job, **jobs;
+
+    job = b->jobs->elts;
+
+    for (n = 0, i = 0; i < b->jobs->nelts; i++) {
+        if (job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        ngx_http_chat_notify_store(b);
+        return;
+    }
+
+    b->blocks.pool = b->pool;
+    b->blocks.log = b->consumer->log;
+    b->blocks.handler = ngx_http_chat_notify_blocks_checked;
+    b->blocks.data = b;
+
+    jobs = ngx_palloc(b->pool, n * sizeof(ngx_http_chat_notify_job_t *));
+    if (jobs == NULL) {
+        for (i = 0; i < b->jobs->nelts; i++) {
+            if (job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
+                job[i].state = NGX_HTTP_CHAT_NOTIFY_RETRY;
+            }
+        }
+
+        ngx_http_chat_op_wait(&b->blocks);
+        return;
+    }
+
+    for (n = 0, i = 0; i < b->jobs->nelts; i++) {
+        if (job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
+            jobs[n++] = &job[i];
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, b->blocks.log, 0,
+                   "chat notify: batch %p: checking %ui pairs for blocks",
+                   b, n);
+
+    for (first = 0; first < n; first += NGX_HTTP_CHAT_NOTIFY_PAIRS) {
+        if (ngx_http_chat_notify_blocks_start(b, &jobs[first],
+                                   ngx_min(n - first,
+                                           NGX_HTTP_CHAT_NOTIFY_PAIRS))
+            != NGX_OK)
+        {
+            /* not asked: these wait for the next reading */
+
+            for (i = first; i < n; i++) {
+                jobs[i]->state = NGX_HTTP_CHAT_NOTIFY_RETRY;
+            }
+
+            break;
+        }
+    }
+
+    ngx_http_chat_op_wait(&b->blocks);
+}
+
+
+static ngx_int_t
+ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
+    ngx_http_chat_notify_job_t **jobs, ngx_uint_t n)
+{
+    u_char                        *sql, *p;
+    ngx_uint_t                     i;
+    ngx_http_chat_op_t            *op;
+    ngx_http_chat_sql_arg_t       *args;
+    ngx_http_chat_notify_pairs_t  *pairs;
+
+    static u_char  head[] = "SELECT user_id, blocked_user_id FROM block_users "
+                            "WHERE ";
+    static u_char  pair[] = "(user_id = ? AND blocked_user_id = ?)";
+    static u_char  sep[] = " OR ";
+
+    /* each pair both ways: two conditions, four placeholders */
+
+    sql = ngx_pnalloc(b->pool, sizeof(head)
+                      + 2 * n * (sizeof(pair) - 1 + sizeof(sep) - 1));
+    pairs = ngx_palloc(b->pool, sizeof(ngx_http_chat_notify_pairs_t));
+    args = ngx_palloc(b->pool, 4 * n * sizeof(ngx_http_chat_sql_arg_t));
+
+    if (sql == NULL || pairs == NULL || args == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(sql, head, sizeof(head) - 1);
+
+    for (i = 0; i < 2 * n; i++) {
+        if (i) {
+            p = ngx_cpymem(p, sep, sizeof(sep) - 1);
+        }
+
+        p = ngx_cpymem(p, pair, sizeof(pair) - 1);
+    }
+
+    *p = '\0';
+
+    for (i = 0; i < n; i++) {
+        args[4 * i].type = NGX_HTTP_CHAT_SQL_INT;
+        args[4 * i].num = jobs[i]->user_id;
+        args[4 * i + 1].type = NGX_HTTP_CHAT_SQL_INT;
+        args[4 * i + 1].num = jobs[i]->sender_id;
+        args[4 * i + 2] = args[4 * i + 1];
+        args[4 * i + 3] = args[4 * i];
+    }
+
+    pairs->batch = b;
+    pairs->jobs = jobs;
+    pairs->njobs = n;
+
+    op = ngx_http_chat_op_member(&b->blocks, ngx_http_chat_notify_block_rows,
+                                 pairs);
+    if (op == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_chat_op_sql(op, (const char *) sql, args, 4 * n) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
+
+    return NGX_OK;
+}
+
+
+/* a statement's rows: the blocks among its pairs */
+
+static void
+ngx_http_chat_notify_block_rows(ngx_http_chat_op_t *op)
+{
+    int64_t                        blocker, blocked;
+    ngx_str_t                     *cell;
+    ngx_uint_t                     i, k;
+    ngx_http_chat_notify_job_t    *job;
+    ngx_http_chat_notify_pairs_t  *pairs;
+
+    pairs = op->data;
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat notify: batch %p: %ui pairs checked, rc:%i "
+                   "blocks:%ui", pairs->batch, pairs->njobs, op->rc,
+                   op->sql.nrows);
+
+    if (op->rc != NGX_OK || (op->sql.nrows && op->sql.ncols != 2)) {
+        for (i = 0; i < pairs->njobs; i++) {
+            pairs->jobs[i]->state = NGX_HTTP_CHAT_NOTIFY_RETRY;
+        }
+
+        return;
+    }
+
+    for (k = 0; k < op->sql.nrows; k++) {
+        cell = &op->sql.cells[k * 2];
+
+        if (ngx_http_chat_parse_id(&cell[0], &blocker) != NGX_OK
+            || ngx_http_chat_parse_id(&cell[1], &blocked) != NGX_OK)
+        {
+            continue;
+        }
+
+        for (i = 0; i < pairs->njobs; i++) {
+            job = pairs->jobs[i];
+
+            if ((job->user_id == blocker && job->sender_id == blocked)
+                || (job->user_id == blocked && job->sender_id == blocker))
+            {
+                job->state = NGX_HTTP_CHAT_NOTIFY_BLOCKED;
+            }
+        }
+    }
+}
+
+
+/* every statement has answered: what may be stored is stored next */
+
+static void
+ngx_http_chat_notify_blocks_checked(ngx_http_chat_op_t *op)
+{
+    ngx_uint_t                     i, retried;
+    ngx_http_chat_notify_job_t    *job;
+    ngx_http_chat_notify_batch_t  *b;
+
+    b = op->data;
+
+    if (op->rc != NGX_OK) {
+        job = b->jobs->elts;
+        retried = 0;
+
+        for (i = 0; i < b->jobs->nelts; i++) {
+            if (job[i].state == NGX_HTTP_CHAT_NOTIFY_RETRY) {
+                retried++;
+            }
+        }
+
+        ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                      "chat notify: MariaDB %s: the blocks of %ui entries "
+                      "not checked, they stay pending",
+                      op->rc == NGX_DECLINED ? "unavailable" : "failed",
+                      retried);
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "chat notify: batch %p: blocks done, rc:%i", b, op->rc);
 
     ngx_http_chat_notify_store(b);
 }
@@ -1393,6 +1647,15 @@ ngx_http_chat_notify_done(ngx_http_chat_notify_batch_t *b)
             skipped++;
             break;
 
+        case NGX_HTTP_CHAT_NOTIFY_BLOCKED:
+            ngx_log_error(NGX_LOG_INFO, nc->log, 0,
+                          "chat notify: entry %V of \"%V\": users %L and "
+                          "%L are blocked, nobody to notify",
+                          &job[i].entry->id, &job[i].entry->stream,
+                          job[i].sender_id, job[i].user_id);
+            skipped++;
+            break;
+
         default:
 
             /* a datastore failed, or the task never ran: left pending */
@@ -1461,8 +1724,7 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 
     if (fields == NULL
         || ngx_http_chat_json_str(fields, "notification_id", &id) == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", (double) job->user_id)
-           == NULL
+        || ngx_http_chat_json_num(fields, "user_id", job->user_id) == NULL
         || cJSON_AddItemReferenceToObject(fields, "type",
                                  cJSON_GetObjectItemCaseSensitive(data, "type"))
            == 0)

@@ -279,10 +279,10 @@ ngx_http_chat_notify_json(const bson_t *doc, ngx_str_t *hex)
         goto failed;
     }
 
-    if (cJSON_AddNumberToObject(json, "user_id",
-                                bson_iter_init_find(&it, doc, "user_id")
-                                && BSON_ITER_HOLDS_NUMBER(&it)
-                                ? (double) bson_iter_as_int64(&it) : 0)
+    if (ngx_http_chat_json_num(json, "user_id",
+                               bson_iter_init_find(&it, doc, "user_id")
+                               && BSON_ITER_HOLDS_NUMBER(&it)
+                               ? bson_iter_as_int64(&it) : 0)
         == NULL)
     {
         goto failed;
@@ -402,6 +402,8 @@ ngx_http_chat_notify_value(bson_iter_t *it)
 
     case BSON_TYPE_INT32:
     case BSON_TYPE_INT64:
+        return ngx_http_chat_json_num(NULL, NULL, bson_iter_as_int64(it));
+
     case BSON_TYPE_DOUBLE:
         return cJSON_CreateNumber(bson_iter_as_double(it));
 

@@ -302,10 +302,8 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
     ngx_str_set(&msg, "Connected to notification stream");
 
     if (ngx_http_chat_json_str(data, "message", &msg) == NULL
-        || cJSON_AddNumberToObject(data, "user_id", (double) st->user_id)
-           == NULL
-        || cJSON_AddNumberToObject(data, "unread_count", (double) st->unread)
-           == NULL
+        || ngx_http_chat_json_num(data, "user_id", st->user_id) == NULL
+        || ngx_http_chat_json_num(data, "unread_count", st->unread) == NULL
         || ngx_http_chat_notify_stream_send(r, st, "connected", NULL, data)
            != NGX_OK)
     {

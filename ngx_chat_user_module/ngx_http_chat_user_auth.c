@@ -367,7 +367,7 @@ ngx_http_chat_user_register_inserted(ngx_http_request_t *r,
             || cJSON_AddStringToObject(cJSON_GetObjectItem(json, "details"),
                                        "constraint", "unique")
                == NULL
-            || cJSON_AddNumberToObject(json, "status_code", 409) == NULL)
+            || ngx_http_chat_json_num(json, "status_code", 409) == NULL)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -418,7 +418,7 @@ ngx_http_chat_user_register_done(ngx_http_request_t *r,
         || ngx_http_chat_json_nstr(json, "display_name",
                                    &row[NGX_HTTP_CHAT_USER_DISPLAY])
            == NULL
-        || cJSON_AddNumberToObject(json, "id", uctx->id) == NULL
+        || ngx_http_chat_json_num(json, "id", uctx->id) == NULL
         || ngx_http_chat_json_sql_time(json, "created_at",
                                        &row[NGX_HTTP_CHAT_USER_CREATED])
            == NULL
@@ -431,7 +431,7 @@ ngx_http_chat_user_register_done(ngx_http_request_t *r,
 
     fields = ngx_http_chat_json_object(r);
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", uctx->id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", uctx->id) == NULL
         || ngx_http_chat_json_str(fields, "email",
                                   &row[NGX_HTTP_CHAT_USER_EMAIL])
            == NULL
@@ -826,8 +826,7 @@ ngx_http_chat_user_login_done(ngx_http_request_t *r,
     if (json == NULL
         || ngx_http_chat_json_str(json, "access_token", &uctx->token) == NULL
         || cJSON_AddStringToObject(json, "token_type", "bearer") == NULL
-        || cJSON_AddNumberToObject(json, "expires_in",
-                                   (double) cmcf->jwt_lifetime)
+        || ngx_http_chat_json_num(json, "expires_in", cmcf->jwt_lifetime)
            == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -845,7 +844,7 @@ ngx_http_chat_user_online_event(ngx_http_request_t *r, ngx_int_t id,
 
     fields = ngx_http_chat_json_object(r);
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", id) == NULL
         || cJSON_AddBoolToObject(fields, "is_online", online) == NULL)
     {
         return NGX_ERROR;
@@ -947,7 +946,7 @@ ngx_http_chat_user_logout_done(ngx_http_request_t *r,
     if (json == NULL
         || cJSON_AddStringToObject(json, "message", "Successfully logged out")
            == NULL
-        || cJSON_AddNumberToObject(json, "user_id", ctx->user_id) == NULL)
+        || ngx_http_chat_json_num(json, "user_id", ctx->user_id) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

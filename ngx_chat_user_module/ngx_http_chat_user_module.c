@@ -457,7 +457,7 @@ ngx_http_chat_user_profile(ngx_http_request_t *r, cJSON *parent,
         return NULL;
     }
 
-    if (cJSON_AddNumberToObject(json, "id", (double) id) == NULL
+    if (ngx_http_chat_json_num(json, "id", id) == NULL
         || ngx_http_chat_json_str(json, "username",
                                   &row[NGX_HTTP_CHAT_USER_NAME])
            == NULL

@@ -161,7 +161,7 @@ ngx_http_chat_user_update_done(ngx_http_request_t *r,
 
     fields = ngx_http_chat_json_object(r);
     if (fields == NULL
-        || cJSON_AddNumberToObject(fields, "user_id", ctx->user_id) == NULL
+        || ngx_http_chat_json_num(fields, "user_id", ctx->user_id) == NULL
         || ngx_http_chat_json_nstr(fields, "display_name",
                                    &row[NGX_HTTP_CHAT_USER_DISPLAY])
            == NULL

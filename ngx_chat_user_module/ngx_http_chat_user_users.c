@@ -29,8 +29,9 @@ static ngx_int_t ngx_http_chat_user_exists_done(ngx_http_request_t *r,
 
 /*
  * U7: case-insensitive substring of username or display name among active
- * users but the caller; "%" and "_" in the query stay wildcards, as in
- * the original.  The window count is the total before LIMIT.
+ * users but the caller and those blocked by or blocking the caller (API.md
+ * 12, F9); "%" and "_" in the query stay wildcards, as in the original.
+ * The window count is the total before LIMIT.
  */
 
 ngx_int_t
@@ -39,7 +40,7 @@ ngx_http_chat_user_search(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     cJSON                    *errors;
     int64_t                   limit;
     ngx_str_t                 query;
-    ngx_http_chat_sql_arg_t   args[4];
+    ngx_http_chat_sql_arg_t   args[6];
 
     errors = NULL;
 
@@ -61,16 +62,19 @@ ngx_http_chat_user_search(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     args[1].str = query;
     args[2].type = NGX_HTTP_CHAT_SQL_STR;
     args[2].str = query;
-    args[3].type = NGX_HTTP_CHAT_SQL_INT;
-    args[3].num = limit;
+    args[3] = args[0];
+    args[4] = args[0];
+    args[5].type = NGX_HTTP_CHAT_SQL_INT;
+    args[5].num = limit;
 
     return ngx_http_chat_sql(r,
                    "SELECT " NGX_HTTP_CHAT_USER_COLUMNS ", COUNT(*) OVER () "
                    "FROM users WHERE is_active = 1 AND id <> ? AND "
                    "(LOWER(username) LIKE CONCAT('%', LOWER(?), '%') OR "
                    "LOWER(display_name) LIKE CONCAT('%', LOWER(?), '%')) "
+                   "AND NOT " NGX_HTTP_CHAT_SQL_BLOCKED("users.id", "?") " "
                    "ORDER BY id LIMIT ?",
-                   args, 4, ngx_http_chat_user_search_done);
+                   args, 6, ngx_http_chat_user_search_done);
 }
 
 
@@ -122,7 +126,7 @@ ngx_http_chat_user_search_done(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (cJSON_AddNumberToObject(json, "total_count", (double) total) == NULL)
+    if (ngx_http_chat_json_num(json, "total_count", total) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -156,7 +160,8 @@ ngx_http_chat_user_get(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     if (id <= 0) {
         errors = ngx_http_chat_app_invalid(r, NULL, "user_id",
                                            "Must be a positive integer",
-                                           cJSON_CreateNumber((double) id));
+                                           ngx_http_chat_json_num(NULL, NULL,
+                                                                  id));
         if (errors == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -488,7 +493,7 @@ ngx_http_chat_user_exists_done(ngx_http_request_t *r,
 
     json = ngx_http_chat_json_object(r);
     if (json == NULL
-        || cJSON_AddNumberToObject(json, "user_id", (double) uctx->id) == NULL
+        || ngx_http_chat_json_num(json, "user_id", uctx->id) == NULL
         || cJSON_AddBoolToObject(json, "exists",
                                  res->cells[0].data[0] != '0')
            == NULL)

@@ -1,7 +1,8 @@
-# Self-test of the test harness in t/lib, using stock nginx features only.
+# Self-test of our block harness (Test::Nginx::Chat::Socket) and the
+# helpers in t/lib, using stock nginx features only.
 # Run: prove -I t/lib -v t/000-harness.t
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Socket 'no_plan';
 use Test::Nginx::Chat qw(:all);
 use Test::Nginx::Chat::Exchange qw(http_call wait_any);
 use IO::Socket::INET;
@@ -49,6 +50,23 @@ add_block_preprocessor(sub {
         'parse_http_response: undef until the header block is complete';
     $r = parse_http_response("HTTP/1.0 200 OK\r\n\r\nuntil close", eof => 1);
     ok $r->{complete} && $r->{body} eq 'until close', 'parse_http_response: read until close';
+}
+
+# Expectations per response: with several requests in a block an array,
+# one value for all is refused (as Test::Nginx::Socket refuses it).
+{
+    my $b = Test::Base::Block->new;
+    $b->set_value(error_code => [200, 404]);
+    $b->set_value(response_body => "x\n");
+    my $expect = \&Test::Nginx::Chat::Socket::_expect;
+    is $expect->($b, 'error_code', 1, 1), 404, '_expect: array element';
+    is $expect->($b, 'response_body', 0, 0), "x\n", '_expect: one request';
+    ok !eval { $expect->($b, 'response_body', 1, 1); 1 },
+        '_expect: one value for several requests is refused';
+    like $@, qr/^--- response_body: one value for several requests/,
+        '_expect: the message names the section';
+    ok !defined $expect->($b, 'response_body_like', 1, 1),
+        '_expect: an absent section is no error';
 }
 
 # ---------------------------------------------------------------------------
@@ -255,11 +273,11 @@ _EOC_
 
 # ---------------------------------------------------------------------------
 
-our %seen;    # data shared between init sections (run in package main)
+our %seen;    # data shared between init sections: %main::seen there
 
 run_tests();
 
-my $main = Test::Nginx::Socket::main_instance();
+my $main = Test::Nginx::Chat::Socket::main_instance();
 ok !$main->pid, 'main nginx stopped after run_tests';
 ok !Test::Nginx::Chat::Process::port_is_listening(server_port()), 'main port released';
 
@@ -282,7 +300,7 @@ hi
 
 === TEST 2: same config, no config section: the server is reused
 --- init
-$seen{pid} = Test::Nginx::Socket::main_instance()->pid;
+$main::seen{pid} = Test::Nginx::Chat::Socket::main_instance()->pid;
 --- request
 GET /a
 --- response_body_like: ^a$
@@ -292,8 +310,8 @@ GET /a
 
 === TEST 3: reuse check, master and workers
 --- init
-my $pid = Test::Nginx::Socket::main_instance()->pid;
-::is($pid, $seen{pid}, 'TEST 3: same nginx as TEST 2');
+my $pid = Test::Nginx::Chat::Socket::main_instance()->pid;
+::is($pid, $main::seen{pid}, 'TEST 3: same nginx as TEST 2');
 my @kids;
 for my $stat (glob '/proc/[0-9]*/stat') {
     open my $fh, '<', $stat or next;
@@ -317,7 +335,7 @@ X-Default-Http: yes
         return 200 "h\n";
     }
 --- init
-::isnt(Test::Nginx::Socket::main_instance()->pid, $seen{pid},
+::isnt(Test::Nginx::Chat::Socket::main_instance()->pid, $main::seen{pid},
        'TEST 4: new config restarts nginx');
 --- request
 GET /h

@@ -1,13 +1,13 @@
 # The core's request plumbing: health, readiness, routing errors, JSON
 # bodies and their limits.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

@@ -1,6 +1,6 @@
 # Bearer tokens: issue, verify, and every way a token must be refused.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
@@ -39,7 +39,7 @@ $ENV{TEST_NGINX_TEXT_SUB} = make_jwt($Hs, { %$Claims, sub => 'abc' },
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

@@ -1,13 +1,13 @@
 # One round trip through each datastore client, with parameters that
 # would break a string-built statement, and event publishing.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 our $Before = redis_cmd('XLEN', 'diag.events') || 0;
 

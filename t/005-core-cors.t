@@ -1,13 +1,13 @@
 # CORS: preflight answered without a token (DEV-11), allow headers on
 # responses to allowed origins, nothing for other origins.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

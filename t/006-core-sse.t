@@ -11,7 +11,8 @@ use ChatStack;
 use IO::Socket::INET;
 use Time::HiRes qw(time sleep);
 
-my $config = 'location /diag/ { chat_diagnostics; }';
+my $config = "location /diag/ { chat_diagnostics; }\n"
+             . "location = /metrics { chat_metrics; }";
 my $http = chat_http_config() . "chat_sse_keepalive 1s;\n"
            . "chat_sse_max_queue 64k;\n";
 
@@ -50,6 +51,13 @@ for my $s (@streams) {
     is($ev->{event}, 'connected', 'connected first');
     is_deeply(json_decode($ev->{data}), { channel => "chat:diag:$chan" },
               'connected data');
+}
+
+# open streams per route, per nginx: three on each
+for my $node ($a, $b) {
+    is(metric_sum(read_metrics($node->url('/metrics')),
+                  'chat_sse_route_streams'), 3,
+       'chat_sse_route_streams counts the streams of the node');
 }
 
 # the subscriptions settle before the first publish
@@ -127,6 +135,9 @@ cmp_ok(time() - $t0, '<', 1, 'every stream got both within a second');
     cmp_ok($bytes, '<', 300 * 16000, '... before getting everything');
 
     like($a->read_error_log(0), qr/client too slow/, 'and it was logged');
+    cmp_ok(metric_sum(read_metrics($a->url('/metrics')),
+                      'chat_sse_dropped_total') // 0, '>=', 1,
+           '... and counted in chat_sse_dropped_total');
     close $sock;
 }
 

@@ -1,13 +1,13 @@
 # /metrics: Prometheus text, counted in shared memory across workers, per
 # route pattern (never per raw URI).
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

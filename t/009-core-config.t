@@ -15,7 +15,7 @@ use Cwd qw(cwd);
 use Time::HiRes qw(sleep);
 
 my $Dir = cwd() . "/t/servroot_config";
-my $Secret = 'chat_jwt_secret config-test-secret;';
+my $Secret = 'chat_jwt_secret config-test-secret-of-more-than-32-bytes;';
 my $Mongo = '"mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=3000"';
 
 remove_tree($Dir);
@@ -28,7 +28,8 @@ sub spew {
     close $fh;
 }
 
-spew("$Dir/data/secret", "file-secret\n");
+spew("$Dir/data/secret", ('0123456789abcdef' x 4) . "\n");
+spew("$Dir/data/short", "file-secret\n");
 spew("$Dir/data/empty", "\n");
 spew("$Dir/data/plain", "not a directory\n");
 
@@ -53,6 +54,9 @@ my @Table = (
         '127.0.0.1 user=chat',
         '127.0.0.1 database=chat',
         '127.0.0.1 user=chat database=' . ('d' x 65),
+        { args => '127.0.0.1 user=chat password=chatpw database=chat',
+          error => qr/the password of "chat_mysql" is an example/ },
+        '127.0.0.1 user=chat password=CHANGE-ME database=chat',
     ], [
         "127.0.0.1:3306 user=chat password=pw database=chat pool=4 queue=0",
         "localhost user=chat database=chat",
@@ -104,12 +108,32 @@ my @Table = (
     chat_cpu_queue_size => http => [ '0', '-1', 'many' ], [ '1', '64' ],
     chat_cpu_queue_timeout => http => [ 'soon' ], [ '1s', '0' ],
 
-    chat_jwt_secret => http => [ '""' ], [ 's3cret', '"with space"' ],
+    chat_jwt_secret => http => [
+        '""',
+        'too-short-a-secret',
+        { args => 'change-me-nginx-chat-secret',
+          error => qr/the secret of "chat_jwt_secret" is an example/ },
+        { args => 'a-secret-of-31-bytes-0123456789',
+          error => qr/"chat_jwt_secret" is shorter than 32 bytes: make one/
+                   . qr/ with "openssl rand -hex 32"/ },
+    ], [
+        'a-secret-of-32-bytes-0123456789a',
+        '"with space, and more than 32 bytes"',
+        { args => 's3cret', extra => 'chat_development on;' },
+        { args => 'change-me-nginx-chat-secret',
+          extra => 'chat_development on;' },
+    ],
 
     chat_jwt_secret_file => http => [
         "$Dir/data/nosuch",
         "$Dir/data/empty",
-    ], [ "$Dir/data/secret" ],
+        "$Dir/data/short",
+    ], [
+        "$Dir/data/secret",
+        { args => "$Dir/data/short", extra => 'chat_development on;' },
+    ],
+
+    chat_development => http => [ 'yes' ], [ 'on', 'off' ],
 
     chat_jwt_lifetime => http => [ '0', 'long' ], [ '2h', '1s' ],
 
@@ -135,12 +159,33 @@ my @Table = (
     chat_sse_keepalive => http => [ '0', '500ms', 'soon' ], [ '30s', '1s' ],
     chat_sse_max_queue => http => [ '0', '1k', 'big' ], [ '256k', '4k' ],
 
+    chat_circuit_failures => http => [ '-1', 'many' ], [ '5', '0' ],
+    chat_circuit_cooldown => http => [ '0', '50ms', 'soon' ],
+                                     [ '5s', '100ms' ],
+    chat_auth_error_style => location => [ 'original', '' ],
+                                         [ 'gateway', 'service' ],
+
     chat_service_name => location => [ '""', "\"a\tb\"" ], [ 'users' ],
     chat_internal => location => [ 'yes' ], [ 'on', 'off' ],
+    chat_unprefixed => location => [ 'yes' ], [ 'on', 'off' ],
 
     chat_health => location => [ 'now' ], [ '' ],
     chat_info => location => [ 'now' ], [ '' ],
     chat_ready => location => [ 'now' ], [ '' ],
+    chat_health_services => location => [
+        'user',
+        'user=',
+        'users=http://127.0.0.1:8005',
+        'user=ftp://127.0.0.1',
+        'user=http://',
+        'user=http:///path',
+        'user=http://a.example user=http://b.example',
+    ], [
+        'user=http://127.0.0.1:8005',
+        'user=http://127.0.0.1:8005 friend=http://127.0.0.1:8003 '
+        . 'chat=https://chat.example notification=http://[::1]:8004',
+    ],
+    chat_health_circuits => location => [ 'now' ], [ '' ],
     chat_metrics => location => [ 'now' ], [ '' ],
     chat_diagnostics => location => [ 'now' ], [ '' ],
 

@@ -178,7 +178,8 @@ for my $order ('nchan after ours', 'nchan before ours') {
         log_level        => 'info',
         no_root_location => 1,
         main_config      => "include $ENABLED/*.conf;\n",
-        http_config      => site($gw, $secret),
+        # the stack's database password is an example's
+        http_config      => "chat_development on;\n" . site($gw, $secret),
         config           => <<'EOF',
         location = / {
             chat_service_name  "User Service";

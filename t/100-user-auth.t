@@ -1,7 +1,7 @@
 # User service, /api/auth: register (U1), login as form and JSON (U2, U3),
 # logout (U4), with every error the contract lists.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 our $Name = unique_name('al');
@@ -9,7 +9,10 @@ $ENV{TEST_NGINX_NAME} = $Name;
 $ENV{TEST_NGINX_EMAIL} = "$Name\@example.com";
 $ENV{TEST_NGINX_UPPER_EMAIL} = "$Name\@EXAMPLE.COM";
 
+# the images' directory (made at start) inside html/: Test::Nginx::Socket
+# removes only the directories it made itself from the server root
 our $Config = <<'EOF';
+chat_user_upload_dir html/uploads;
 location /api/ { chat_user; }
 EOF
 
@@ -17,11 +20,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 

@@ -1,15 +1,21 @@
 # User service, /api/profile: the caller's profile (U5, U6), another
 # user's (U13), and the profile image (U14).
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 use Test::Nginx::Chat;
+use File::Temp qw(tempdir);
+
+# the images' directory outlives the server root, which Test::Nginx::Socket
+# makes anew for every block: the checks look at the files of earlier ones
+$ENV{TEST_NGINX_UPLOADS} = tempdir('chat-uploads-XXXXXX', TMPDIR => 1,
+                                   CLEANUP => 1);
 
 our $Config = <<'EOF';
 location /api/ {
     client_max_body_size 6m;
     client_body_buffer_size 6m;
-    chat_user_upload_dir $TEST_NGINX_SERVROOT/html/uploads;
+    chat_user_upload_dir $TEST_NGINX_UPLOADS;
     chat_user;
 }
 EOF
@@ -45,11 +51,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 
@@ -205,7 +209,8 @@ for my $img (['a.png', $main::Png, 'png'], ['b.bin', $main::Jpeg, 'jpg'],
     die "upload $img->[0]: $status $raw\n" unless $status == 200;
     $body->{profile_image_url} =~ m{^/uploads/$main::Alice->{id}-[0-9a-f]{16}\.$img->[2]$}
         or die "url: $body->{profile_image_url}\n";
-    my $file = "$ENV{TEST_NGINX_SERVROOT}/html" . $body->{profile_image_url};
+    (my $file = $body->{profile_image_url})
+        =~ s{^/uploads}{$ENV{TEST_NGINX_UPLOADS}};
     open(my $fh, '<:raw', $file) or die "$file: $!\n";
     local $/;
     my $data = <$fh>;

@@ -1,13 +1,16 @@
 # User service, /api/users: search (U7), lookups (U8, U9), the
 # service-to-service endpoints (U10, U11) and where they answer.
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 # names that only this run's users match
 our $Tag = unique_name('q');
 
+# the images' directory (made at start) inside html/: Test::Nginx::Socket
+# removes only the directories it made itself from the server root
 our $Config = <<'EOF';
+chat_user_upload_dir html/uploads;
 location /api/ { chat_user; }
 location /internal/ { chat_internal on; rewrite ^/internal(/.*)$ $1 break; chat_user; }
 EOF
@@ -16,11 +19,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 

@@ -5,7 +5,7 @@
 use strict;
 use warnings;
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
@@ -92,7 +92,7 @@ our $Ts = qr/"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?"/;
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 
@@ -116,11 +116,11 @@ Content-Type: application/json
 
 === TEST 2: the row as stored, and FriendRequestSent with real names
 --- init
-my $id = friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
-my $row = sql("SELECT status, created_at = updated_at, "
+my $id = main::friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
+my $row = main::sql("SELECT status, created_at = updated_at, "
     . "deleted_at IS NULL FROM friendships WHERE id = $id");
 die "row: $row\n" unless $row eq "pending\t1\t1";
-check_event($id, qr/^\{"timestamp": $Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_A}, "requester_name": "$ENV{TEST_NGINX_A_NAME}", "addressee_id": $ENV{TEST_NGINX_B}, "addressee_name": "$ENV{TEST_NGINX_B_NAME}", "__event_type__": "FriendRequestSent"\}$/);
+main::check_event($id, qr/^\{"timestamp": $main::Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_A}, "requester_name": "$ENV{TEST_NGINX_A_NAME}", "addressee_id": $ENV{TEST_NGINX_B}, "addressee_name": "$ENV{TEST_NGINX_B_NAME}", "__event_type__": "FriendRequestSent"\}$/);
 --- request
 GET /api/friends/list
 --- more_headers
@@ -195,7 +195,7 @@ Authorization: Bearer $TEST_NGINX_GHOST_TOKEN
 
 === TEST 8: F4 B received A's request, still pending
 --- init
-friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
+main::friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
 --- request
 GET /api/friends/requests
 --- more_headers
@@ -271,7 +271,7 @@ Authorization: Bearer $TEST_NGINX_B_TOKEN
 
 === TEST 14: F2 B accepts: 200, accepted, created_at kept
 --- init
-friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
+main::friendship('AB', $ENV{TEST_NGINX_A}, $ENV{TEST_NGINX_B});
 --- request
 PUT /api/friends/status/$TEST_NGINX_A
 {"action":"accept"}
@@ -287,10 +287,10 @@ Authorization: Bearer $TEST_NGINX_B_TOKEN
 === TEST 15: FriendRequestAccepted; a second accept finds nothing pending
 --- init
 my $id = $ENV{TEST_NGINX_AB};
-my $row = sql("SELECT status, deleted_at IS NULL FROM friendships "
+my $row = main::sql("SELECT status, deleted_at IS NULL FROM friendships "
     . "WHERE id = $id");
 die "row: $row\n" unless $row eq "accepted\t1";
-check_event($id, qr/^\{"timestamp": $Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_A}, "requester_name": "$ENV{TEST_NGINX_A_NAME}", "addressee_id": $ENV{TEST_NGINX_B}, "addressee_name": "$ENV{TEST_NGINX_B_NAME}", "__event_type__": "FriendRequestAccepted"\}$/);
+main::check_event($id, qr/^\{"timestamp": $main::Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_A}, "requester_name": "$ENV{TEST_NGINX_A_NAME}", "addressee_id": $ENV{TEST_NGINX_B}, "addressee_name": "$ENV{TEST_NGINX_B_NAME}", "__event_type__": "FriendRequestAccepted"\}$/);
 --- request
 PUT /api/friends/status/$TEST_NGINX_A
 {"action":"accept"}
@@ -304,7 +304,7 @@ Authorization: Bearer $TEST_NGINX_B_TOKEN
 
 === TEST 16: F3 both see each other, last_seen_at as the contract's datetime
 --- init
-sql("UPDATE users SET last_seen_at = '2026-01-02 03:04:05' "
+main::sql("UPDATE users SET last_seen_at = '2026-01-02 03:04:05' "
     . "WHERE id = $ENV{TEST_NGINX_A}");
 --- request eval
 ["GET /api/friends/list", "GET /api/friends/list"]
@@ -385,12 +385,12 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 22: a rejected request is soft-deleted, still "pending"; event
 --- init
-my $row = sql("SELECT status, deleted_at IS NOT NULL, "
+my $row = main::sql("SELECT status, deleted_at IS NOT NULL, "
     . "updated_at = deleted_at FROM friendships "
     . "WHERE user_id_1 = $ENV{TEST_NGINX_C} "
     . "AND user_id_2 = $ENV{TEST_NGINX_A}");
 die "row: $row\n" unless $row eq "pending\t1\t1";
-check_event($ENV{TEST_NGINX_C}, qr/^\{"timestamp": $Ts, "friendship_id": 0, "requester_id": $ENV{TEST_NGINX_C}, "addressee_id": $ENV{TEST_NGINX_A}, "__event_type__": "FriendRequestRejected"\}$/);
+main::check_event($ENV{TEST_NGINX_C}, qr/^\{"timestamp": $main::Ts, "friendship_id": 0, "requester_id": $ENV{TEST_NGINX_C}, "addressee_id": $ENV{TEST_NGINX_A}, "__event_type__": "FriendRequestRejected"\}$/);
 --- request
 GET /api/friends/requests
 --- more_headers
@@ -426,7 +426,7 @@ Authorization: Bearer $TEST_NGINX_C_TOKEN
 
 === TEST 25: cancel: only the requester can cancel
 --- init
-my $n = sql("SELECT COUNT(*) FROM friendships "
+my $n = main::sql("SELECT COUNT(*) FROM friendships "
     . "WHERE user_id_1 = $ENV{TEST_NGINX_C} "
     . "AND user_id_2 = $ENV{TEST_NGINX_A}");
 die "rows: $n\n" unless $n == 2;
@@ -460,11 +460,11 @@ Authorization: Bearer $TEST_NGINX_D_TOKEN
 
 === TEST 27: cancelled: soft-deleted, FriendRequestCancelled, not again
 --- init
-my $row = sql("SELECT status, deleted_at IS NOT NULL FROM friendships "
+my $row = main::sql("SELECT status, deleted_at IS NOT NULL FROM friendships "
     . "WHERE user_id_1 = $ENV{TEST_NGINX_D} "
     . "AND user_id_2 = $ENV{TEST_NGINX_A}");
 die "row: $row\n" unless $row eq "pending\t1";
-check_event($ENV{TEST_NGINX_D}, qr/^\{"timestamp": $Ts, "friendship_id": 0, "requester_id": $ENV{TEST_NGINX_D}, "addressee_id": $ENV{TEST_NGINX_A}, "__event_type__": "FriendRequestCancelled"\}$/);
+main::check_event($ENV{TEST_NGINX_D}, qr/^\{"timestamp": $main::Ts, "friendship_id": 0, "requester_id": $ENV{TEST_NGINX_D}, "addressee_id": $ENV{TEST_NGINX_A}, "__event_type__": "FriendRequestCancelled"\}$/);
 --- request
 DELETE /api/friends/request/$TEST_NGINX_A
 --- more_headers
@@ -517,8 +517,8 @@ Authorization: Bearer $TEST_NGINX_GHOST_TOKEN
 
 === TEST 31: ... and lists leave out rows whose other user is missing
 --- init
-my $id = friendship('GE', $ENV{TEST_NGINX_GHOST}, $ENV{TEST_NGINX_E});
-check_event($id, qr/^\{"timestamp": $Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_GHOST}, "requester_name": "Unknown", "addressee_id": $ENV{TEST_NGINX_E}, "addressee_name": "$ENV{TEST_NGINX_E_NAME}", "__event_type__": "FriendRequestSent"\}$/);
+my $id = main::friendship('GE', $ENV{TEST_NGINX_GHOST}, $ENV{TEST_NGINX_E});
+main::check_event($id, qr/^\{"timestamp": $main::Ts, "friendship_id": $id, "requester_id": $ENV{TEST_NGINX_GHOST}, "requester_name": "Unknown", "addressee_id": $ENV{TEST_NGINX_E}, "addressee_name": "$ENV{TEST_NGINX_E_NAME}", "__event_type__": "FriendRequestSent"\}$/);
 --- request
 GET /api/friends/requests
 --- more_headers

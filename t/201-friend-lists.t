@@ -4,7 +4,7 @@
 use strict;
 use warnings;
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
@@ -98,7 +98,7 @@ $ENV{TEST_NGINX_LONG_QUERY} = 'q' x 51;
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

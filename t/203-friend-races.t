@@ -5,7 +5,7 @@
 use strict;
 use warnings;
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use Test::Nginx::Chat;
 use ChatStack;
 use POSIX ();
@@ -346,7 +346,7 @@ stop_nginx($ngx);
 workers(2);
 master_on();
 no_shuffle();
-add_block_preprocessor(chat_preprocessor());
+add_block_preprocessor(\&chat_block);
 
 run_tests();
 

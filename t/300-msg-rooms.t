@@ -5,7 +5,7 @@
 use strict;
 use warnings;
 
-use Test::Nginx::Socket 'no_plan';
+use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
 # messages of this run only: MariaDB's ids start again with every run
@@ -60,11 +60,9 @@ workers(2);
 master_on();
 no_shuffle();
 
-my $chat = chat_preprocessor();
-
 add_block_preprocessor(sub {
     my $block = shift;
-    $chat->($block);
+    chat_block($block);
     $block->set_value(config => $Config) unless defined $block->config;
 });
 
@@ -313,8 +311,8 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
  "GET /api/chat-rooms/1"]
 --- error_code eval
 [401, 401, 401]
---- response_headers
-WWW-Authenticate: Bearer
+--- response_headers eval
+[("WWW-Authenticate: Bearer") x 3]
 --- response_body eval
 ['{"detail":"Not authenticated"}', '{"detail":"Not authenticated"}',
  '{"detail":"Not authenticated"}']

@@ -32,7 +32,8 @@ my $http = chat_http_config() . "chat_notify_consumer on;\n"
            . "chat_notify_group $group;\n"
            . "chat_notify_claim_idle 1s;\n"
            . "chat_notify_batch 16;\n";
-my $config = 'location /api/notifications { chat_notify; }';
+my $config = "location /api/notifications { chat_notify; }\n"
+             . "location = /metrics { chat_metrics; }";
 
 sub node {
     return start_nginx_with(workers => 2, master => 1,
@@ -184,6 +185,28 @@ sub redis_raw {
     check_exactly($node, $user, \@entries, 'stop and start');
 
     is(wait_not_pending(@entries), 0, 'nothing left pending');
+
+    # what /metrics tells of it: the group's numbers come from Redis every
+    # few seconds
+    my ($m, %topic) = (undef, (topic => 'friend.events'));
+    my $until = time() + 15;
+    while (time() < $until) {
+        $m = read_metrics($node->url('/metrics'));
+        last if defined metric_sum($m, 'chat_events_consumer_pending', %topic)
+                && metric_sum($m, 'chat_events_consumer_pending', %topic) == 0;
+        sleep 0.5;
+    }
+    cmp_ok(metric_sum($m, 'chat_events_consumed_total', %topic) // 0, '>=', 200,
+           'metrics: the 200 events consumed');
+    is(metric_sum($m, 'chat_events_consumer_pending', %topic), 0,
+       'metrics: nothing pending in the group');
+    # Redis knows the lag only while nothing was trimmed from the stream
+    my $lag = metric_sum($m, 'chat_events_consumer_lag', %topic);
+    ok(!defined $lag || $lag == 0,
+       "metrics: nothing undelivered (${\($lag // 'not known')})");
+    my $delay = metric_sum($m, 'chat_events_consumer_delay_seconds', %topic);
+    ok(defined $delay && $delay >= 0 && $delay < 60,
+       "metrics: the latest event's delay (${\($delay // 'none')} s)");
 
     stop_nginx($node);
 }

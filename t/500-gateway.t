@@ -2,7 +2,8 @@
 # rate limit, on ports of its own.  Routing to every service, the service
 # listeners, the rate limit (JSON 429 with Retry-After), request ids,
 # security headers, CORS preflight without a token, nginx's own errors as
-# JSON.
+# JSON, the original gateway's 401 bodies on the gateway and the services'
+# on their listeners, /health/services and /health/circuits.
 
 use strict;
 use warnings;
@@ -43,6 +44,7 @@ make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
         MONGO_DATABASE => ChatStack::mongo_database(),
         JWT_SECRET => $ENV{TEST_NGINX_JWT_SECRET}
                       // 'change-me-nginx-chat-secret',
+        DEVELOPMENT => 'chat_development on;',
         RATE_LIMIT => 10, RATE_BURST => 9,
         LIMIT_KEY => '$binary_remote_addr',
     );
@@ -93,14 +95,45 @@ $ChatStack::Base = $base;
            "$svc listener health");
     }
 
-    for my $path ('/api/auth/logout', '/api/profile/me', '/api/users/1',
-                  '/api/friends/list', '/api/chat-rooms',
-                  '/api/messages/1')
+    # the original gateway's 401 (API.md 7.2): no token, or a bad one
+    my $missing = '{"error":"unauthorized","message":"Missing '
+                  . 'authentication token"}';
+    my $invalid = '{"error":"unauthorized","message":"Invalid or expired '
+                  . 'token"}';
+    my $expired = make_jwt({ alg => 'HS256', typ => 'JWT' },
+                           { sub => '1', type => 'access',
+                             exp => time() - 60 },
+                           $ENV{TEST_NGINX_JWT_SECRET}
+                           // 'change-me-nginx-chat-secret');
+
+    for my $case (['/api/auth/logout'], ['/api/profile/me'],
+                  ['/api/users/1'], ['/api/friends/list', 'not-a-token'],
+                  ['/api/chat-rooms', $expired],
+                  ['/api/messages/1', 'a.b.c'])
     {
+        my ($path, $token) = @$case;
         $res = http_request($path eq '/api/auth/logout' ? 'POST' : 'GET',
-                            "$base$path");
-        is($res->{status}, 401, "$path is routed (401 without a token)");
-        is($res->{body}, '{"detail":"Not authenticated"}', '... in JSON');
+                            "$base$path",
+                            $token ? { Authorization => "Bearer $token" }
+                                   : {});
+        is($res->{status}, 401, "$path is routed (401 "
+           . ($token ? 'with a bad token)' : 'without a token)'));
+        is($res->{body}, $token ? $invalid : $missing,
+           '... in the gateway shape');
+    }
+
+    # the services' listeners keep the services' body
+    for my $case ([user => '/api/profile/me'],
+                  [friend => '/api/friends/list'],
+                  [msg => '/api/chat-rooms'],
+                  [notify => '/api/notifications'])
+    {
+        my ($svc, $path) = @$case;
+        $res = http_request(GET => "http://127.0.0.1:$port{$svc}$path",
+                            { Authorization => 'Bearer not-a-token' });
+        is($res->{status}, 401, "$svc listener: $path 401");
+        is($res->{body}, '{"detail":"Not authenticated"}',
+           '... in the service shape');
     }
 
     $res = http_request(GET => "$base/api/nothing");
@@ -108,8 +141,95 @@ $ChatStack::Base = $base;
     is($res->{body}, '{"detail":"No service found for path: /api/nothing"}',
        '... in the gateway shape');
 
-    $res = http_request(GET => "$base/api/messages/stream/1");
+    $res = http_request(GET => "$base/api/messages/stream/1?access_token=x");
     is($res->{status}, 401, 'the room stream is routed');
+    is($res->{body}, $invalid, '... a bad query token: the gateway shape');
+}
+
+# the gateway's health of the services and its circuit breakers, public
+{
+    my $res;
+    for (1 .. 50) {
+        $res = http_request(GET => "$base/health/services");
+        last if ($res->{status} // 0) == 200;
+        sleep 0.2;
+    }
+
+    is($res->{status}, 200, '/health/services: 200 with every datastore up');
+    is($res->{body}, '{"gateway":"healthy","services":{'
+       . join(',', map {
+             my ($name, $svc) = @$_;
+             qq("$name":{"status":"healthy",)
+             . qq("url":"http://127.0.0.1:$port{$svc}"})
+         } [user => 'user'], [friend => 'friend'], [chat => 'msg'],
+           [notification => 'notify'])
+       . '}}', '... naming each service listener');
+    is($res->{headers}{'x-request-id'} ? 1 : 0, 1, '... a gateway response');
+
+    $res = http_request(GET => "$base/health/circuits");
+    is($res->{status}, 200, '/health/circuits: 200');
+    my $c = json_decode($res->{body}) // {};
+    is_deeply([sort keys %$c], [qw(mongodb mysql redis)],
+              '... a breaker per datastore');
+    is_deeply($c->{redis}, { state => 'closed', failure_count => 0,
+                             retry_after => 0 }, '... closed');
+
+    $res = http_request(POST => "$base/health/circuits");
+    is($res->{status}, 405, '... GET only');
+}
+
+# the services' README paths (no /api) on the service listeners: the same
+# handler, the same answers; the gateway keeps /api only
+{
+    my %svc = (user => 'user', friend => 'friend', msg => 'msg',
+               notify => 'notify');
+    my $user = register_user();
+    my $token = login_user($user);
+    my %auth = (Authorization => "Bearer $token");
+
+    my @same = (
+        [user   => GET  => '/profile/me'],
+        [user   => GET  => "/users/$user->{id}"],
+        [user   => GET  => "/users/$user->{id}/exists"],
+        [user   => GET  => "/users/search?query=$user->{username}"],
+        [user   => GET  => '/users/0'],
+        [user   => PUT  => '/auth/login/json'],
+        [friend => GET  => '/friends/list'],
+        [friend => GET  => '/friends/requests'],
+        [friend => GET  => '/friends/search?query=zz'],
+        [msg    => GET  => '/chat-rooms'],
+        [msg    => GET  => '/chat-rooms/x'],
+        [msg    => GET  => '/messages/room/1/unread-count'],
+        [notify => GET  => '/notifications'],
+        [notify => POST => '/notifications/read'],
+    );
+
+    for my $c (@same) {
+        my ($svc, $method, $path) = @$c;
+        my $url = "http://127.0.0.1:$port{$svc}";
+        my $body = $method eq 'POST' ? '{}' : undef;
+        my %h = (%auth, $body ? ('Content-Type' => 'application/json') : ());
+        my $api = http_request($method, "$url/api$path", \%h, $body);
+        my $bare = http_request($method, "$url$path", \%h, $body);
+        ok(defined $bare->{status} && $bare->{status} == $api->{status}
+           && $bare->{body} eq $api->{body},
+           "$svc listener: $method $path answers as /api$path "
+           . "($api->{status})")
+            or diag("$bare->{status} $bare->{body}");
+    }
+
+    my $res = http_request(POST => "http://127.0.0.1:$port{user}/auth/login/json",
+                           { 'Content-Type' => 'application/json' },
+                           json_encode({ email => $user->{email},
+                                         password => $user->{password} }));
+    is($res->{status}, 200, 'user listener: POST /auth/login/json logs in');
+
+    $res = http_request(GET => "http://127.0.0.1:$port{msg}/nothing");
+    is($res->{status}, 404, 'an unknown path on a service listener: 404');
+    is($res->{body}, '{"detail":"Not Found"}', '... in JSON');
+
+    $res = http_request(GET => "$base/profile/me", \%auth);
+    is($res->{status}, 404, 'the gateway does not answer /profile/me');
 }
 
 # nginx's own rejections are JSON too
@@ -160,11 +280,17 @@ SKIP: {
 
 # the rate limit: 10 a minute here, the 11th within it is a JSON 429
 {
-    my @status = map {
-        http_request(GET => "$base/api/users/search?query=x")->{status}
+    my @res = map {
+        http_request(GET => "$base/api/users/search?query=x")
     } 1 .. 14;
+    my @status = map { $_->{status} } @res;
     my $limited = grep { $_ == 429 } @status;
     cmp_ok($limited, '>=', 1, "rate limited after the burst (@status)");
+
+    # optional authentication at the original gateway (API.md 7.2)
+    is($res[0]{status}, 401, 'users/search without a token: 401');
+    is($res[0]{body}, '{"detail":"Not authenticated"}',
+       '... from the user service, in its shape');
 
     my $res = http_request(GET => "$base/api/users/search?query=x");
     is($res->{status}, 429, 'then every request is a 429');
@@ -173,8 +299,10 @@ SKIP: {
                      . 'requests. Please slow down.","retry_after":60}',
        'the contract body');
 
-    $res = http_request(GET => "$base/health");
-    is($res->{status}, 200, '/health is not limited');
+    for my $path ('/health', '/health/services', '/health/circuits') {
+        $res = http_request(GET => "$base$path");
+        is($res->{status}, 200, "$path is not limited");
+    }
 }
 
 {

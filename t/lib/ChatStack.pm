@@ -17,7 +17,7 @@ use JSON::PP ();
 use Time::HiRes ();
 
 use Exporter 'import';
-our @EXPORT = qw(chat_http_config chat_main_config chat_preprocessor
+our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  make_jwt redis_cmd mysql_cmd freeze thaw json_decode
                  json_encode unique_name register_user login_user
                  user_token api file_port read_metrics parse_metrics
@@ -68,22 +68,22 @@ sub chat_http_config {
     chat_thread_pool chat_cpu;
     chat_mongo_thread_pool chat_mongo;
     chat_jwt_secret "@{[env('JWT_SECRET', 'change-me-nginx-chat-secret')]}";
+    chat_development on;
 EOF
 }
 
-# for add_block_preprocessor(): prepend the shared configuration
-sub chat_preprocessor {
-    my (%opt) = @_;
+# a block preprocessor: prepend the shared configuration. Passed as
+# add_block_preprocessor(\&chat_block), a form that Test::Nginx::Socket's
+# (&) prototype takes too
+sub chat_block {
+    my ($block) = @_;
+    my $http = $block->http_config // '';
+    my $main = $block->main_config // '';
 
-    return sub {
-        my $block = shift;
-        my $http = $block->http_config // '';
-        my $main = $block->main_config // '';
-
-        $block->set_value(http_config => chat_http_config(%opt) . $http);
-        $block->set_value(main_config => chat_main_config() . $main);
-    };
+    $block->set_value(http_config => chat_http_config() . $http);
+    $block->set_value(main_config => chat_main_config() . $main);
 }
+
 
 # an HS256 (or any) JWT; header and claims are hashrefs
 sub make_jwt {

@@ -16,6 +16,7 @@ use Time::HiRes qw(time sleep);
 use Test::Nginx::Chat::HTTP qw(connect_tcp send_data read_responses build_request
     parse_http_response decode_chunked header_pairs);
 use Test::Nginx::Chat::Process qw(expand_env free_port);
+use Test::Nginx::Chat::Blocks ();
 
 use Exporter 'import';
 our @EXPORT = qw(http_request sse_open start_nginx_with stop_nginx);
@@ -25,10 +26,10 @@ our %EXPORT_TAGS = (all => \@EXPORT_OK);
 my @Started;    # instances created by start_nginx_with and not yet stopped
 my $Seq = 0;    # number of instances started so far (default servroot names)
 
-# Port of the main instance managed by Test::Nginx::Socket.
+# Port of the main instance managed by the block harness.
 sub main_port {
-    no warnings 'once';
-    return $Test::Nginx::Socket::ServerPortForClient || $ENV{TEST_NGINX_CLIENT_PORT}
+    return Test::Nginx::Chat::Blocks::setting('ServerPortForClient')
+        || $ENV{TEST_NGINX_CLIENT_PORT}
         || $ENV{TEST_NGINX_SERVER_PORT} || $ENV{TEST_NGINX_PORT} || 1984;
 }
 
@@ -118,12 +119,11 @@ sub sse_open {
 
 sub start_nginx_with {
     my (%o) = @_;
-    no warnings 'once';
     my $port = $o{port} || free_port();
     # Default server root: <main servroot>_<n>, n counting the instances
     # started by this test file, so reruns reuse the same directories.
     my $root = $o{servroot} // do {
-        my $main = $Test::Nginx::Socket::ServRoot
+        my $main = Test::Nginx::Chat::Blocks::setting('ServRoot')
             // File::Spec->catdir(cwd(), 't', 'servroot');
         $Seq++;
         "${main}_$Seq";
@@ -135,7 +135,9 @@ sub start_nginx_with {
         servroot           => $root,
         workers            => $o{workers} // 1,
         master             => $o{master} // $o{master_on} // 0,
-        log_level          => $o{log_level} // $Test::Nginx::Socket::LogLevel // 'debug',
+        log_level          => $o{log_level}
+                              // Test::Nginx::Chat::Blocks::setting('LogLevel')
+                              // 'debug',
         worker_connections => $o{worker_connections} // 1024,
         env                => $o{env} // [],
         no_root_location   => $o{no_root_location} // 0,
@@ -363,7 +365,7 @@ Test::Nginx::Chat - programmatic helpers for nginx scenario tests
 
 =head1 SYNOPSIS
 
-    use Test::Nginx::Socket 'no_plan';    # optional: blocks + main instance
+    use Test::Nginx::Chat::Blocks 'no_plan';  # optional: blocks, main instance
     use Test::Nginx::Chat;                 # http_request sse_open
                                            # start_nginx_with stop_nginx
 
@@ -470,8 +472,8 @@ status. Instances still running at exit are stopped automatically.
 
 =back
 
-The main instance of a file is managed by C<run_tests()> of
-L<Test::Nginx::Socket> as usual; extra instances do not interfere with it, so
+The main instance of a file is managed by C<run_tests()> of the block
+harness (L<Test::Nginx::Chat::Blocks>) as usual; extra instances do not interfere with it, so
 a file can mix blocks and scenario code. Blocks can reach an extra instance
 through an environment variable set before C<run_tests()>, for example
 C<< $ENV{TEST_NGINX_PEER_PORT} = $node->port >> and then

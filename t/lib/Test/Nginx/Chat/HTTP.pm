@@ -254,8 +254,8 @@ sub read_responses {
 }
 
 # Aliases of the Test::Nginx::Chat functions of the same names (loaded on
-# first use), e.g. for "--- init" code in files that only load
-# Test::Nginx::Socket.
+# first use), e.g. for "--- init" code in files that only load the block
+# harness.
 sub http_request {
     require Test::Nginx::Chat;
     goto &Test::Nginx::Chat::http_request;

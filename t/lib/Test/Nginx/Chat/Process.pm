@@ -2,8 +2,9 @@ package Test::Nginx::Chat::Process;
 
 # One nginx instance under test: nginx.conf generation, start (in the
 # foreground, as a child of the test process), stop, error log access and
-# valgrind log scanning. Used for the main instance of Test::Nginx::Socket
-# and for extra instances started with Test::Nginx::Chat::start_nginx_with.
+# valgrind log scanning. Used for the main instance of
+# Test::Nginx::Chat::Socket and for extra instances started with
+# Test::Nginx::Chat::start_nginx_with.
 
 use strict;
 use warnings;
@@ -18,8 +19,8 @@ use POSIX qw(WNOHANG);
 use Time::HiRes qw(time sleep);
 
 use Exporter 'import';
-our @EXPORT_OK = qw(expand_env expand_env_deep free_port nginx_binary
-    valgrind_enabled port_is_listening);
+our @EXPORT_OK = qw(expand_env expand_env_deep expand_block free_port
+    nginx_binary valgrind_enabled port_is_listening);
 
 # Instances started and not yet stopped (stopped at exit).
 our @Running;
@@ -102,6 +103,26 @@ sub expand_env_deep {
     return [map { expand_env_deep($_) } @$v] if $r eq 'ARRAY';
     return { map { $_ => expand_env_deep($v->{$_}) } keys %$v } if $r eq 'HASH';
     return $v;    # Regexp, CODE, objects: untouched
+}
+
+# Sections needed to build and start the server. They are expanded before
+# nginx starts; the other sections only after "--- init" ran, so that init
+# code can set TEST_NGINX_* variables used by the requests and checks.
+# "--- init" itself is Perl code and never expanded.
+my %SERVER_SECTIONS = map { $_ => 1 } qw(main_config post_main_config
+    http_config server_config config user_files server_name log_level must_die);
+
+# Replace $TEST_NGINX_* references in the sections of a Test::Base block:
+# $phase is 'server' (the server sections) or 'rest' (all others but init).
+sub expand_block {
+    my ($block, $phase) = @_;
+    my %skip = map { $_ => 1 } qw(name description seq_num is_filtered
+        blocks_object original_values init);
+    for my $key (keys %$block) {
+        next if $key =~ /^_/ || $skip{$key} || ref $block->{$key} ne 'ARRAY';
+        next unless ($SERVER_SECTIONS{$key} ? 'server' : 'rest') eq $phase;
+        $block->{$key} = [map { expand_env_deep($_) } @{ $block->{$key} }];
+    }
 }
 
 # Is some socket listening on TCP port $port (any local address)?

@@ -1,4 +1,4 @@
-package Test::Nginx::Socket;
+package Test::Nginx::Chat::Socket;
 
 # Data-driven nginx test scaffold (Test::Base subclass) that understands the
 # test block format of the CPAN Test::Nginx::Socket module: see the POD at
@@ -20,7 +20,7 @@ use List::Util qw(shuffle max min);
 use Time::HiRes qw(time sleep);
 
 use Test::Nginx::Chat::HTTP qw(connect_tcp send_data read_responses build_request);
-use Test::Nginx::Chat::Process qw(expand_env expand_env_deep free_port valgrind_enabled);
+use Test::Nginx::Chat::Process qw(expand_block free_port valgrind_enabled);
 
 our $VERSION = '0.01';
 
@@ -115,6 +115,19 @@ sub _pick {
     return ref $v eq 'ARRAY' ? $v->[$i] : $v;
 }
 
+# Expected value of section $name for response $i. When a block gets
+# several responses every such section must be an array with one element
+# per response, as Test::Nginx::Socket requires: one value for all of them
+# is an error there, so it is one here too.
+sub _expect {
+    my ($block, $name, $i, $many) = @_;
+    my $v = _sec($block, $name);
+    return $v->[$i] if ref $v eq 'ARRAY';
+    die "--- $name: one value for several requests, expected an array\n"
+        if $many && defined $v;
+    return $v;
+}
+
 sub _timeout_secs {
     my ($block) = @_;
     my $t = _word($block, 'timeout');
@@ -124,31 +137,6 @@ sub _timeout_secs {
     }
     $secs *= 5 if valgrind_enabled();
     return $secs;
-}
-
-# Sections needed to build and start the server. They are expanded before
-# nginx starts; the other sections only after "--- init" ran, so that init
-# code can set TEST_NGINX_* variables used by the requests and checks.
-my %SERVER_SECTIONS = map { $_ => 1 } qw(main_config post_main_config
-    http_config server_config config user_files server_name log_level must_die);
-
-# Replace $TEST_NGINX_* references in the block's sections: $phase is
-# 'server' (server sections), 'init' (the init code; unset variables are
-# left alone as it is Perl code) or 'rest' (everything else).
-sub _expand_block {
-    my ($block, $phase) = @_;
-    my %skip = map { $_ => 1 } qw(name description seq_num is_filtered
-        blocks_object original_values);
-    for my $key (keys %$block) {
-        next if $key =~ /^_/ || $skip{$key} || ref $block->{$key} ne 'ARRAY';
-        my $section_phase = $SERVER_SECTIONS{$key} ? 'server'
-            : $key eq 'init' ? 'init' : 'rest';
-        next unless $section_phase eq $phase;
-        my @vals = @{ $block->{$key} };
-        $block->{$key} = $phase eq 'init'
-            ? [map { expand_env($_, 1) } @vals]
-            : [map { expand_env_deep($_) } @vals];
-    }
 }
 
 # ---------------------------------------------------------------------------
@@ -190,25 +178,25 @@ sub _run_block {
     my ($block) = @_;
     my $name = $block->name;
 
-    _expand_block($block, 'server');
-    _expand_block($block, 'init');
+    expand_block($block, 'server');
     if (defined _sec($block, 'must_die')) {
-        _expand_block($block, 'rest');
+        expand_block($block, 'rest');
         return _run_must_die($block);
     }
 
     my $restarted = _ensure_server($block);
     my $block_log_start = $restarted ? 0 : $Main->error_log_size;
 
+    # Compiled here, under strict, as Test::Nginx::Socket compiles it in
+    # its own package: code of the test file is reached as main::name.
     if (defined(my $code = _sec($block, 'init'))) {
-        my $ok = eval "package main; no strict; no warnings;\n"
-            . "#line 1 \"init section\"\n$code\n;1";
+        my $ok = eval "#line 1 \"init section\"\n$code\n;1";
         unless ($ok) {
             Test::More::fail("$name - init section failed");
             Test::More::diag($@);
         }
     }
-    _expand_block($block, 'rest');
+    expand_block($block, 'rest');
 
     for my $rep (0 .. $RepeatEach - 1) {
         my $log_from = ($CheckAccumErrLog || $rep == 0)
@@ -457,6 +445,7 @@ sub _check_responses {
     my $name = $block->name;
     my $abort = defined _sec($block, 'abort');
     my $rsfx = $RepeatEach > 1 ? " (repeat $rep)" : '';
+    my $many = @$results > 1 || defined _sec($block, 'pipelined_requests');
 
     for my $i (0 .. $#$results) {
         my $r = $results->[$i];
@@ -473,26 +462,26 @@ sub _check_responses {
         my $sfx = (@$results > 1 ? " (req $i)" : '') . $rsfx;
         my $status = $res->{status} // '';
 
-        if (defined(my $like = _pick(_sec($block, 'error_code_like'), $i))) {
+        if (defined(my $like = _expect($block, 'error_code_like', $i, $many))) {
             $like =~ s/^\s+|\s+$//g;
             Test::More::like($status, qr/$like/, "$name - status code ok$sfx");
         } else {
-            my $code = _pick(_sec($block, 'error_code'), $i) // 200;
+            my $code = _expect($block, 'error_code', $i, $many) // 200;
             $code =~ s/^\s+|\s+$//g;
             Test::More::is($status, $code, "$name - status code ok$sfx");
         }
 
-        _check_headers($block, $res, $i, $sfx);
+        _check_headers($block, $res, $i, $sfx, $many);
 
         my $body = $res->{body} // '';
-        if (defined(my $exp = _pick(_sec($block, 'response_body'), $i))) {
+        if (defined(my $exp = _expect($block, 'response_body', $i, $many))) {
             _is_body($body, $exp, "$name - response_body - response is expected$sfx");
         }
-        if (defined(my $pat = _pick(_sec($block, 'response_body_like'), $i))) {
+        if (defined(my $pat = _expect($block, 'response_body_like', $i, $many))) {
             my $re = ref $pat eq 'Regexp' ? $pat : qr/$pat/s;
             Test::More::like($body, $re, "$name - response_body_like - response is expected$sfx");
         }
-        if (defined(my $pat = _pick(_sec($block, 'response_body_unlike'), $i))) {
+        if (defined(my $pat = _expect($block, 'response_body_unlike', $i, $many))) {
             my $re = ref $pat eq 'Regexp' ? $pat : qr/$pat/s;
             Test::More::unlike($body, $re,
                 "$name - response_body_unlike - response is expected$sfx");
@@ -508,11 +497,11 @@ sub _header_lines {
 }
 
 sub _check_headers {
-    my ($block, $res, $i, $sfx) = @_;
+    my ($block, $res, $i, $sfx, $many) = @_;
     my $name = $block->name;
     my $h = $res->{headers} || {};
 
-    for my $line (_header_lines(_pick(_sec($block, 'response_headers'), $i))) {
+    for my $line (_header_lines(_expect($block, 'response_headers', $i, $many))) {
         if ($line =~ /^\s*!\s*([^:\s]+)\s*:?\s*$/) {
             my $k = $1;
             Test::More::ok(!defined $h->{ lc $k }, "$name - header $k not present$sfx")
@@ -523,7 +512,7 @@ sub _check_headers {
             Test::More::fail("$name - bad response_headers line: $line");
         }
     }
-    for my $line (_header_lines(_pick(_sec($block, 'response_headers_like'), $i))) {
+    for my $line (_header_lines(_expect($block, 'response_headers_like', $i, $many))) {
         if ($line =~ /^\s*([^:\s]+)\s*:\s*(.*?)\s*$/) {
             my ($k, $pat) = ($1, $2);
             Test::More::like($h->{ lc $k } // '', qr/^$pat$/, "$name - header $k like ok$sfx");
@@ -532,11 +521,11 @@ sub _check_headers {
         }
     }
     my $raw = $res->{raw_headers} // '';
-    if (defined(my $pat = _pick(_sec($block, 'raw_response_headers_like'), $i))) {
+    if (defined(my $pat = _expect($block, 'raw_response_headers_like', $i, $many))) {
         my $re = ref $pat eq 'Regexp' ? $pat : qr/$pat/s;
         Test::More::like($raw, $re, "$name - raw resp headers like$sfx");
     }
-    if (defined(my $pat = _pick(_sec($block, 'raw_response_headers_unlike'), $i))) {
+    if (defined(my $pat = _expect($block, 'raw_response_headers_unlike', $i, $many))) {
         my $re = ref $pat eq 'Regexp' ? $pat : qr/$pat/s;
         Test::More::unlike($raw, $re, "$name - raw resp headers unlike$sfx");
     }
@@ -626,11 +615,11 @@ __END__
 
 =head1 NAME
 
-Test::Nginx::Socket - data-driven nginx test scaffold (project-local)
+Test::Nginx::Chat::Socket - data-driven nginx test scaffold
 
 =head1 SYNOPSIS
 
-    use Test::Nginx::Socket 'no_plan';
+    use Test::Nginx::Chat::Socket 'no_plan';
 
     workers(2);
     master_on();
@@ -660,7 +649,9 @@ Run with C<prove -I t/lib t/some-test.t>.
 =head1 DESCRIPTION
 
 A small independent implementation of the test block format documented for
-the CPAN module of the same name, so that test files work with either. It is
+the CPAN module Test::Nginx::Socket. The suite's files load it through
+L<Test::Nginx::Chat::Blocks>, which loads the CPAN module instead when
+asked; what a file may use is what both accept (see F<t/README>). It is
 a L<Test::Base> subclass: C<--- ONLY>, C<--- SKIP>, C<--- LAST> and all
 Test::Base filters (C<eval>, C<chomp>, ...) work as usual. The default
 filters C<norm> and C<trim> apply to every section.
@@ -685,7 +676,7 @@ C<check_accum_error_log>, C<server_port>, C<html_dir>, C<server_root>,
 C<bail_out($msg)>, plus everything L<Test::Base> exports (C<plan>, C<is>,
 C<ok>, C<like>, C<diag>, C<blocks>, ...).
 
-C<Test::Nginx::Socket::main_instance()> returns the
+C<Test::Nginx::Chat::Socket::main_instance()> returns the
 L<Test::Nginx::Chat::Process> object of the running main server (for
 example to read its pid or error log from C<--- init> code).
 
@@ -714,8 +705,10 @@ under F<html/>; with C<eval>, an array of C<[name, content, mtime]>.
 
 =item init
 
-Perl code run (in package C<main>) once per block after nginx is up and
-before the requests; a C<die> fails the block.
+Perl code run once per block after nginx is up and before the requests;
+a C<die> fails the block. As in the CPAN module it is compiled in the
+harness's package under C<strict>: names of the test file are written
+C<main::name>.
 
 =item request
 
@@ -774,13 +767,16 @@ only the error log sections are checked then.
 
 =back
 
-Sections given as arrays (with C<eval>) are checked per request.
+Sections given as arrays (with C<eval>) are checked per request. When a
+block sends several requests (an array C<request>, C<pipelined_requests>)
+the status, header and body sections must be arrays, one element per
+request, as the CPAN module requires.
 Every C<$TEST_NGINX_FOO> / C<${TEST_NGINX_FOO}> in any section is replaced
 with the environment variable's value (a missing one fails the block);
 C<TEST_NGINX_RAND_PORT_N> get a free port on first use. The sections that
 build the server are expanded before nginx starts, the others after
-C<--- init> ran (so init code may set variables for the requests); in
-C<--- init> itself unset variables are left untouched.
+C<--- init> ran (so init code may set variables for the requests);
+C<--- init> itself is not expanded.
 
 =head1 ENVIRONMENT
 
