@@ -1,5 +1,5 @@
 // The browser client (/app/) and Swagger UI (/docs/) in headless Chromium,
-// driven by puppeteer-core.  Used by t/503-browser.t.
+// driven by puppeteer-core.  Used by t/511-browser.t.
 //
 //   CHAT_DOCS_TOOLS=.work/docs-tools node t/browser-e2e.mjs GATEWAY_URL \
 //       SCREENSHOT_DIR

@@ -3,7 +3,7 @@
 // the status must be one the document lists for the operation, the
 // content type the listed one, and a JSON body must validate against the
 // listed schema (JSON Schema 2020-12, ajv); the events of both streams
-// must match the operation's x-sse-events.  Used by t/502-openapi.t.
+// must match the operation's x-sse-events.  Used by t/510-openapi.t.
 //
 //   CHAT_DOCS_TOOLS=.work/docs-tools node t/openapi-responses.mjs \
 //       GATEWAY_URL USER_LISTENER_URL

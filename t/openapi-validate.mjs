@@ -1,5 +1,5 @@
 // OpenAPI 3.1 validation of documents (the specification's own JSON
-// schemas, @seriousme/openapi-schema-validator).  Used by t/502-openapi.t.
+// schemas, @seriousme/openapi-schema-validator).  Used by t/510-openapi.t.
 //
 //   CHAT_DOCS_TOOLS=.work/docs-tools node t/openapi-validate.mjs FILE...
 //
