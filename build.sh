@@ -88,7 +88,7 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl $MIGRATE_PACKAGES"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
-    liburi-perl valgrind libnginx-mod-nchan python3-pymongo"
+    liburi-perl valgrind libnginx-mod-nchan python3-pymongo chromium"
 # what building the Debian packages needs besides (deb); the suite builds,
 # checks (lintian) and installs them
 DEB_PACKAGES="debhelper dpkg-dev lintian"
@@ -98,6 +98,11 @@ CONGO_PKG="@push.rocks/smartmongo@2.2.0"
 CONGO_DEPS="bson@^6.10.0 mingo@^7.2.0 @push.rocks/smartfs@^1.3.1
     @push.rocks/smartpath@^5.0.11 @push.rocks/smartpromise@^4.0.3
     @push.rocks/smartrx@^3.0.0"
+
+# the API reference (Swagger UI) the stack serves, and what the suite checks
+# the document and drives the browser client with
+DOCS_PKGS="swagger-ui-dist@5.35.0 ajv@8.20.0
+    @seriousme/openapi-schema-validator@2.11.0 puppeteer-core@24.43.1"
 
 
 log() { printf '>>> %s\n' "$*" >&2; }
@@ -142,6 +147,10 @@ deps() {
        && ! command -v mongod >/dev/null; then
         congo_install
     fi
+
+    if [ "$step" != build ] && [ "$step" != deb ]; then
+        docs_install
+    fi
 }
 
 
@@ -165,6 +174,40 @@ congo_install() {
         cp -a package/dist_ts/congodb lib/
         rm -rf package push.rocks-smartmongo-*.tgz
     )
+}
+
+
+# $WORK/docs, what the listeners serve besides the API: openapi.json (the
+# gateway's) and services/<name>.json made from openapi/openapi.json,
+# Swagger UI under swagger/ (the dist's files and our page), the browser
+# client under app/.  Remade on every run: the sources may have changed.
+docs_install() {
+    local tools=$WORK/docs-tools docs=$WORK/docs f
+    local dist=$WORK/docs-tools/node_modules/swagger-ui-dist
+
+    if [ "$(cat "$tools/.pkgs" 2>/dev/null)" != "$DOCS_PKGS" ]; then
+        log "installing the documentation tools ($DOCS_PKGS)"
+        rm -rf "$tools" && mkdir -p "$tools"
+        (
+            cd "$tools"
+            echo '{"name":"chat-docs-tools","private":true}' > package.json
+            # shellcheck disable=SC2086
+            npm install --ignore-scripts --no-audit --no-fund \
+                --loglevel=error $DOCS_PKGS >/dev/null
+        )
+        echo "$DOCS_PKGS" > "$tools/.pkgs"
+    fi
+
+    rm -rf "$docs.new"
+    mkdir -p "$docs.new/swagger"
+    node "$TOP/openapi/build.mjs" "$docs.new"
+    for f in swagger-ui.css swagger-ui-bundle.js favicon-32x32.png; do
+        cp "$dist/$f" "$docs.new/swagger/"
+    done
+    cp "$TOP"/openapi/swagger/* "$docs.new/swagger/"
+    cp -r "$TOP/web" "$docs.new/app"
+    chmod -R a+rX "$docs.new"
+    rm -rf "$docs" && mv "$docs.new" "$docs"
 }
 
 
@@ -459,6 +502,7 @@ render_conf() {
     cp "$TOP"/conf/chat-errors.conf "$prefix/conf/"
 
     sed -e "s|@PREFIX@|$prefix|g" \
+        -e "s|@DOCS@|$WORK/docs|g" \
         -e "s|@LOAD_MODULES@|$(load_modules_list | sed 's|\([^ ]*\)|load_module \1;|g')|" \
         -e "s|@HTTP_PORT@|$CHAT_HTTP_PORT|g" \
         -e "s|@USER_PORT@|$CHAT_USER_PORT|g" \

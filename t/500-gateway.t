@@ -33,6 +33,7 @@ make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
                   split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
     my %token = (
         PREFIX => $prefix, LOAD_MODULES => $modules,
+        DOCS => ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs',
         HTTP_PORT => $port{http}, USER_PORT => $port{user},
         FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
         NOTIFY_PORT => $port{notify},
@@ -240,6 +241,35 @@ $ChatStack::Base = $base;
     my $res = http_request(GET => "$base/api/users/%00");
     is($res->{status}, 400, 'a NUL in the path: 400');
     is($res->{body}, '{"detail":"Bad Request"}', '... in JSON');
+}
+
+# the API reference and the browser client, from what ./build.sh puts
+# under .work/docs
+SKIP: {
+    my $docs = ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs';
+    skip 'no .work/docs: run ./build.sh test', 8
+        unless -f "$docs/openapi.json";
+
+    my $res = http_request(GET => "$base/openapi.json");
+    is($res->{status}, 200, 'the gateway serves /openapi.json');
+    like($res->{body}, qr/^\{"openapi":"3\.1\.0"/, '... OpenAPI 3.1');
+
+    $res = http_request(GET => "http://127.0.0.1:$port{user}/openapi.json");
+    like($res->{body}, qr/"title":"nginx-chat: User Service"/,
+         'a service listener serves its part');
+
+    $res = http_request(GET => "$base/docs/");
+    like($res->{body}, qr/swagger-ui/, 'Swagger UI at /docs/');
+
+    $res = http_request(GET => "$base/app/");
+    is($res->{status}, 200, 'the browser client at /app/');
+    like($res->{headers}{'content-type'} // '', qr{^text/html}, '... a page');
+    like($res->{headers}{'content-security-policy'} // '',
+         qr/script-src 'self'/, '... under the gateway\'s policy');
+
+    $res = http_request(GET => "$base/");
+    is($res->{body}, '{"detail":"Not Found"}',
+       "the gateway's / keeps its JSON answer");
 }
 
 # CORS preflight on a protected path needs no token (DEV-11)
