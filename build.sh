@@ -148,9 +148,9 @@ deps() {
         congo_install
     fi
 
-    if [ "$step" != build ] && [ "$step" != deb ]; then
-        docs_install
-    fi
+    case $step in
+        run|test) docs_install ;;
+    esac
 }
 
 
