@@ -504,6 +504,14 @@ void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
 
 
+/* logs and traces (ngx_http_chat_log.c): the $chat_* variables */
+
+ngx_int_t ngx_http_chat_log_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_chat_traceparent(ngx_http_request_t *r, ngx_str_t *tp);
+/* bytes that are not UTF-8 replaced by U+FFFD, in a copy if any */
+ngx_int_t ngx_http_chat_utf8_scrub(ngx_pool_t *pool, ngx_str_t *s);
+
+
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_chat_metrics_init(ngx_conf_t *cf);
