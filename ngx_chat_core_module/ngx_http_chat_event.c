@@ -6,6 +6,11 @@
  * as Python's json.dumps() writes it: ", " and ": " separators, non-ASCII
  * escaped as \uXXXX, "timestamp" first and "__event_type__" last.
  *
+ * An event published for a request carries the request's W3C traceparent
+ * in a third field, "traceparent", as a Kafka record would in a header: a
+ * consumer joins the event to the request's log line and response, and
+ * the value stays the original's envelope byte for byte.
+ *
  * Publishing never changes a response: failures are logged and counted.
  */
 
@@ -13,6 +18,9 @@
 #include "ngx_http_chat_core_module.h"
 
 
+static ngx_int_t ngx_http_chat_event_xadd(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields, ngx_str_t *trace);
 static u_char *ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v);
 static u_char *ngx_http_chat_py_string(u_char *p, u_char *last,
     const char *s);
@@ -22,13 +30,16 @@ ngx_int_t
 ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     int64_t key, const char *type, cJSON *fields)
 {
+    ngx_str_t                        trace, *tp;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
 
-    return ngx_http_chat_event_send(r->pool, r->connection->log,
+    tp = (ngx_http_chat_traceparent(r, &trace) == NGX_OK) ? &trace : NULL;
+
+    return ngx_http_chat_event_xadd(r->pool, r->connection->log,
                                     cmcf->events_maxlen, topic, key, type,
-                                    fields);
+                                    fields, tp);
 }
 
 
@@ -38,13 +49,24 @@ ngx_int_t
 ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     const char *topic, int64_t key, const char *type, cJSON *fields)
 {
+    return ngx_http_chat_event_xadd(pool, log, maxlen, topic, key, type,
+                                    fields, NULL);
+}
+
+
+static ngx_int_t
+ngx_http_chat_event_xadd(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
+    const char *topic, int64_t key, const char *type, cJSON *fields,
+    ngx_str_t *trace)
+{
+    int          argc;
     u_char       keybuf[NGX_INT64_LEN];
     u_char       maxbuf[NGX_INT_T_LEN];
     cJSON       *envelope, *f;
     ngx_int_t    rc;
     ngx_str_t    now, value;
-    const char  *argv[10];
-    size_t       argvlen[10];
+    const char  *argv[12];
+    size_t       argvlen[12];
 
     envelope = cJSON_CreateObject();
 
@@ -89,8 +111,17 @@ ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     argvlen[8] = 5;
     argv[9] = (const char *) value.data;
     argvlen[9] = value.len;
+    argc = 10;
 
-    if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
+    if (trace) {
+        argv[10] = "traceparent";
+        argvlen[10] = 11;
+        argv[11] = (const char *) trace->data;
+        argvlen[11] = trace->len;
+        argc = 12;
+    }
+
+    if (ngx_http_chat_redis_send(argc, argv, argvlen) != NGX_OK) {
         ngx_http_chat_metrics_event(0);
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "chat: event %s not published to \"%s\": "
