@@ -58,11 +58,29 @@ ngx_http_chat_json_array(ngx_http_request_t *r)
 }
 
 
+/* one document: like json.loads(), only white space may follow it */
+
 cJSON *
 ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
 {
-    return ngx_http_chat_json_track(r,
-                                    cJSON_ParseWithLength((char *) p, len));
+    u_char      *last;
+    cJSON       *json;
+    const char  *end;
+
+    json = cJSON_ParseWithLengthOpts((char *) p, len, &end, 0);
+
+    if (json == NULL) {
+        return NULL;
+    }
+
+    for (last = p + len; (u_char *) end < last; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(json);
+            return NULL;
+        }
+    }
+
+    return ngx_http_chat_json_track(r, json);
 }
 
 
@@ -169,6 +187,10 @@ ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_chat_utf8_scrub(r->pool, json) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_chat_send_buffer(r, json);
 }
