@@ -59,7 +59,7 @@ typedef ngx_int_t (*ngx_http_chat_handler_pt)(ngx_http_request_t *r,
 
 typedef struct {
     ngx_uint_t                  method;     /* NGX_HTTP_GET, ... */
-    ngx_str_t                   path;       /* "/api/users/{}/exists" */
+    ngx_str_t                   path;   /* "/api/users/{user_id}/exists" */
     ngx_uint_t                  flags;
     ngx_http_chat_handler_pt    handler;
 } ngx_http_chat_route_t;

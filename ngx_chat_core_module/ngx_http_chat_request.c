@@ -719,7 +719,10 @@ ngx_http_chat_method_name(ngx_uint_t method)
 }
 
 
-/* "/api/users/{}/exists": "{}" takes one non-empty path segment */
+/*
+ * "/api/users/{user_id}/exists": "{...}" takes one non-empty path segment;
+ * the name is for the reader, logs ($chat_route) and metrics
+ */
 
 static ngx_int_t
 ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
@@ -736,7 +739,7 @@ ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
 
     while (p < pe && u < ue) {
 
-        if (pe - p >= 2 && p[0] == '{' && p[1] == '}') {
+        if (*p == '{') {
             s = u;
 
             while (u < ue && *u != '/') {
@@ -751,7 +754,12 @@ ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
             ctx->params[ctx->nparams].len = u - s;
             ctx->nparams++;
 
-            p += 2;
+            p = ngx_strlchr(p, pe, '}');
+            if (p == NULL) {
+                return NGX_DECLINED;
+            }
+
+            p++;
             continue;
         }
 
