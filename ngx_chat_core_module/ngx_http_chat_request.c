@@ -601,8 +601,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
 
     if (route == NULL) {
 
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         if (allow_len) {
@@ -618,8 +620,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
 
     if (!(route->flags & (NGX_HTTP_CHAT_JSON|NGX_HTTP_CHAT_BODY))) {
 
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         return ngx_http_chat_run(r, ctx);
@@ -630,8 +634,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
     if ((route->flags & NGX_HTTP_CHAT_JSON)
         && r->headers_in.content_length_n > (off_t) cmcf->json_max_size)
     {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         return ngx_http_chat_send_detail(r,
