@@ -475,6 +475,9 @@ ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log,
     ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
     cJSON *fields);
+ngx_int_t ngx_http_chat_event_send_trace(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields, ngx_str_t *trace);
 ngx_int_t ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json,
     ngx_str_t *out);
 
@@ -608,6 +611,9 @@ void ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e);
 void ngx_http_chat_redis_consumer_retry(ngx_http_chat_redis_entry_t *e);
 /* at worker exit; unsettled entries are freed, and left pending */
 void ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c);
+/* a field of an entry by name, NULL if it has none (ngx_http_chat_event.c) */
+ngx_str_t *ngx_http_chat_event_field(ngx_http_chat_redis_entry_t *e,
+    const char *name);
 
 
 #endif /* _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_ */

@@ -18,9 +18,6 @@
 #include "ngx_http_chat_core_module.h"
 
 
-static ngx_int_t ngx_http_chat_event_xadd(ngx_pool_t *pool, ngx_log_t *log,
-    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
-    cJSON *fields, ngx_str_t *trace);
 static u_char *ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v);
 static u_char *ngx_http_chat_py_string(u_char *p, u_char *last,
     const char *s);
@@ -37,9 +34,9 @@ ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
 
     tp = (ngx_http_chat_traceparent(r, &trace) == NGX_OK) ? &trace : NULL;
 
-    return ngx_http_chat_event_xadd(r->pool, r->connection->log,
-                                    cmcf->events_maxlen, topic, key, type,
-                                    fields, tp);
+    return ngx_http_chat_event_send_trace(r->pool, r->connection->log,
+                                          cmcf->events_maxlen, topic, key,
+                                          type, fields, tp);
 }
 
 
@@ -49,15 +46,17 @@ ngx_int_t
 ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     const char *topic, int64_t key, const char *type, cJSON *fields)
 {
-    return ngx_http_chat_event_xadd(pool, log, maxlen, topic, key, type,
-                                    fields, NULL);
+    return ngx_http_chat_event_send_trace(pool, log, maxlen, topic, key,
+                                          type, fields, NULL);
 }
 
 
-static ngx_int_t
-ngx_http_chat_event_xadd(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
-    const char *topic, int64_t key, const char *type, cJSON *fields,
-    ngx_str_t *trace)
+/* trace: the traceparent of what caused it (NULL: none) */
+
+ngx_int_t
+ngx_http_chat_event_send_trace(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields, ngx_str_t *trace)
 {
     int          argc;
     u_char       keybuf[NGX_INT64_LEN];
@@ -132,6 +131,28 @@ ngx_http_chat_event_xadd(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     ngx_http_chat_metrics_event(1);
 
     return NGX_OK;
+}
+
+
+/* a field of a consumed entry by name ("value", "traceparent"), or NULL */
+
+ngx_str_t *
+ngx_http_chat_event_field(ngx_http_chat_redis_entry_t *e, const char *name)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = ngx_strlen(name);
+
+    for (i = 0; i + 1 < e->nfields; i += 2) {
+        if (e->fields[i].len == len
+            && ngx_strncmp(e->fields[i].data, name, len) == 0)
+        {
+            return &e->fields[i + 1];
+        }
+    }
+
+    return NULL;
 }
 
 
