@@ -51,6 +51,28 @@ sub parse_line {
     return eval { JSON::PP->new->decode($text) };
 }
 
+# the fields of the newest entry of a stream whose value matches $re
+sub stream_entry {
+    my ($stream, $re) = @_;
+    for (1 .. 50) {
+        my @lines = split /\n/, redis_cmd('XREVRANGE', $stream, '+', '-',
+                                          'COUNT', 100);
+        my (@entry, %f);
+        # an id, then names and values
+        for my $line (@lines, '0-0') {
+            if ($line =~ /^\d+-\d+$/) {
+                %f = @entry;
+                return \%f if @entry && ($f{value} // '') =~ $re;
+                @entry = ();
+                next;
+            }
+            push @entry, $line;
+        }
+        sleep 0.1;
+    }
+    return {};
+}
+
 my $traceparent = qr/^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
 # bytes that are not UTF-8, quotes, control characters and an access
@@ -195,32 +217,38 @@ my $traceparent = qr/^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
 
     ok(logged($res), 'the log line has it');
 
-    # the event: XRANGE of user.events, the entry of this user
-    my @fields;
-    for (1 .. 20) {
-        my @entries = split /\n/, redis_cmd('XREVRANGE', 'user.events',
-                                            '+', '-', 'COUNT', 50);
-        for my $i (0 .. $#entries) {
-            next unless $entries[$i] =~ /"username": "\Q$name\E"/;
-            # id, then name/value pairs: look around the value
-            my $j = $i;
-            $j-- while $j > 0 && $entries[$j] !~ /^\d+-\d+$/;
-            my $k = $j + 1;
-            while ($k <= $#entries && $entries[$k] !~ /^\d+-\d+$/) {
-                push @fields, $entries[$k++];
-            }
-            last;
-        }
-        last if @fields;
-        sleep 0.1;
-    }
+    # the event: XREVRANGE of user.events, the entry of this user
+    my %f = %{ stream_entry('user.events', qr/"username": "\Q$name\E"/) };
 
-    my %f = @fields;
     like($f{value} // '', qr/"__event_type__": "UserRegistered"/,
          'the UserRegistered entry');
     is($f{traceparent}, $tp, 'the event carries the traceparent');
     unlike($f{value} // '', qr/traceparent/,
            'the envelope itself is the original');
+}
+
+# the trace goes on through the notification consumer: a friend request
+# with a traceparent, its FriendRequestSent, then NotificationCreated
+{
+    my $a = register_user();
+    my $b = register_user();
+    my $trace = 'a1b2c3d4e5f60718293a4b5c6d7e8f90';
+
+    my ($status, $body, $res) = api(POST => '/api/friends/request',
+        login_user($a), { user_id_2 => $b->{id} },
+        { traceparent => "00-$trace-1112131415161718-01" });
+    is($status, 201, 'a friend request with a traceparent');
+    my $tp = $res->{headers}{traceparent} // '';
+    like($tp, qr/^00-$trace-/, 'its trace');
+
+    my $sent = stream_entry('friend.events',
+        qr/"friendship_id": $body->{id}, .*"FriendRequestSent"/);
+    is($sent->{traceparent}, $tp, 'FriendRequestSent carries it');
+
+    my $created = stream_entry('notification.events',
+        qr/"user_id": $b->{id}, "type": "friend_request".*NotificationCreated/);
+    is($created->{traceparent}, $tp,
+       'so does the NotificationCreated the consumer made of it');
 }
 
 # invalid traceparents start a new trace, sampled
