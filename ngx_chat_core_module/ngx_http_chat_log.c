@@ -20,6 +20,11 @@
 #define NGX_HTTP_CHAT_TRACEPARENT_LEN  55
 #define NGX_HTTP_CHAT_REQUEST_ID_MAX   128
 
+/* how bytes that are not UTF-8 are written */
+#define NGX_HTTP_CHAT_ESCAPE_URI       0    /* %HH */
+#define NGX_HTTP_CHAT_ESCAPE_TEXT      1    /* \xHH */
+#define NGX_HTTP_CHAT_ESCAPE_JSON      2    /* \ufffd, and JSON escapes */
+
 
 typedef ngx_int_t (*ngx_http_chat_log_var_pt)(ngx_http_request_t *r,
     ngx_str_t *value);
@@ -52,12 +57,6 @@ static ngx_uint_t ngx_http_chat_log_hex(u_char *p, size_t n);
 static size_t ngx_http_chat_log_utf8(u_char *p, u_char *last);
 static u_char *ngx_http_chat_log_escape(u_char *dst, u_char *p, u_char *last,
     ngx_uint_t how);
-
-
-/* how bytes that are not UTF-8 are written */
-#define NGX_HTTP_CHAT_ESCAPE_URI     0      /* %HH */
-#define NGX_HTTP_CHAT_ESCAPE_TEXT    1      /* \xHH */
-#define NGX_HTTP_CHAT_ESCAPE_JSON    2      /* \ufffd, and JSON escapes */
 
 
 static ngx_http_variable_t  ngx_http_chat_log_vars[] = {
@@ -260,7 +259,7 @@ ngx_http_chat_log_traceparent(ngx_http_request_t *r, ngx_str_t *value)
         return NGX_ERROR;
     }
 
-    /* neither id may be all zeros: the chance is 2^-128, 2^-64 */
+    /* an id of all zeros is invalid: one bit set rules it out */
 
     rnd[0] |= 1;
     rnd[16] |= 1;
@@ -294,8 +293,10 @@ ngx_http_chat_log_traceparent(ngx_http_request_t *r, ngx_str_t *value)
 }
 
 
-/* version (not "ff"), a non-zero trace id and parent id, flags: lower-case
- * hex; a later version may append fields after a "-" */
+/*
+ * version (not "ff"), a non-zero trace id and parent id, flags: lower-case
+ * hex; a later version may append fields after a "-"
+ */
 
 static ngx_uint_t
 ngx_http_chat_log_trace_valid(ngx_str_t *s)
@@ -391,7 +392,12 @@ ngx_http_chat_log_user_id(ngx_http_request_t *r, ngx_str_t *value)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
 
-    if (ctx == NULL || ctx->user_id <= 0) {
+    /* a token read but then refused (revoked, a claim checked late) has
+     * no caller */
+
+    if (ctx == NULL || ctx->user_id <= 0
+        || r->headers_out.status == NGX_HTTP_UNAUTHORIZED)
+    {
         return NGX_OK;
     }
 

@@ -189,6 +189,14 @@ my $traceparent = qr/^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
     is($e->{user_id}, '', 'no token: no user_id');
     is($e->{status}, 401, 'status 401');
 
+    # a revoked token: a 401, no caller
+    api(POST => '/api/auth/logout', $token);
+    (undef, undef, $res) = api(GET => '/api/profile/me', $token);
+    $e = parse_line(logged($res) // '');
+    is($e->{status}, 401, 'a revoked token: 401');
+    is($e->{user_id}, '', 'and no user_id');
+    is($e->{route}, '/api/profile/me', 'but its route');
+
     (undef, undef, $res) = api(GET => '/ping');
     $e = parse_line(logged($res) // '');
     is($e->{route}, '', 'a location of no service: no route');
