@@ -310,7 +310,7 @@ static ngx_command_t  ngx_http_chat_core_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_chat_core_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_chat_log_add_variables,       /* preconfiguration */
     ngx_http_chat_core_postconfiguration,  /* postconfiguration */
 
     ngx_http_chat_core_create_main_conf,   /* create main configuration */

@@ -80,7 +80,7 @@ typedef ngx_int_t (*ngx_http_chat_handler_pt)(ngx_http_request_t *r,
 
 typedef struct {
     ngx_uint_t                  method;     /* NGX_HTTP_GET, ... */
-    ngx_str_t                   path;       /* "/api/users/{}/exists" */
+    ngx_str_t                   path;   /* "/api/users/{user_id}/exists" */
     ngx_uint_t                  flags;
     ngx_http_chat_handler_pt    handler;
 } ngx_http_chat_route_t;
@@ -551,6 +551,9 @@ ngx_int_t ngx_http_chat_event_publish(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log,
     ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
     cJSON *fields);
+ngx_int_t ngx_http_chat_event_send_trace(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields, ngx_str_t *trace);
 ngx_int_t ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json,
     ngx_str_t *out);
 
@@ -601,6 +604,14 @@ ngx_int_t ngx_http_chat_circuits_handler(ngx_http_request_t *r);
 
 char *ngx_http_chat_health_services(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+
+/* logs and traces (ngx_http_chat_log.c): the $chat_* variables */
+
+ngx_int_t ngx_http_chat_log_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_chat_traceparent(ngx_http_request_t *r, ngx_str_t *tp);
+/* bytes that are not UTF-8 replaced by U+FFFD, in a copy if any */
+ngx_int_t ngx_http_chat_utf8_scrub(ngx_pool_t *pool, ngx_str_t *s);
+
 
 ngx_int_t ngx_http_chat_diag_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_chat_cors_init(ngx_conf_t *cf);
@@ -703,6 +714,9 @@ void ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e);
 void ngx_http_chat_redis_consumer_retry(ngx_http_chat_redis_entry_t *e);
 /* at worker exit; unsettled entries are freed, and left pending */
 void ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c);
+/* a field of an entry by name, NULL if it has none (ngx_http_chat_event.c) */
+ngx_str_t *ngx_http_chat_event_field(ngx_http_chat_redis_entry_t *e,
+    const char *name);
 
 
 #endif /* _NGX_HTTP_CHAT_CORE_MODULE_H_INCLUDED_ */

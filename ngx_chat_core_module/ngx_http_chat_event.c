@@ -6,6 +6,11 @@
  * as Python's json.dumps() writes it: ", " and ": " separators, non-ASCII
  * escaped as \uXXXX, "timestamp" first and "__event_type__" last.
  *
+ * An event published for a request carries the request's W3C traceparent
+ * in a third field, "traceparent", as a Kafka record would in a header: a
+ * consumer joins the event to the request's log line and response, and
+ * the value stays the original's envelope byte for byte.
+ *
  * Publishing never changes a response: failures are logged and counted.
  */
 
@@ -22,13 +27,16 @@ ngx_int_t
 ngx_http_chat_event_publish(ngx_http_request_t *r, const char *topic,
     int64_t key, const char *type, cJSON *fields)
 {
+    ngx_str_t                        trace, *tp;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
 
-    return ngx_http_chat_event_send(r->pool, r->connection->log,
-                                    cmcf->events_maxlen, topic, key, type,
-                                    fields);
+    tp = (ngx_http_chat_traceparent(r, &trace) == NGX_OK) ? &trace : NULL;
+
+    return ngx_http_chat_event_send_trace(r->pool, r->connection->log,
+                                          cmcf->events_maxlen, topic, key,
+                                          type, fields, tp);
 }
 
 
@@ -38,13 +46,26 @@ ngx_int_t
 ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     const char *topic, int64_t key, const char *type, cJSON *fields)
 {
+    return ngx_http_chat_event_send_trace(pool, log, maxlen, topic, key,
+                                          type, fields, NULL);
+}
+
+
+/* trace: the traceparent of what caused it (NULL: none) */
+
+ngx_int_t
+ngx_http_chat_event_send_trace(ngx_pool_t *pool, ngx_log_t *log,
+    ngx_uint_t maxlen, const char *topic, int64_t key, const char *type,
+    cJSON *fields, ngx_str_t *trace)
+{
+    int          argc;
     u_char       keybuf[NGX_INT64_LEN];
     u_char       maxbuf[NGX_INT_T_LEN];
     cJSON       *envelope, *f;
     ngx_int_t    rc;
     ngx_str_t    now, value;
-    const char  *argv[10];
-    size_t       argvlen[10];
+    const char  *argv[12];
+    size_t       argvlen[12];
 
     envelope = cJSON_CreateObject();
 
@@ -89,8 +110,17 @@ ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     argvlen[8] = 5;
     argv[9] = (const char *) value.data;
     argvlen[9] = value.len;
+    argc = 10;
 
-    if (ngx_http_chat_redis_send(10, argv, argvlen) != NGX_OK) {
+    if (trace) {
+        argv[10] = "traceparent";
+        argvlen[10] = 11;
+        argv[11] = (const char *) trace->data;
+        argvlen[11] = trace->len;
+        argc = 12;
+    }
+
+    if (ngx_http_chat_redis_send(argc, argv, argvlen) != NGX_OK) {
         ngx_http_chat_metrics_event(0);
         ngx_log_error(NGX_LOG_ERR, log, 0,
                       "chat: event %s not published to \"%s\": "
@@ -101,6 +131,28 @@ ngx_http_chat_event_send(ngx_pool_t *pool, ngx_log_t *log, ngx_uint_t maxlen,
     ngx_http_chat_metrics_event(1);
 
     return NGX_OK;
+}
+
+
+/* a field of a consumed entry by name ("value", "traceparent"), or NULL */
+
+ngx_str_t *
+ngx_http_chat_event_field(ngx_http_chat_redis_entry_t *e, const char *name)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = ngx_strlen(name);
+
+    for (i = 0; i + 1 < e->nfields; i += 2) {
+        if (e->fields[i].len == len
+            && ngx_strncmp(e->fields[i].data, name, len) == 0)
+        {
+            return &e->fields[i + 1];
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -63,6 +63,8 @@ ngx_http_chat_json_array(ngx_http_request_t *r)
 }
 
 
+/* one document: like json.loads(), only white space may follow it */
+
 cJSON *
 ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
 {
@@ -81,12 +83,22 @@ ngx_http_chat_json_parse(ngx_http_request_t *r, u_char *p, size_t len)
 cJSON *
 ngx_http_chat_json_decode(u_char *p, size_t len)
 {
-    cJSON   *json;
-    u_char  *pos;
+    u_char      *pos, *last;
+    cJSON       *json;
+    const char  *end;
 
-    json = cJSON_ParseWithLength((char *) p, len);
+    json = cJSON_ParseWithLengthOpts((char *) p, len, &end, 0);
     if (json == NULL) {
         return NULL;
+    }
+
+    /* one document and white space: "{...}xyz" is malformed JSON */
+
+    for (last = p + len; (u_char *) end < last; end++) {
+        if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
+            cJSON_Delete(json);
+            return NULL;
+        }
     }
 
     pos = p;
@@ -359,6 +371,10 @@ ngx_http_chat_send_raw(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
+
+    if (ngx_http_chat_utf8_scrub(r->pool, json) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_chat_send_buffer(r, json);
 }

@@ -608,8 +608,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
 
     if (route == NULL) {
 
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         if (allow_len) {
@@ -625,8 +627,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
 
     if (!(route->flags & (NGX_HTTP_CHAT_JSON|NGX_HTTP_CHAT_BODY))) {
 
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         return ngx_http_chat_run(r, ctx);
@@ -637,8 +641,10 @@ ngx_http_chat_dispatch(ngx_http_request_t *r, ngx_http_chat_route_t *routes)
     if ((route->flags & NGX_HTTP_CHAT_JSON)
         && r->headers_in.content_length_n > (off_t) cmcf->json_max_size)
     {
-        if (ngx_http_discard_request_body(r) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        rc = ngx_http_discard_request_body(r);
+
+        if (rc != NGX_OK) {
+            return rc;
         }
 
         return ngx_http_chat_send_detail(r,
@@ -762,7 +768,10 @@ ngx_http_chat_method_name(ngx_uint_t method)
 }
 
 
-/* "/api/users/{}/exists": "{}" takes one non-empty path segment */
+/*
+ * "/api/users/{user_id}/exists": "{...}" takes one non-empty path segment;
+ * the name is for the reader, logs ($chat_route) and metrics
+ */
 
 static ngx_int_t
 ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
@@ -779,7 +788,7 @@ ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
 
     while (p < pe && u < ue) {
 
-        if (pe - p >= 2 && p[0] == '{' && p[1] == '}') {
+        if (*p == '{') {
             s = u;
 
             while (u < ue && *u != '/') {
@@ -794,7 +803,12 @@ ngx_http_chat_match_path(ngx_str_t *pattern, ngx_str_t *uri,
             ctx->params[ctx->nparams].len = u - s;
             ctx->nparams++;
 
-            p += 2;
+            p = ngx_strlchr(p, pe, '}');
+            if (p == NULL) {
+                return NGX_DECLINED;
+            }
+
+            p++;
             continue;
         }
 

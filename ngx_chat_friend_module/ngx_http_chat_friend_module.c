@@ -69,7 +69,7 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON,
       ngx_http_chat_friend_send },
 
-    { NGX_HTTP_PUT, ngx_string("/api/friends/status/{}"),
+    { NGX_HTTP_PUT, ngx_string("/api/friends/status/{requester_user_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON,
       ngx_http_chat_friend_answer },
 
@@ -81,7 +81,7 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_requests },
 
-    { NGX_HTTP_DELETE, ngx_string("/api/friends/request/{}"),
+    { NGX_HTTP_DELETE, ngx_string("/api/friends/request/{target_user_id}"),
       NGX_HTTP_CHAT_AUTH,
       ngx_http_chat_friend_cancel },
 
@@ -93,7 +93,7 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON,
       ngx_http_chat_friend_block },
 
-    { NGX_HTTP_DELETE, ngx_string("/api/friends/block/{}"),
+    { NGX_HTTP_DELETE, ngx_string("/api/friends/block/{blocked_user_id}"),
       NGX_HTTP_CHAT_AUTH,
       ngx_http_chat_friend_unblock },
 
@@ -101,9 +101,9 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_blocked },
 
-    /* one segment: "/api/friends/request/{}" (F5) is not this route's */
+    /* one segment: "/api/friends/request/{target_user_id}" (F5) is another */
 
-    { NGX_HTTP_DELETE, ngx_string("/api/friends/{}"),
+    { NGX_HTTP_DELETE, ngx_string("/api/friends/{friend_user_id}"),
       NGX_HTTP_CHAT_AUTH,
       ngx_http_chat_friend_remove },
 

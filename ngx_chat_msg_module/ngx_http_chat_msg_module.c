@@ -80,40 +80,41 @@ static ngx_http_chat_route_t  ngx_http_chat_msg_routes[] = {
     { NGX_HTTP_GET, ngx_string("/api/chat-rooms"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_msg_rooms },
 
-    { NGX_HTTP_GET, ngx_string("/api/chat-rooms/check/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/chat-rooms/check/{participant_id}"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_msg_room_get_or_create },
 
-    { NGX_HTTP_GET, ngx_string("/api/chat-rooms/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/chat-rooms/{room_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_msg_room },
 
     { NGX_HTTP_POST, ngx_string("/api/messages/read"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_read },
 
-    { NGX_HTTP_GET, ngx_string("/api/messages/room/{}/unread-count"),
+    { NGX_HTTP_GET, ngx_string("/api/messages/room/{room_id}/unread-count"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_msg_unread },
 
-    { NGX_HTTP_GET, ngx_string("/api/messages/stream/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/messages/stream/{room_id}"),
       0, ngx_http_chat_msg_stream },
 
-    { NGX_HTTP_GET, ngx_string("/api/messages/{}/reactions"),
+    { NGX_HTTP_GET, ngx_string("/api/messages/{message_id}/reactions"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_msg_reactions },
 
-    { NGX_HTTP_POST, ngx_string("/api/messages/{}/reactions"),
+    { NGX_HTTP_POST, ngx_string("/api/messages/{message_id}/reactions"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_react },
 
-    { NGX_HTTP_DELETE, ngx_string("/api/messages/{}/reactions/{}"),
+    { NGX_HTTP_DELETE,
+      ngx_string("/api/messages/{message_id}/reactions/{emoji}"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_msg_unreact },
 
-    { NGX_HTTP_POST, ngx_string("/api/messages/{}"),
+    { NGX_HTTP_POST, ngx_string("/api/messages/{room_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_send },
 
-    { NGX_HTTP_GET, ngx_string("/api/messages/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/messages/{room_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_msg_page },
 
-    { NGX_HTTP_PUT, ngx_string("/api/messages/{}"),
+    { NGX_HTTP_PUT, ngx_string("/api/messages/{message_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_edit },
 
-    { NGX_HTTP_DELETE, ngx_string("/api/messages/{}"),
+    { NGX_HTTP_DELETE, ngx_string("/api/messages/{message_id}"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_msg_delete },
 
     { 0, ngx_null_string, 0, NULL }

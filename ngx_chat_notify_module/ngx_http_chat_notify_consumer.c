@@ -183,7 +183,7 @@ static void ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
     ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t *job);
 static ngx_int_t ngx_http_chat_notify_event(
     ngx_http_chat_notify_consumer_t *nc, ngx_pool_t *pool, int64_t key,
-    const char *type, cJSON *fields);
+    const char *type, cJSON *fields, ngx_str_t *trace);
 static void ngx_http_chat_notify_guard(ngx_event_t *ev);
 static ngx_http_chat_notify_batch_t *ngx_http_chat_notify_batch_new(
     ngx_http_chat_notify_consumer_t *nc);
@@ -330,21 +330,11 @@ ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
 
     cJSON                         *event;
     ngx_int_t                      rc;
-    ngx_uint_t                     i;
     ngx_str_t                     *value;
     ngx_http_chat_notify_job_t    *job;
     ngx_http_chat_notify_batch_t  *b;
 
-    value = NULL;
-
-    for (i = 0; i + 1 < e->nfields; i += 2) {
-        if (e->fields[i].len == sizeof("value") - 1
-            && ngx_strncmp(e->fields[i].data, "value", 5) == 0)
-        {
-            value = &e->fields[i + 1];
-            break;
-        }
-    }
+    value = ngx_http_chat_event_field(e, "value");
 
     event = value ? ngx_http_chat_json_decode(value->data, value->len)
                   : NULL;
@@ -1693,7 +1683,7 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 {
     u_char      hex[24];
     cJSON      *data, *fields;
-    ngx_str_t   id, frame, channel;
+    ngx_str_t   id, frame, channel, *trace;
 
     id.data = hex;
     id.len = 0;
@@ -1734,8 +1724,13 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
                       &id);
 
     } else {
+        /* the trace of the request that sent the event, if it had one */
+
+        trace = ngx_http_chat_event_field(job->entry, "traceparent");
+
         (void) ngx_http_chat_notify_event(nc, b->pool, job->user_id,
-                                          "NotificationCreated", fields);
+                                          "NotificationCreated", fields,
+                                          trace);
     }
 
     cJSON_Delete(fields);
@@ -1747,11 +1742,12 @@ ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
 
 static ngx_int_t
 ngx_http_chat_notify_event(ngx_http_chat_notify_consumer_t *nc,
-    ngx_pool_t *pool, int64_t key, const char *type, cJSON *fields)
+    ngx_pool_t *pool, int64_t key, const char *type, cJSON *fields,
+    ngx_str_t *trace)
 {
-    return ngx_http_chat_event_send(pool, nc->log, nc->maxlen,
-                                    NGX_HTTP_CHAT_NOTIFY_TOPIC, key, type,
-                                    fields);
+    return ngx_http_chat_event_send_trace(pool, nc->log, nc->maxlen,
+                                          NGX_HTTP_CHAT_NOTIFY_TOPIC, key,
+                                          type, fields, trace);
 }
 
 

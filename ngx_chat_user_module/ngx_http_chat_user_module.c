@@ -104,7 +104,7 @@ ngx_module_t  ngx_http_chat_user_module = {
 };
 
 
-/* the literal "/api/profile/me" comes before "/api/profile/{}" (U13) */
+/* the literal "/api/profile/me" comes before "/api/profile/{user_id}" (U13) */
 
 static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
 
@@ -133,7 +133,7 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
     { NGX_HTTP_DELETE, ngx_string("/api/profile/me/image"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_user_image_delete },
 
-    { NGX_HTTP_GET, ngx_string("/api/profile/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/profile/{user_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_get },
 
     { NGX_HTTP_GET, ngx_string("/api/users/search"),
@@ -145,10 +145,10 @@ static ngx_http_chat_route_t  ngx_http_chat_user_routes[] = {
     { NGX_HTTP_POST, ngx_string("/api/users/batch"),
       NGX_HTTP_CHAT_INTERNAL|NGX_HTTP_CHAT_JSON, ngx_http_chat_user_batch },
 
-    { NGX_HTTP_GET, ngx_string("/api/users/{}/exists"),
+    { NGX_HTTP_GET, ngx_string("/api/users/{user_id}/exists"),
       NGX_HTTP_CHAT_INTERNAL, ngx_http_chat_user_exists },
 
-    { NGX_HTTP_GET, ngx_string("/api/users/{}"),
+    { NGX_HTTP_GET, ngx_string("/api/users/{user_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY, ngx_http_chat_user_get },
 
     { 0, ngx_null_string, 0, NULL }

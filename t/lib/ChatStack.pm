@@ -23,7 +23,8 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  user_token api file_port read_metrics parse_metrics
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
-                 server_keeps_data sql_user notification_id upload_png);
+                 server_keeps_data sql_user notification_id upload_png
+                 stack_start stack_stop raw_request);
 
 sub env {
     my ($name, $default) = @_;
@@ -486,6 +487,99 @@ sub user_token {
                     { sub => "$id", email => $email // "u$id\@example.com",
                       type => 'access', exp => time() + 3600, %claims },
                     env('JWT_SECRET', 'change-me-nginx-chat-secret'));
+}
+
+# ---- the shipped stack (conf/nginx.conf) on ports of its own
+
+# conf/nginx.conf and chat-errors.conf rendered as build.sh renders them,
+# under $prefix, then nginx started on free ports.  Options: rate => the
+# limit per minute (0, the default: none).  Returns { prefix, port =>
+# { http, user, friend, msg, notify }, base => gateway URL }.
+sub stack_start {
+    my ($prefix, %o) = @_;
+    require Cwd;
+    require File::Path;
+    require Test::Nginx::Chat;
+    require Test::Nginx::Chat::Process;
+
+    my $top = Cwd::getcwd();
+    my $nginx = $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx';
+    my %port = map { $_ => Test::Nginx::Chat::Process::free_port() }
+               qw(http user friend msg notify);
+    my $rate = $o{rate} // 0;
+
+    File::Path::remove_tree($prefix);
+    File::Path::make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
+
+    open(my $in, '<', "$top/conf/nginx.conf") or die "conf: $!";
+    my $conf = do { local $/; <$in> };
+    close $in;
+
+    my %token = (
+        PREFIX => $prefix,
+        LOAD_MODULES => join("\n", map { "load_module $_;" }
+                             split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // ''),
+        HTTP_PORT => $port{http}, USER_PORT => $port{user},
+        FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
+        NOTIFY_PORT => $port{notify},
+        MYSQL_PORT => env('MYSQL_PORT', 13306),
+        MYSQL_DATABASE => env('MYSQL_DATABASE', 'chat_test'),
+        REDIS_PORT => env('REDIS_PORT', 16379),
+        MONGO_PORT => env('MONGO_PORT', 27117),
+        MONGO_DATABASE => mongo_database(),
+        JWT_SECRET => env('JWT_SECRET', 'change-me-nginx-chat-secret'),
+        RATE_LIMIT => $rate || 100, RATE_BURST => ($rate || 100) - 1,
+        LIMIT_KEY => $rate ? '$binary_remote_addr' : '""',
+    );
+    $conf =~ s/\@([A-Z_]+)\@/$token{$1} \/\/ die "no value for $1\n"/ge;
+
+    open(my $out, '>', "$prefix/conf/nginx.conf") or die "conf: $!";
+    print {$out} $conf;
+    close $out;
+
+    system('cp', "$top/conf/chat-errors.conf", "$prefix/conf/") == 0
+        or die "cp failed\n";
+
+    system($nginx, '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e',
+           'logs/error.log') == 0 or die "nginx did not start\n";
+
+    my $base = "http://127.0.0.1:$port{http}";
+
+    for (1 .. 50) {
+        last if (Test::Nginx::Chat::http_request(GET => "$base/health")
+                 ->{status} // 0) == 200;
+        Time::HiRes::sleep(0.1);
+    }
+
+    return { prefix => $prefix, port => \%port, base => $base };
+}
+
+# stops it (QUIT, as nginx -s quit); true once the master is gone
+sub stack_stop {
+    my ($stack) = @_;
+    open(my $fh, '<', "$stack->{prefix}/logs/nginx.pid") or return 0;
+    my $pid = <$fh>;
+    close $fh;
+    chomp $pid;
+    kill 'QUIT', $pid;
+    for (1 .. 50) { last unless kill 0, $pid; Time::HiRes::sleep(0.1) }
+    return !kill(0, $pid);
+}
+
+# bytes as they are to 127.0.0.1:$port (a request nginx may refuse before
+# parsing it); the parsed response, or undef
+sub raw_request {
+    my ($port, $bytes, $timeout) = @_;
+    require Test::Nginx::Chat::HTTP;
+    my $deadline = Time::HiRes::time() + ($timeout // 5);
+    my ($sock) = Test::Nginx::Chat::HTTP::connect_tcp('127.0.0.1', $port,
+                                                       $deadline)
+        or return undef;
+    Test::Nginx::Chat::HTTP::send_data($sock, $bytes, $deadline);
+    my $r = Test::Nginx::Chat::HTTP::read_responses($sock, $deadline,
+                                                    ['GET']);
+    close $sock;
+    return $r->{responses}[0];
 }
 
 1;
