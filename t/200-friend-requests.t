@@ -69,11 +69,10 @@ our $Mark = (split /\n/, redis_cmd('XREVRANGE', 'friend.events', '+', '-',
 sub friend_event {
     my ($match) = @_;
     for my $try (1 .. 20) {
-        my @lines = split /\n/, redis_cmd('XREVRANGE', 'friend.events', '+',
-                                          "($Mark");
-        # redis-cli --raw prints an entry as: id, "key", key, "value", value
-        for (my $i = 0; $i + 4 < @lines; $i += 5) {
-            my ($key, $value) = @lines[$i + 2, $i + 4];
+        for my $e (stream_entries('XREVRANGE', 'friend.events', '+',
+                                  "($Mark"))
+        {
+            my ($key, $value) = @{ $e->[1] }{qw(key value)};
             return ($key, $value) if $match->($value);
         }
         select undef, undef, undef, 0.1;

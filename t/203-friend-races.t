@@ -156,12 +156,10 @@ our $Mark = (split /\n/, redis_cmd('XREVRANGE', 'friend.events', '+', '-',
 # events of this file between two users (names are unique), by type
 sub events_between {
     my ($requester, $addressee, $type) = @_;
-    my @lines = split /\n/, redis_cmd('XRANGE', 'friend.events', "($Mark",
-                                      '+');
     my $n = 0;
 
-    for (my $i = 0; $i + 4 < @lines; $i += 5) {
-        $n++ if $lines[$i + 4] =~ /"requester_name": "\Q$requester->{name}\E", .*"addressee_name": "\Q$addressee->{name}\E", "__event_type__": "$type"/;
+    for my $e (stream_entries('XRANGE', 'friend.events', "($Mark", '+')) {
+        $n++ if ($e->[1]{value} // '') =~ /"requester_name": "\Q$requester->{name}\E", .*"addressee_name": "\Q$addressee->{name}\E", "__event_type__": "$type"/;
     }
 
     return $n;

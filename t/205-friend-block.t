@@ -58,12 +58,10 @@ my $mark = (split /\n/, redis_cmd('XREVRANGE', 'friend.events', '+', '-',
 # this file's entries of friend.events of a type: [key, decoded value]
 sub events {
     my ($type) = @_;
-    my @lines = split /\n/, redis_cmd('XRANGE', 'friend.events', "($mark",
-                                      '+');
     my @found;
-    for (my $i = 0; $i + 4 < @lines; $i += 5) {
-        my $value = json_decode($lines[$i + 4]) or next;
-        push @found, [$lines[$i + 2], $value]
+    for my $e (stream_entries('XRANGE', 'friend.events', "($mark", '+')) {
+        my $value = json_decode($e->[1]{value} // '') or next;
+        push @found, [$e->[1]{key}, $value]
             if ($value->{__event_type__} // '') eq $type;
     }
     return @found;

@@ -61,17 +61,6 @@ sub send_msg {
     return $b->{id};
 }
 
-# the newest entry of "message.events" with that text: (key, value)
-sub event_with {
-    my ($needle) = @_;
-    my @l = split /\n/, redis_cmd('XREVRANGE', 'message.events', '+', '-',
-                                  'COUNT', '500');
-    for (my $i = 0; $i + 4 < @l; $i += 5) {
-        return ($l[$i + 2], $l[$i + 4]) if index($l[$i + 4], $needle) >= 0;
-    }
-    die "no event with $needle\n";
-}
-
 our $Config = <<'EOF';
 location /api/ { chat_msg; }
 EOF
@@ -105,7 +94,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 2: MessageSent with the real username; the room moved up
 --- init
-my ($key, $v) = main::event_with("hello $main::Tag");
+my ($key, $v) = main::event_with('message.events', "hello $main::Tag");
 $key eq $ENV{TEST_NGINX_AB} or die "key: $key\n";
 $v =~ /^\{"timestamp": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?", "message_id": "[0-9a-f]{24}", "room_id": $ENV{TEST_NGINX_AB}, "user_id": $ENV{TEST_NGINX_A}, "username": "$ENV{TEST_NGINX_A_NAME}", "content": "hello $main::Tag", "message_type": "text", "__event_type__": "MessageSent"\}$/
     or die "event: $v\n";
@@ -452,7 +441,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 23: MessageDeleted; gone from pages and counts
 --- init
-my ($key, $v) = main::event_with("\"message_id\": \"$ENV{TEST_NGINX_M0}\", \"room_id\": $ENV{TEST_NGINX_AC}, \"deleted_by\"");
+my ($key, $v) = main::event_with('message.events', "\"message_id\": \"$ENV{TEST_NGINX_M0}\", \"room_id\": $ENV{TEST_NGINX_AC}, \"deleted_by\"");
 $key eq $ENV{TEST_NGINX_AC} or die "key: $key\n";
 $v =~ /^\{"timestamp": "[^"]+", "message_id": "$ENV{TEST_NGINX_M0}", "room_id": $ENV{TEST_NGINX_AC}, "deleted_by": $ENV{TEST_NGINX_A}, "__event_type__": "MessageDeleted"\}$/
     or die "event: $v\n";

@@ -54,16 +54,6 @@ sub send_msg {
     return $b->{id};
 }
 
-sub event_with {
-    my ($needle) = @_;
-    my @l = split /\n/, redis_cmd('XREVRANGE', 'message.events', '+', '-',
-                                  'COUNT', '500');
-    for (my $i = 0; $i + 4 < @l; $i += 5) {
-        return ($l[$i + 2], $l[$i + 4]) if index($l[$i + 4], $needle) >= 0;
-    }
-    die "no event with $needle\n";
-}
-
 our $Config = <<'EOF';
 location /api/ { chat_msg; }
 EOF
@@ -130,7 +120,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 4: the count follows at once (DEV-8); MessagesRead lists the ids as given
 --- init
-my ($key, $v) = main::event_with("\"message_ids\": [\"$ENV{TEST_NGINX_B1}\"");
+my ($key, $v) = main::event_with('message.events', "\"message_ids\": [\"$ENV{TEST_NGINX_B1}\"");
 $key eq $ENV{TEST_NGINX_AB} or die "key: $key\n";
 $v =~ /^\{"timestamp": "[^"]+", "room_id": $ENV{TEST_NGINX_AB}, "user_id": $ENV{TEST_NGINX_A}, "message_ids": \["$ENV{TEST_NGINX_B1}", "$ENV{TEST_NGINX_B1}", "$ENV{TEST_NGINX_A1}", "not-an-id", "$ENV{TEST_NGINX_NOMSG}"\], "__event_type__": "MessagesRead"\}$/
     or die "event: $v\n";

@@ -47,16 +47,6 @@ sub send_msg {
     $ENV{"TEST_NGINX_$var"} = $b->{id};
 }
 
-sub event_with {
-    my ($needle) = @_;
-    my @l = split /\n/, redis_cmd('XREVRANGE', 'message.events', '+', '-',
-                                  'COUNT', '500');
-    for (my $i = 0; $i + 4 < @l; $i += 5) {
-        return ($l[$i + 2], $l[$i + 4]) if index($l[$i + 4], $needle) >= 0;
-    }
-    die "no event with $needle\n";
-}
-
 our $Config = <<'EOF';
 location /api/ { chat_msg; }
 EOF
@@ -111,7 +101,7 @@ Authorization: Bearer $TEST_NGINX_B_TOKEN
 
 === TEST 3: one event for the one reaction, emoji escaped as json.dumps does
 --- init
-my ($key, $v) = main::event_with("\"message_id\": \"$ENV{TEST_NGINX_M}\", \"room_id\": $ENV{TEST_NGINX_AB}, \"user_id\": $ENV{TEST_NGINX_B}, \"emoji\"");
+my ($key, $v) = main::event_with('message.events', "\"message_id\": \"$ENV{TEST_NGINX_M}\", \"room_id\": $ENV{TEST_NGINX_AB}, \"user_id\": $ENV{TEST_NGINX_B}, \"emoji\"");
 $key eq $ENV{TEST_NGINX_AB} or die "key: $key\n";
 $v =~ /^\{"timestamp": "[^"]+", "message_id": "$ENV{TEST_NGINX_M}", "room_id": $ENV{TEST_NGINX_AB}, "user_id": $ENV{TEST_NGINX_B}, "emoji": "\\ud83d\\udc4d", "__event_type__": "MessageReactionAdded"\}$/
     or die "event: $v\n";
@@ -171,7 +161,7 @@ Authorization: Bearer $TEST_NGINX_A_TOKEN
 
 === TEST 7: MessageReactionRemoved
 --- init
-my ($key, $v) = main::event_with("\"user_id\": $ENV{TEST_NGINX_A}, \"emoji\": \"\\ud83d\\udc4d\", \"__event_type__\": \"MessageReactionRemoved\"");
+my ($key, $v) = main::event_with('message.events', "\"user_id\": $ENV{TEST_NGINX_A}, \"emoji\": \"\\ud83d\\udc4d\", \"__event_type__\": \"MessageReactionRemoved\"");
 $key eq $ENV{TEST_NGINX_AB} or die "key: $key\n";
 $v =~ /^\{"timestamp": "[^"]+", "message_id": "$ENV{TEST_NGINX_M}", "room_id": $ENV{TEST_NGINX_AB}, / or die "event: $v\n";
 --- request

@@ -12,67 +12,18 @@ use Test::More;
 use Test::Nginx::Chat qw(:all);
 use ChatStack;
 use Cwd qw(getcwd);
-use File::Path qw(make_path remove_tree);
 use Time::HiRes qw(sleep);
 
 my $top = getcwd();
 my $prefix = ($ENV{TEST_NGINX_SERVROOT} // "$top/t/servroot") . '_gateway';
-my $nginx = $ENV{TEST_NGINX_BINARY} // '/usr/sbin/nginx';
-my %port = map { $_ => free_port() } qw(http user friend msg notify);
 
-remove_tree($prefix);
-make_path("$prefix/conf", "$prefix/logs", "$prefix/tmp");
+# the stack's conf/nginx.conf as build.sh renders it, a low rate limit
+my $stack = stack_start($prefix, rate => 10);
+my %port = %{ $stack->{port} };
+my $base = $stack->{base};
 
-{
-    local $/;
-    open(my $in, '<', "$top/conf/nginx.conf") or die "conf: $!";
-    my $conf = <$in>;
-    close $in;
-
-    my $modules = join "\n", map { "load_module $_;" }
-                  split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // '';
-    my %token = (
-        PREFIX => $prefix, LOAD_MODULES => $modules,
-        DOCS => ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs',
-        HTTP_PORT => $port{http}, USER_PORT => $port{user},
-        FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
-        NOTIFY_PORT => $port{notify},
-        MYSQL_HOST => '127.0.0.1', MYSQL_USER => 'chat',
-        MYSQL_PASSWORD => 'chatpw',
-        MYSQL_PORT => $ENV{TEST_NGINX_MYSQL_PORT} // 13306,
-        MYSQL_DATABASE => $ENV{TEST_NGINX_MYSQL_DATABASE} // 'chat_test',
-        REDIS_PORT => $ENV{TEST_NGINX_REDIS_PORT} // 16379,
-        MONGO_URI => 'mongodb://127.0.0.1:'
-                     . ($ENV{TEST_NGINX_MONGO_PORT} // 27117)
-                     . '/?serverSelectionTimeoutMS=3000',
-        MONGO_DATABASE => ChatStack::mongo_database(),
-        JWT_SECRET => $ENV{TEST_NGINX_JWT_SECRET}
-                      // 'change-me-nginx-chat-secret',
-        DEVELOPMENT => 'chat_development on;',
-        RATE_LIMIT => 10, RATE_BURST => 9,
-        LIMIT_KEY => '$binary_remote_addr',
-    );
-    $conf =~ s/\@([A-Z_]+)\@/$token{$1} \/\/ die "no value for $1\n"/ge;
-
-    open(my $out, '>', "$prefix/conf/nginx.conf") or die "conf: $!";
-    print {$out} $conf;
-    close $out;
-
-    system('cp', "$top/conf/chat-errors.conf", "$prefix/conf/") == 0
-        or die "cp failed\n";
-}
-
-is(system($nginx, '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e',
-          'logs/error.log', '-t', '-q'), 0, 'the rendered conf passes -t');
-is(system($nginx, '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e',
-          'logs/error.log'), 0, 'nginx starts');
-
-my $base = "http://127.0.0.1:$port{http}";
-
-for (1 .. 50) {
-    last if (http_request(GET => "$base/health")->{status} // 0) == 200;
-    sleep 0.1;
-}
+ok($stack->{tested}, 'the rendered conf passes -t');
+is(http_request(GET => "$base/health")->{status}, 200, 'nginx starts');
 
 $ChatStack::Base = $base;
 
@@ -309,13 +260,6 @@ SKIP: {
     }
 }
 
-{
-    open(my $fh, '<', "$prefix/logs/nginx.pid") or die "pid: $!";
-    my $pid = <$fh>;
-    chomp $pid;
-    kill 'QUIT', $pid;
-    for (1 .. 50) { last unless kill 0, $pid; sleep 0.1 }
-    ok(!kill(0, $pid), 'nginx stopped');
-}
+ok(stack_stop($stack), 'nginx stopped');
 
 done_testing();

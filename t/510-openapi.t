@@ -59,7 +59,9 @@ sub module_routes {
         while ($src =~ /\{\s*NGX_HTTP_([A-Z]+),
                         \s*ngx_string\("(\/api[^"]*)"\)/gx)
         {
-            $routes{"$1 $2"} = 1;
+            my ($method, $pattern) = ($1, $2);
+            $pattern =~ s/\{[^}]*\}/{}/g;
+            $routes{"$method $pattern"} = 1;
         }
     }
 

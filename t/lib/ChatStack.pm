@@ -24,6 +24,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
                  server_keeps_data sql_user notification_id upload_png
+                 stream_entries event_with
                  stack_start stack_stop raw_request);
 
 sub env {
@@ -441,6 +442,40 @@ sub login_user {
     return $body->{access_token};
 }
 
+# entries of a Redis stream: stream_entries('XRANGE', $stream, $start,
+# $end, ...) or 'XREVRANGE'; each [id, { field => value }] (key, value,
+# traceparent, ...)
+sub stream_entries {
+    my (@args) = @_;
+    my @lines = split /\n/, redis_cmd(@args);
+    my @entries;
+
+    # redis-cli --raw prints an entry as its id, then its fields and values
+    while (@lines) {
+        my $id = shift @lines;
+        next unless $id =~ /^\d+-\d+$/;
+        my %f;
+        while (@lines >= 2 && $lines[0] !~ /^\d+-\d+$/) {
+            my ($k, $v) = splice @lines, 0, 2;
+            $f{$k} = $v;
+        }
+        push @entries, [$id, \%f];
+    }
+
+    return @entries;
+}
+
+# the newest of the last 500 entries of a stream whose value holds
+# $needle: (key, value)
+sub event_with {
+    my ($stream, $needle) = @_;
+    for my $e (stream_entries('XREVRANGE', $stream, '+', '-', 'COUNT', 500)) {
+        my ($key, $value) = @{ $e->[1] }{qw(key value)};
+        return ($key, $value) if index($value // '', $needle) >= 0;
+    }
+    die "no event with $needle in $stream\n";
+}
+
 # a profile image upload through api(): a small PNG as the multipart
 # field "file"; returns api()'s (status, body, response) and the bytes sent
 sub upload_png {
@@ -515,19 +550,25 @@ sub stack_start {
     my $conf = do { local $/; <$in> };
     close $in;
 
+    # as build.sh renders the template for the stack of "./build.sh test"
     my %token = (
         PREFIX => $prefix,
         LOAD_MODULES => join("\n", map { "load_module $_;" }
                              split ' ', $ENV{TEST_NGINX_LOAD_MODULES} // ''),
+        DOCS => ($ENV{TEST_NGINX_WORK} // "$top/.work") . '/docs',
         HTTP_PORT => $port{http}, USER_PORT => $port{user},
         FRIEND_PORT => $port{friend}, MSG_PORT => $port{msg},
         NOTIFY_PORT => $port{notify},
+        MYSQL_HOST => '127.0.0.1', MYSQL_USER => 'chat',
+        MYSQL_PASSWORD => 'chatpw',
         MYSQL_PORT => env('MYSQL_PORT', 13306),
         MYSQL_DATABASE => env('MYSQL_DATABASE', 'chat_test'),
         REDIS_PORT => env('REDIS_PORT', 16379),
-        MONGO_PORT => env('MONGO_PORT', 27117),
+        MONGO_URI => 'mongodb://127.0.0.1:' . env('MONGO_PORT', 27117)
+                     . '/?serverSelectionTimeoutMS=3000',
         MONGO_DATABASE => mongo_database(),
         JWT_SECRET => env('JWT_SECRET', 'change-me-nginx-chat-secret'),
+        DEVELOPMENT => 'chat_development on;',
         RATE_LIMIT => $rate || 100, RATE_BURST => ($rate || 100) - 1,
         LIMIT_KEY => $rate ? '$binary_remote_addr' : '""',
     );
@@ -540,8 +581,11 @@ sub stack_start {
     system('cp', "$top/conf/chat-errors.conf", "$prefix/conf/") == 0
         or die "cp failed\n";
 
-    system($nginx, '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e',
-           'logs/error.log') == 0 or die "nginx did not start\n";
+    my @cmd = ($nginx, '-p', "$prefix/", '-c', 'conf/nginx.conf', '-e',
+               'logs/error.log');
+    my $tested = system(@cmd, '-t', '-q') == 0;
+
+    system(@cmd) == 0 or die "nginx did not start\n";
 
     my $base = "http://127.0.0.1:$port{http}";
 
@@ -551,10 +595,11 @@ sub stack_start {
         Time::HiRes::sleep(0.1);
     }
 
-    return { prefix => $prefix, port => \%port, base => $base };
+    return { prefix => $prefix, port => \%port, base => $base,
+             tested => $tested };
 }
 
-# stops it (QUIT, as nginx -s quit); true once the master is gone
+
 sub stack_stop {
     my ($stack) = @_;
     open(my $fh, '<', "$stack->{prefix}/logs/nginx.pid") or return 0;
