@@ -581,6 +581,8 @@ ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
     ngx_array_t *ids);
 void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
+/* where a resuming client left off: Last-Event-ID, else ?last_event_id= */
+void ngx_http_chat_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *last);
 
 
 /* circuit breakers (ngx_http_chat_circuit.c): state shared by the
@@ -608,6 +610,8 @@ char *ngx_http_chat_health_services(ngx_conf_t *cf, ngx_command_t *cmd,
 /* logs and traces (ngx_http_chat_log.c): the $chat_* variables */
 
 ngx_int_t ngx_http_chat_log_add_variables(ngx_conf_t *cf);
+ngx_table_elt_t *ngx_http_chat_header(ngx_http_request_t *r,
+    const char *name, size_t len, ngx_uint_t *n);
 ngx_int_t ngx_http_chat_traceparent(ngx_http_request_t *r, ngx_str_t *tp);
 /* bytes that are not UTF-8 replaced by U+FFFD, in a copy if any */
 ngx_int_t ngx_http_chat_utf8_scrub(ngx_pool_t *pool, ngx_str_t *s);

@@ -49,8 +49,6 @@ static ngx_int_t ngx_http_chat_log_user_agent(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_log_uri_json(ngx_http_request_t *r,
     ngx_str_t *value);
 
-static ngx_table_elt_t *ngx_http_chat_log_header(ngx_http_request_t *r,
-    const char *name, size_t len, ngx_uint_t *n);
 static ngx_uint_t ngx_http_chat_log_id_char(u_char c);
 static ngx_uint_t ngx_http_chat_log_trace_valid(ngx_str_t *s);
 static ngx_uint_t ngx_http_chat_log_hex(u_char *p, size_t n);
@@ -186,7 +184,7 @@ ngx_http_chat_log_request_id(ngx_http_request_t *r, ngx_str_t *value)
 
     static ngx_str_t  request_id = ngx_string("request_id");
 
-    h = ngx_http_chat_log_header(r, "X-Request-ID", 12, &n);
+    h = ngx_http_chat_header(r, "X-Request-ID", 12, &n);
 
     if (h && n == 1
         && h->value.len && h->value.len <= NGX_HTTP_CHAT_REQUEST_ID_MAX)
@@ -250,7 +248,7 @@ ngx_http_chat_log_traceparent(ngx_http_request_t *r, ngx_str_t *value)
     ngx_uint_t         n, valid;
     ngx_table_elt_t   *h;
 
-    h = ngx_http_chat_log_header(r, "traceparent", 11, &n);
+    h = ngx_http_chat_header(r, "traceparent", 11, &n);
     valid = (h && n == 1 && ngx_http_chat_log_trace_valid(&h->value));
 
     if (RAND_bytes(rnd, valid ? 8 : 24) != 1) {
@@ -342,20 +340,23 @@ ngx_http_chat_log_hex(u_char *p, size_t n)
 }
 
 
-/* a request header nginx keeps no pointer to; *n: how many there are */
+/*
+ * a request header nginx keeps no pointer to, the first of its name;
+ * *n, unless n is NULL: how many there are
+ */
 
-static ngx_table_elt_t *
-ngx_http_chat_log_header(ngx_http_request_t *r, const char *name,
-    size_t len, ngx_uint_t *n)
+ngx_table_elt_t *
+ngx_http_chat_header(ngx_http_request_t *r, const char *name, size_t len,
+    ngx_uint_t *n)
 {
-    ngx_uint_t        i;
+    ngx_uint_t        i, count;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h, *found;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
     found = NULL;
-    *n = 0;
+    count = 0;
 
     for (i = 0; /* void */; i++) {
 
@@ -376,8 +377,12 @@ ngx_http_chat_log_header(ngx_http_request_t *r, const char *name,
                 found = &h[i];
             }
 
-            (*n)++;
+            count++;
         }
+    }
+
+    if (n) {
+        *n = count;
     }
 
     return found;

@@ -437,97 +437,107 @@ ngx_http_chat_metrics_forgotten(void)
 }
 
 
-/* event streams per route, and the consumers per topic */
+/*
+ * Event streams per route, and the consumers per topic: one family of
+ * series per row of the table, one series per route or topic.  A route
+ * shows once it has had a stream; a value that has a "known" flag shows
+ * only once it is known.
+ */
+
+typedef struct {
+    const char                 *name;
+    const char                 *type;
+    const char                 *help;
+    ngx_uint_t                  topic;      /* else a route */
+    size_t                      value;      /* offset of an ngx_atomic_t */
+    size_t                      known;      /* offset of one, or 0 */
+    ngx_uint_t                  ms;         /* printed as seconds */
+} ngx_http_chat_metrics_family_t;
+
+
+#define ngx_http_chat_route_field(f)                                          \
+    offsetof(ngx_http_chat_metrics_route_t, f)
+#define ngx_http_chat_topic_field(f)                                          \
+    offsetof(ngx_http_chat_metrics_topic_t, f)
+
+
+static ngx_http_chat_metrics_family_t  ngx_http_chat_metrics_families[] = {
+
+    { "chat_sse_route_streams", "gauge", "Open event streams by route.", 0,
+      ngx_http_chat_route_field(streams), 0, 0 },
+
+    { "chat_sse_dropped_total", "counter",
+      "Event streams cut off because their client read too slowly.", 0,
+      ngx_http_chat_route_field(dropped), 0, 0 },
+
+    { "chat_events_consumed_total", "counter",
+      "Events processed and acknowledged, by topic.", 1,
+      ngx_http_chat_topic_field(consumed), 0, 0 },
+
+    { "chat_events_consumer_delay_seconds", "gauge",
+      "Age of the latest event acknowledged, by topic.", 1,
+      ngx_http_chat_topic_field(delay_ms), 0, 1 },
+
+    { "chat_events_consumer_pending", "gauge",
+      "Events delivered to the group and not acknowledged.", 1,
+      ngx_http_chat_topic_field(pending), 0, 0 },
+
+    { "chat_events_consumer_lag", "gauge",
+      "Events in the topic not yet delivered to the group.", 1,
+      ngx_http_chat_topic_field(lag), ngx_http_chat_topic_field(lag_known),
+      0 }
+};
+
 
 static u_char *
 ngx_http_chat_metrics_streams(u_char *p, u_char *last)
 {
-    ngx_uint_t                      i, n;
-    ngx_http_chat_metrics_topic_t  *t;
-    ngx_http_chat_metrics_route_t  *slot;
+    u_char                          *slot, *name;
+    ngx_uint_t                       i, k, n;
+    ngx_atomic_t                     v;
+    ngx_http_chat_metrics_route_t   *route;
+    ngx_http_chat_metrics_family_t  *f;
 
-    n = ngx_http_chat_metrics->nroutes;
+    for (k = 0; k < sizeof(ngx_http_chat_metrics_families)
+                    / sizeof(ngx_http_chat_metrics_family_t); k++)
+    {
+        f = &ngx_http_chat_metrics_families[k];
 
-    p = ngx_slprintf(p, last,
-            "# HELP chat_sse_route_streams Open event streams by route.\n"
-            "# TYPE chat_sse_route_streams gauge\n");
+        p = ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
+                         f->name, f->help, f->name, f->type);
 
-    for (i = 0; i < n; i++) {
-        slot = &ngx_http_chat_metrics->routes[i];
+        n = f->topic ? ngx_http_chat_metrics->ntopics
+                     : ngx_http_chat_metrics->nroutes;
 
-        if (slot->streams || slot->dropped) {
-            p = ngx_slprintf(p, last,
-                    "chat_sse_route_streams{route=\"%s\"} %A\n",
-                    slot->path, (ngx_atomic_int_t) slot->streams);
-        }
-    }
+        for (i = 0; i < n; i++) {
 
-    p = ngx_slprintf(p, last,
-            "# HELP chat_sse_dropped_total "
-            "Event streams cut off because their client read too slowly.\n"
-            "# TYPE chat_sse_dropped_total counter\n");
+            if (f->topic) {
+                slot = (u_char *) &ngx_http_chat_metrics->topics[i];
+                name = ngx_http_chat_metrics->topics[i].name;
 
-    for (i = 0; i < n; i++) {
-        slot = &ngx_http_chat_metrics->routes[i];
+            } else {
+                route = &ngx_http_chat_metrics->routes[i];
 
-        if (slot->streams || slot->dropped) {
-            p = ngx_slprintf(p, last,
-                    "chat_sse_dropped_total{route=\"%s\"} %uA\n",
-                    slot->path, slot->dropped);
-        }
-    }
+                if (route->streams == 0 && route->dropped == 0) {
+                    continue;
+                }
 
-    n = ngx_http_chat_metrics->ntopics;
+                slot = (u_char *) route;
+                name = route->path;
+            }
 
-    p = ngx_slprintf(p, last,
-            "# HELP chat_events_consumed_total "
-            "Events processed and acknowledged, by topic.\n"
-            "# TYPE chat_events_consumed_total counter\n");
+            if (f->known && *(ngx_atomic_t *) (slot + f->known) == 0) {
+                continue;
+            }
 
-    for (i = 0; i < n; i++) {
-        t = &ngx_http_chat_metrics->topics[i];
-        p = ngx_slprintf(p, last,
-                         "chat_events_consumed_total{topic=\"%s\"} %uA\n",
-                         t->name, t->consumed);
-    }
+            v = *(ngx_atomic_t *) (slot + f->value);
 
-    p = ngx_slprintf(p, last,
-            "# HELP chat_events_consumer_delay_seconds "
-            "Age of the latest event acknowledged, by topic.\n"
-            "# TYPE chat_events_consumer_delay_seconds gauge\n");
+            p = ngx_slprintf(p, last, "%s{%s=\"%s\"} ", f->name,
+                             f->topic ? "topic" : "route", name);
 
-    for (i = 0; i < n; i++) {
-        t = &ngx_http_chat_metrics->topics[i];
-        p = ngx_slprintf(p, last,
-                         "chat_events_consumer_delay_seconds{topic=\"%s\"} "
-                         "%uA.%03uA\n",
-                         t->name, t->delay_ms / 1000, t->delay_ms % 1000);
-    }
-
-    p = ngx_slprintf(p, last,
-            "# HELP chat_events_consumer_pending "
-            "Events delivered to the group and not acknowledged.\n"
-            "# TYPE chat_events_consumer_pending gauge\n");
-
-    for (i = 0; i < n; i++) {
-        t = &ngx_http_chat_metrics->topics[i];
-        p = ngx_slprintf(p, last,
-                         "chat_events_consumer_pending{topic=\"%s\"} %uA\n",
-                         t->name, t->pending);
-    }
-
-    p = ngx_slprintf(p, last,
-            "# HELP chat_events_consumer_lag "
-            "Events in the topic not yet delivered to the group.\n"
-            "# TYPE chat_events_consumer_lag gauge\n");
-
-    for (i = 0; i < n; i++) {
-        t = &ngx_http_chat_metrics->topics[i];
-
-        if (t->lag_known) {
-            p = ngx_slprintf(p, last,
-                             "chat_events_consumer_lag{topic=\"%s\"} %uA\n",
-                             t->name, t->lag);
+            p = f->ms ? ngx_slprintf(p, last, "%uA.%03uA\n",
+                                     v / 1000, v % 1000)
+                      : ngx_slprintf(p, last, "%A\n", (ngx_atomic_int_t) v);
         }
     }
 

@@ -837,6 +837,33 @@ ngx_http_chat_sse_route(ngx_http_chat_sse_t *s)
 }
 
 
+/*
+ * The header on a reconnection; the argument on a first connection, which
+ * a browser's EventSource cannot give headers to
+ */
+
+void
+ngx_http_chat_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *last)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_http_chat_header(r, "Last-Event-ID", sizeof("Last-Event-ID") - 1,
+                             NULL);
+
+    if (h && h->value.len) {
+        *last = h->value;
+        return;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "last_event_id",
+                     sizeof("last_event_id") - 1, last)
+        != NGX_OK)
+    {
+        ngx_str_null(last);
+    }
+}
+
+
 ngx_uint_t
 ngx_http_chat_sse_count(void)
 {

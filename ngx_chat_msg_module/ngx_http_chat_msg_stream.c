@@ -198,43 +198,10 @@ ngx_http_chat_msg_stream_mark(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
 static ngx_int_t
 ngx_http_chat_msg_stream_last(ngx_http_request_t *r, bson_oid_t *oid)
 {
-    u_char            hex[25];
-    ngx_str_t         last;
-    ngx_uint_t        i;
-    ngx_table_elt_t  *h;
-    ngx_list_part_t  *part;
+    u_char      hex[25];
+    ngx_str_t   last;
 
-    ngx_str_null(&last);
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               h[i].key.len)
-               == 0)
-        {
-            last = h[i].value;
-            break;
-        }
-    }
-
-    if (last.len == 0) {
-        (void) ngx_http_arg(r, (u_char *) "last_event_id",
-                            sizeof("last_event_id") - 1, &last);
-    }
+    ngx_http_chat_sse_last_event_id(r, &last);
 
     if (last.len != 24 || !bson_oid_is_valid((const char *) last.data, 24)) {
         return NGX_DECLINED;

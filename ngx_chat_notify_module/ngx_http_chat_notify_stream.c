@@ -70,9 +70,6 @@ ngx_http_chat_notify_stream_auth(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx)
 {
     ngx_str_t                          last;
-    ngx_uint_t                         i;
-    ngx_list_part_t                   *part;
-    ngx_table_elt_t                   *h;
     ngx_http_chat_notify_stream_t     *st;
     ngx_http_chat_notify_main_conf_t  *nmcf;
 
@@ -92,35 +89,7 @@ ngx_http_chat_notify_stream_auth(ngx_http_request_t *r,
 
     /* where the client left off: a notification id */
 
-    ngx_str_null(&last);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("Last-Event-ID") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Last-Event-ID",
-                               h[i].key.len)
-               == 0)
-        {
-            last = h[i].value;
-            break;
-        }
-    }
-
-    if (last.len == 0) {
-        (void) ngx_http_arg(r, (u_char *) "last_event_id",
-                            sizeof("last_event_id") - 1, &last);
-    }
+    ngx_http_chat_sse_last_event_id(r, &last);
 
     st->replay = (ngx_http_chat_notify_oid(&last, &st->last) == NGX_OK);
 
