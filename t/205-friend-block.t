@@ -52,19 +52,12 @@ sub user {
     return { id => $id, name => $name, token => user_token($id) };
 }
 
-my $mark = (split /\n/, redis_cmd('XREVRANGE', 'friend.events', '+', '-',
-                                  'COUNT', '1'))[0] // '0-0';
+my $mark = stream_mark('friend.events');
 
 # this file's entries of friend.events of a type: [key, decoded value]
 sub events {
     my ($type) = @_;
-    my @found;
-    for my $e (stream_entries('XRANGE', 'friend.events', "($mark", '+')) {
-        my $value = json_decode($e->[1]{value} // '') or next;
-        push @found, [$e->[1]{key}, $value]
-            if ($value->{__event_type__} // '') eq $type;
-    }
-    return @found;
+    return events_since('friend.events', $mark, $type);
 }
 
 sub wait_event {

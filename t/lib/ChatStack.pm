@@ -25,6 +25,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  can_restart_servers stop_server start_server
                  server_keeps_data sql_user notification_id upload_png
                  stream_entries event_with
+                 stream_mark events_since
                  stack_start stack_stop raw_request);
 
 sub env {
@@ -463,6 +464,25 @@ sub stream_entries {
     }
 
     return @entries;
+}
+
+# a stream's last entry now: what a file's own entries come after
+sub stream_mark {
+    my ($stream) = @_;
+    return (split /\n/, redis_cmd('XREVRANGE', $stream, '+', '-', 'COUNT',
+                                  '1'))[0] // '0-0';
+}
+
+# the events of a type after $mark: [key, decoded value] each
+sub events_since {
+    my ($stream, $mark, $type) = @_;
+    my @found;
+    for my $e (stream_entries('XRANGE', $stream, "($mark", '+')) {
+        my $value = json_decode($e->[1]{value} // '') or next;
+        push @found, [$e->[1]{key}, $value]
+            if ($value->{__event_type__} // '') eq $type;
+    }
+    return @found;
 }
 
 # the newest of the last 500 entries of a stream whose value holds
