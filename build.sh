@@ -19,6 +19,9 @@
 #                       (as run and test do; tests restart servers with it)
 #   ./build.sh deb      build the Debian packages (libnginx-mod-http-chat-*)
 #                       into .work/deb/ with dpkg-buildpackage and dh_nginx
+#   ./build.sh fuzz [seconds]
+#                       libFuzzer targets of the parsers (fuzz/), each run
+#                       for that long (60) from its corpus (.work/fuzz/)
 #
 # Options (environment):
 #   CHAT_HTTP_PORT (8080)   gateway listener; service listeners are
@@ -122,6 +125,7 @@ deps() {
         test) packages="$packages $STACK_PACKAGES $TEST_PACKAGES $DEB_PACKAGES"
               ;;
         deb)  packages="$packages $DEB_PACKAGES" ;;
+        fuzz) packages="$packages $FUZZ_PACKAGES" ;;
     esac
 
     for p in $packages; do
@@ -129,11 +133,15 @@ deps() {
             | grep -q 'install ok installed' || missing+=("$p")
     done
 
-    if [ "$step" != build ] && [ "$step" != deb ] && [ "$step" != migrate ] \
-       && { ! command -v node >/dev/null || ! command -v npm >/dev/null; }
-    then
-        missing+=(nodejs npm)
-    fi
+    # the MongoDB-compatible server and the documentation tools run on node
+    case $step in
+        run|test)
+            if ! command -v node >/dev/null || ! command -v npm >/dev/null
+            then
+                missing+=(nodejs npm)
+            fi
+            ;;
+    esac
 
     if [ ${#missing[@]} -gt 0 ]; then
         log "apt-get install ${missing[*]}"
@@ -143,13 +151,11 @@ deps() {
             >/dev/null
     fi
 
-    if [ "$step" != build ] && [ "$step" != deb ] && [ "$step" != migrate ] \
-       && ! command -v mongod >/dev/null; then
-        congo_install
-    fi
-
     case $step in
-        run|test) docs_install ;;
+        run|test)
+            command -v mongod >/dev/null || congo_install
+            docs_install
+            ;;
     esac
 }
 
@@ -340,6 +346,133 @@ deb() {
     (cd "$src" && dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1 \
         || { tail -30 "$out/build.log"; die "dpkg-buildpackage failed"; }
     ls "$out"/*.deb
+}
+
+
+# ---------------------------------------------------------------- fuzz
+
+FUZZ_TARGETS="json multipart route jwt"
+FUZZ_PACKAGES="clang libclang-rt-14-dev"
+
+# what a target compiles besides itself, of ours
+fuzz_sources() {
+    local core=$TOP/ngx_chat_core_module
+
+    case $1 in
+        json) echo "$core/ngx_http_chat_json.c $core/ngx_http_chat_log.c" ;;
+        jwt)  echo "$core/ngx_http_chat_auth.c $core/ngx_http_chat_json.c
+                    $core/ngx_http_chat_core_module.c" ;;
+    esac
+}
+
+
+# nginx's own source at nginx-dev's version, for the core functions the
+# targets link (nginx-dev has the headers only): Debian's source package,
+# with lists of our own so the machine's apt configuration stays as it is
+nginx_source() {
+    local apt=$WORK/fuzz/apt version tarball
+
+    version=$(dpkg-query -W -f='${Version}' nginx-dev)
+    version=${version%%-*}
+
+    if [ -f "$WORK/fuzz/nginx-$version/src/core/ngx_string.c" ]; then
+        echo "$WORK/fuzz/nginx-$version"
+        return 0
+    fi
+
+    mkdir -p "$apt/lists/partial" "$apt/cache"
+    cat > "$apt/sources.list" <<EOF
+deb-src http://deb.debian.org/debian bookworm main
+EOF
+    set -- -q -o Dir::Etc::SourceList="$apt/sources.list" \
+        -o Dir::Etc::SourceParts=/dev/null -o Dir::State::Lists="$apt/lists" \
+        -o Dir::Cache="$apt/cache"
+
+    log "fetching nginx $version's source (Debian's source package)"
+    apt-get "$@" update >/dev/null
+    (cd "$apt" && apt-get "$@" source --download-only nginx >/dev/null 2>&1) \
+        || true
+
+    tarball=$apt/nginx_$version.orig.tar.gz
+    [ -f "$tarball" ] || die "no $tarball"
+
+    tar -C "$WORK/fuzz" -xzf "$tarball"
+    echo "$WORK/fuzz/nginx-$version"
+}
+
+
+fuzz_build() {
+    local src t out flags incs libs core
+
+    src=$(nginx_source)
+    out=$WORK/fuzz
+
+    # the route patterns of every module's table
+    grep -ho 'NGX_HTTP_[A-Z]*, ngx_string("/api[^"]*")' \
+        "$TOP"/ngx_chat_*_module/*.c \
+        | sed 's/\(.*\)/    { \1, 0, NULL },/' > "$out/routes.h"
+
+    flags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined"
+    incs="-I $NGX_SRC/src/core -I $NGX_SRC/src/event
+        -I $NGX_SRC/src/event/modules -I $NGX_SRC/src/os/unix
+        -I $NGX_SRC/src/http -I $NGX_SRC/src/http/modules
+        -I $NGX_SRC/src/http/v2 -I $BUILD -I $TOP/fuzz -I $out
+        -I $TOP/ngx_chat_core_module -I $TOP/ngx_chat_user_module
+        $(pkg-config --cflags hiredis libmariadb libmongoc-1.0 libbson-1.0 \
+                               libcjson libjwt)"
+    libs="$(pkg-config --libs libmariadb libmongoc-1.0 libbson-1.0 libcjson \
+                             libjwt openssl) -lcrypt"
+    core="$src/src/core/ngx_string.c $src/src/core/ngx_palloc.c
+        $src/src/core/ngx_array.c $src/src/core/ngx_list.c
+        $src/src/core/ngx_times.c $src/src/os/unix/ngx_time.c
+        $src/src/os/unix/ngx_alloc.c"
+
+    for t in $FUZZ_TARGETS; do
+        log "fuzz target $t"
+
+        # what the parser's files call elsewhere (datastores, nginx's HTTP
+        # core) is never reached from the parser: a stub that traps stands
+        # in for each, so that reaching one would be a finding
+        echo > "$out/stubs-$t.c"
+
+        # shellcheck disable=SC2086
+        if ! clang $flags -w $incs -o "$out/$t" "$TOP/fuzz/$t.c" \
+                 $(fuzz_sources "$t") $core "$out/stubs-$t.c" $libs \
+                 2>"$out/link-$t.log"
+        then
+            sed -n "s/.*undefined reference to \`\([A-Za-z0-9_]*\)'.*/\1/p" \
+                "$out/link-$t.log" | sort -u \
+                | sed 's/.*/void &(void) { __builtin_trap(); }/' \
+                > "$out/stubs-$t.c"
+
+            # shellcheck disable=SC2086
+            clang $flags -w $incs -o "$out/$t" "$TOP/fuzz/$t.c" \
+                $(fuzz_sources "$t") $core "$out/stubs-$t.c" $libs \
+                || die "fuzz target $t does not build"
+        fi
+    done
+}
+
+
+# each target for $1 seconds, from the seeds in fuzz/corpus/ and what
+# earlier runs found (.work/fuzz/corpus-*); a crash stops the run
+fuzz() {
+    local secs=${1:-60} t
+
+    build
+    fuzz_build
+
+    for t in $FUZZ_TARGETS; do
+        mkdir -p "$WORK/fuzz/corpus-$t" "$WORK/fuzz/crashes"
+        log "fuzzing $t for ${secs}s"
+        (cd "$WORK/fuzz/crashes" && "$WORK/fuzz/$t" -max_total_time="$secs" \
+            -print_final_stats=1 "$WORK/fuzz/corpus-$t" "$TOP/fuzz/corpus/$t") \
+            2>&1 | grep -E '^(stat::|#[0-9]+ *DONE|==.*ERROR|SUMMARY)' \
+            || true
+        if ls "$WORK/fuzz/crashes"/crash-* >/dev/null 2>&1; then
+            die "$t found a crash: $WORK/fuzz/crashes/"
+        fi
+    done
 }
 
 
@@ -693,5 +826,6 @@ case "${1:-}" in
     stop)   stop ;;
     datastores) start_datastores ;;
     deb)    deps deb; deb ;;
+    fuzz)   shift; deps fuzz; fuzz "$@" ;;
     *)      sed -n '3,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac
