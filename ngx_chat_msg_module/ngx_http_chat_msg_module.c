@@ -104,6 +104,10 @@ static ngx_http_chat_route_t  ngx_http_chat_msg_routes[] = {
     { NGX_HTTP_DELETE, ngx_string("/api/messages/{}/reactions/{}"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_msg_unreact },
 
+    { NGX_HTTP_POST, ngx_string("/api/messages/{}/typing"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON|NGX_HTTP_CHAT_JSON_OPTIONAL,
+      ngx_http_chat_msg_typing },
+
     { NGX_HTTP_POST, ngx_string("/api/messages/{}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_send },
 

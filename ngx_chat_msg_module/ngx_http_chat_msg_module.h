@@ -332,6 +332,12 @@ ngx_int_t ngx_http_chat_msg_unreact(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 
 
+/* typing indicators, C13 (ngx_http_chat_msg_typing.c) */
+
+ngx_int_t ngx_http_chat_msg_typing(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
 /* the room's event stream, C10 (ngx_http_chat_msg_stream.c) */
 
 ngx_int_t ngx_http_chat_msg_stream(ngx_http_request_t *r,
