@@ -89,6 +89,10 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_search },
 
+    { NGX_HTTP_GET, ngx_string("/api/friends/online"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
+      ngx_http_chat_friend_online },
+
     { 0, ngx_null_string, 0, NULL }
 };
 
