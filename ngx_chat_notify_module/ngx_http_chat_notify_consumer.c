@@ -294,7 +294,7 @@ ngx_http_chat_notify_consumer_exit(ngx_cycle_t *cycle)
 }
 
 
-/* an entry of friend.events or message.events */
+/* an entry of friend.events, message.events or user.online_status */
 
 static void
 ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
