@@ -2,7 +2,8 @@
 # an id line on every stream of the room, also on a second nginx sharing
 # the datastores; five quick calls, spread over both nginx, give exactly one
 # event in that second; the next second gives the next one; validation and
-# the room checks as C4 (422, 401, 404, 403); a body is optional.
+# the room checks as C4 (422, 401, 404, 403); a body is optional; JSON 503
+# while MariaDB is unavailable.
 
 use strict;
 use warnings;
@@ -192,6 +193,19 @@ sleep 0.2;
     my ($st, $page) = api(GET => "/api/messages/$rid", $tb);
     is($st, 200, 'messages of the room');
     is($page->{total_count}, 0, 'typing stored no message');
+}
+
+# MariaDB unavailable: the room cannot be checked, a JSON 503
+{
+    freeze('mariadb');
+    my ($st, $body) = typing($ta, {});
+    thaw('mariadb');
+    is($st, 503, 'MariaDB frozen: 503');
+    ok(ref $body eq 'HASH', '... JSON');
+
+    sleep 1.1;
+    ($st) = typing($ta, {});
+    is($st, 202, 'thawed: 202 again');
 }
 
 $_->close for @streams;

@@ -3,7 +3,8 @@
 # notification stream of each accepted friend, on two nginx sharing the
 # datastores, within a second; a pending friend and a stranger get
 # nothing.  GET /api/friends/online: the accepted friends whose presence
-# key exists, ascending id, in the contract's shape.  With blocking in the
+# key exists, ascending id, in the contract's shape.  While MariaDB is
+# unavailable a presence waits and then goes out.  With blocking in the
 # schema (F9), a blocked friend gets nothing either.
 
 use strict;
@@ -210,6 +211,32 @@ presences($_) for values %s;
 
     my $n = redis_cmd('XLEN', 'user.online_status');
     like($n, qr/^\d+$/, 'presence events are on user.online_status');
+}
+
+# MariaDB unavailable: GET /api/friends/online answers a JSON 503; an
+# event stays pending and its presence goes out once MariaDB is back
+{
+    presences($_) for values %s;
+
+    freeze('mariadb');
+    my ($st, $body) = api(GET => '/api/friends/online', $t{bob});
+    is($st, 503, 'online friends, MariaDB frozen: 503');
+    ok(ref $body eq 'HASH', '... JSON');
+
+    my $value = '{"timestamp": "2026-02-25T03:12:03.481220", '
+        . "\"user_id\": $u{alice}{id}, \"is_online\": true, "
+        . '"__event_type__": "UserOnlineStatusChanged"}';
+    my $id = redis_cmd('XADD', 'user.online_status', '*', 'key',
+                       $u{alice}{id}, 'value', $value);
+    like($id, qr/^\d+-\d+$/, 'an event while MariaDB is frozen');
+    sleep 1;
+    is(scalar(presences($s{bob_a})), 0, '... no presence meanwhile');
+    thaw('mariadb');
+
+    my ($ev) = first_presence(10, $s{bob_a});
+    ok($ev, '... it goes out once MariaDB is back');
+    is((json_decode(($ev // {})->{data}) // {})->{timestamp},
+       '2026-02-25T03:12:03.481220', '... with the time of the change');
 }
 
 # blocking (F9), where the schema has it: a block ends the friendship, so
