@@ -41,6 +41,9 @@ my ($status, $room) = api(GET => "/api/chat-rooms/check/$bob->{id}", $ta);
 is($status, 200, 'room for alice and bob');
 my $rid = $room->{id};
 
+# a call waits out MariaDB's timeout (longer under valgrind)
+my $wait = $ENV{TEST_NGINX_USE_VALGRIND} ? 60 : 10;
+
 sub typing {
     my ($token, $body, $node, $path) = @_;
     my %h = (defined $token ? (Authorization => "Bearer $token") : ());
@@ -48,7 +51,7 @@ sub typing {
     $body = json_encode($body) if ref $body;
     my $res = http_request(POST => ($node // $a)->url($path
                                           // "/api/messages/$rid/typing"),
-                           \%h, $body, 10);
+                           \%h, $body, $wait);
     return ($res->{status}, json_decode($res->{body}), $res->{body});
 }
 
