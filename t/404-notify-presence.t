@@ -135,6 +135,8 @@ presences($_) for values %s;
     my @got = first_presence(1, @s{@friends});
     my $spent = time() - $t0;
 
+    diag(sprintf('log in: presence on 3 streams, 2 nginx, %.0f ms after '
+                 . 'the request', 1000 * $spent));
     check_presence($got[$_], "log in, $friends[$_]", 1) for 0 .. $#friends;
     cmp_ok($spent, '<', 1.5, 'all within a second of the response');
 
@@ -181,6 +183,8 @@ presences($_) for values %s;
     my @got = first_presence(1, @s{@friends});
     my $spent = time() - $t0;
 
+    diag(sprintf('log out: presence on 3 streams, 2 nginx, %.0f ms after '
+                 . 'the request', 1000 * $spent));
     check_presence($got[$_], "log out, $friends[$_]", 0) for 0 .. $#friends;
     cmp_ok($spent, '<', 1.5, 'all within a second of the response');
 
@@ -202,6 +206,8 @@ presences($_) for values %s;
     my $t0 = time();
     redis_cmd('PEXPIRE', "user:online:$u{alice}{id}", 50);
     my @got = first_presence(3, @s{@friends});
+    diag(sprintf('expiry: presence on 3 streams %.0f ms after PEXPIRE 50',
+                 1000 * (time() - $t0)));
     check_presence($got[$_], "expiry, $friends[$_]", 0) for 0 .. $#friends;
     cmp_ok(time() - $t0, '<', 3, 'within the expiry\'s processing');
 
