@@ -35,6 +35,8 @@
  * continues with meanwhile waits for the verdict.
  */
 #define NGX_HTTP_CHAT_EARLY         0x10
+/* with JSON: the body may be left out, the handler gets ctx->json NULL */
+#define NGX_HTTP_CHAT_JSON_OPTIONAL 0x20
 
 #define NGX_HTTP_CHAT_MAX_PARAMS    4
 
@@ -378,6 +380,9 @@ ngx_int_t ngx_http_chat_query_int(ngx_http_request_t *r, cJSON **errors,
 ngx_int_t ngx_http_chat_check_int(ngx_http_request_t *r, cJSON **errors,
     const char *where, const char *name, ngx_str_t *s, int64_t min,
     int64_t max, int64_t *value);
+ngx_int_t ngx_http_chat_parse_bool(ngx_str_t *s, ngx_uint_t *value);
+ngx_int_t ngx_http_chat_body_bool(ngx_http_request_t *r, cJSON **errors,
+    cJSON *json, const char *field, ngx_uint_t def, ngx_uint_t *value);
 
 ngx_int_t ngx_http_chat_utf8_length(ngx_str_t *s);
 ngx_int_t ngx_http_chat_parse_id(ngx_str_t *s, int64_t *id);

@@ -910,6 +910,10 @@ ngx_http_chat_read_body(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     }
 
     if (ctx->body.len == 0) {
+        if (ctx->route->flags & NGX_HTTP_CHAT_JSON_OPTIONAL) {
+            return NGX_OK;
+        }
+
         errors = ngx_http_chat_invalid(r, NULL, "body", NULL, "missing",
                                        "Field required", NULL);
         *rc = ngx_http_chat_send_invalid(r, errors);

@@ -343,3 +343,100 @@ ngx_http_chat_check_int(ngx_http_request_t *r, cJSON **errors,
 
     return NGX_OK;
 }
+
+
+/* pydantic's lax booleans from a string: NGX_OK or NGX_DECLINED */
+
+ngx_int_t
+ngx_http_chat_parse_bool(ngx_str_t *s, ngx_uint_t *value)
+{
+    ngx_uint_t  i;
+
+    static ngx_str_t  yes[] = {
+        ngx_string("1"), ngx_string("on"), ngx_string("t"),
+        ngx_string("true"), ngx_string("y"), ngx_string("yes")
+    };
+
+    static ngx_str_t  no[] = {
+        ngx_string("0"), ngx_string("off"), ngx_string("f"),
+        ngx_string("false"), ngx_string("n"), ngx_string("no")
+    };
+
+    for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (s->len == yes[i].len
+            && ngx_strncasecmp(s->data, yes[i].data, s->len) == 0)
+        {
+            *value = 1;
+            return NGX_OK;
+        }
+
+        if (s->len == no[i].len
+            && ngx_strncasecmp(s->data, no[i].data, s->len) == 0)
+        {
+            *value = 0;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A boolean field of the JSON body with a default: absent gives def;
+ * true, false, 0, 1 and the strings of ngx_http_chat_parse_bool() are
+ * taken (lax mode); null and anything else is an error, as pydantic has it
+ * for a "bool = <default>" field
+ */
+
+ngx_int_t
+ngx_http_chat_body_bool(ngx_http_request_t *r, cJSON **errors, cJSON *json,
+    const char *field, ngx_uint_t def, ngx_uint_t *value)
+{
+    cJSON      *item;
+    ngx_str_t   s;
+
+    item = cJSON_GetObjectItemCaseSensitive(json, field);
+
+    if (item == NULL) {
+        *value = def;
+        return NGX_OK;
+    }
+
+    if (cJSON_IsBool(item)) {
+        *value = cJSON_IsTrue(item) ? 1 : 0;
+        return NGX_OK;
+    }
+
+    if (cJSON_IsNumber(item)
+        && (item->valuedouble == 0 || item->valuedouble == 1))
+    {
+        *value = (item->valuedouble == 1);
+        return NGX_OK;
+    }
+
+    if (cJSON_IsString(item)) {
+        s.data = (u_char *) item->valuestring;
+        s.len = ngx_strlen(item->valuestring);
+
+        if (ngx_http_chat_parse_bool(&s, value) == NGX_OK) {
+            return NGX_OK;
+        }
+    }
+
+    if (cJSON_IsString(item) || cJSON_IsNumber(item)) {
+        *errors = ngx_http_chat_invalid(r, *errors, "body", field,
+                                        "bool_parsing",
+                                        "Input should be a valid boolean, "
+                                        "unable to interpret input",
+                                        cJSON_Duplicate(item, 1));
+
+    } else {
+        *errors = ngx_http_chat_invalid(r, *errors, "body", field,
+                                        "bool_type",
+                                        "Input should be a valid boolean",
+                                        cJSON_Duplicate(item, 1));
+    }
+
+    return *errors ? NGX_DECLINED : NGX_ERROR;
+}

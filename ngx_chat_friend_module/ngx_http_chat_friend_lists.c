@@ -1,7 +1,8 @@
 
 /*
  * What the friendships table says about the caller: friends (F3), pending
- * requests both ways (F4), and users one could still befriend (F6).
+ * requests both ways (F4), users one could still befriend (F6), and the
+ * friends who are online now (N5).
  *
  * Every list is read from the tables at the time of the request: the
  * original's cached friends list broke after its first use [DEV-6], and a
@@ -19,6 +20,10 @@ static ngx_int_t ngx_http_chat_friend_requests_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
 static ngx_int_t ngx_http_chat_friend_search_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
+static ngx_int_t ngx_http_chat_friend_online_rows(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
+static ngx_int_t ngx_http_chat_friend_online_done(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply);
 
 
 /* the caller's friends' ids, for IN (...); binds the caller's id twice */
@@ -294,6 +299,139 @@ ngx_http_chat_friend_search_done(ngx_http_request_t *r,
 
     if (ngx_http_chat_json_num(json, "total_count", total) == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+}
+
+
+/*
+ * GET /api/friends/online (API.md 12, N5): the accepted friends whose
+ * presence key "user:online:{id}" exists, in id order.  The key, not the
+ * is_online column, is what says "online" here: it is gone the moment a
+ * user logs out or expires, while the column of an expiry may wait for
+ * MariaDB.  One MGET asks for every friend's key at once.
+ */
+
+ngx_int_t
+ngx_http_chat_friend_online(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    ngx_http_chat_sql_arg_t  args[2];
+
+    ngx_http_chat_friend_int_arg(&args[0], ctx->user_id);
+    args[1] = args[0];
+
+    return ngx_http_chat_sql(r,
+                             "SELECT id, username, last_seen_at FROM users "
+                             "WHERE id IN (" NGX_HTTP_CHAT_FRIEND_IDS ") "
+                             "ORDER BY id",
+                             args, 2, ngx_http_chat_friend_online_rows);
+}
+
+
+static ngx_int_t
+ngx_http_chat_friend_online_rows(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res)
+{
+    u_char                   *p;
+    size_t                   *argvlen;
+    ngx_uint_t                i;
+    const char              **argv;
+    ngx_http_chat_sql_res_t  *friends;
+
+    static ngx_str_t  none = ngx_string("[]");
+
+    if (res->rc != NGX_OK) {
+        return ngx_http_chat_friend_failed(r, res,
+                                           "Failed to get online friends");
+    }
+
+    if (res->nrows == 0) {
+        return ngx_http_chat_send_raw(r, NGX_HTTP_OK, &none);
+    }
+
+    /* the rows, cells in the request pool, for the reply's turn */
+
+    friends = ngx_palloc(r->pool, sizeof(ngx_http_chat_sql_res_t));
+    argv = ngx_palloc(r->pool, (res->nrows + 1) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (res->nrows + 1) * sizeof(size_t));
+    p = ngx_pnalloc(r->pool, res->nrows
+                             * (sizeof("user:online:") - 1 + NGX_INT64_LEN));
+
+    if (friends == NULL || argv == NULL || argvlen == NULL || p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *friends = *res;
+    ctx->data = friends;
+
+    argv[0] = "MGET";
+    argvlen[0] = sizeof("MGET") - 1;
+
+    for (i = 0; i < res->nrows; i++) {
+        argv[i + 1] = (const char *) p;
+        p = ngx_sprintf(p, "user:online:%V", &res->cells[i * res->ncols]);
+        argvlen[i + 1] = (u_char *) p - (u_char *) argv[i + 1];
+    }
+
+    return ngx_http_chat_redis(r, ngx_http_chat_friend_online_done,
+                               (int) res->nrows + 1, argv, argvlen);
+}
+
+
+static ngx_int_t
+ngx_http_chat_friend_online_done(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, redisReply *reply)
+{
+    cJSON                    *json, *item;
+    ngx_str_t                *row;
+    ngx_uint_t                i;
+    ngx_http_chat_sql_res_t  *friends;
+
+    friends = ctx->data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements != friends->nrows)
+    {
+        if (reply && reply->type == REDIS_REPLY_ERROR) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "chat friend: presence keys not read: %*s",
+                          reply->len, reply->str);
+        }
+
+        return ngx_http_chat_send_unavailable(r);
+    }
+
+    json = ngx_http_chat_json_array(r);
+    if (json == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < friends->nrows; i++) {
+
+        if (reply->element[i]->type == REDIS_REPLY_NIL) {
+            continue;
+        }
+
+        row = &friends->cells[i * friends->ncols];
+
+        item = cJSON_CreateObject();
+        if (item == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cJSON_AddItemToArray(json, item);
+
+        if (cJSON_AddNumberToObject(item, "user_id",
+                                    ngx_http_chat_friend_cell_int(&row[0]))
+            == NULL
+            || ngx_http_chat_json_str(item, "username", &row[1]) == NULL
+            || cJSON_AddTrueToObject(item, "is_online") == NULL
+            || ngx_http_chat_json_sql_time(item, "last_seen_at", &row[2])
+               == NULL)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
     }
 
     return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);

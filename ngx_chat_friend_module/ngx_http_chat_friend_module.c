@@ -101,6 +101,10 @@ static ngx_http_chat_route_t  ngx_http_chat_friend_routes[] = {
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
       ngx_http_chat_friend_blocked },
 
+    { NGX_HTTP_GET, ngx_string("/api/friends/online"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_EARLY,
+      ngx_http_chat_friend_online },
+
     /* one segment: "/api/friends/request/{target_user_id}" (F5) is another */
 
     { NGX_HTTP_DELETE, ngx_string("/api/friends/{friend_user_id}"),

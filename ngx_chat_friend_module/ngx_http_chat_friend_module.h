@@ -48,13 +48,15 @@ ngx_int_t ngx_http_chat_friend_answer(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_friend_cancel(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 
-/* F3, F4, F6: lists (ngx_http_chat_friend_lists.c) */
+/* F3, F4, F6, N5's online friends: lists (ngx_http_chat_friend_lists.c) */
 
 ngx_int_t ngx_http_chat_friend_list(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 ngx_int_t ngx_http_chat_friend_requests(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 ngx_int_t ngx_http_chat_friend_search(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+ngx_int_t ngx_http_chat_friend_online(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 
 

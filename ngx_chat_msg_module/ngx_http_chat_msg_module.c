@@ -14,6 +14,9 @@
 static char *ngx_http_chat_msg(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_chat_msg_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_chat_msg_room_query(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, int64_t room_id, const char *sql,
+    ngx_http_chat_handler_pt next);
 static ngx_int_t ngx_http_chat_msg_room_loaded(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res);
 static void ngx_http_chat_msg_bson_cleanup(void *data);
@@ -105,6 +108,10 @@ static ngx_http_chat_route_t  ngx_http_chat_msg_routes[] = {
       ngx_string("/api/messages/{message_id}/reactions/{emoji}"),
       NGX_HTTP_CHAT_AUTH, ngx_http_chat_msg_unreact },
 
+    { NGX_HTTP_POST, ngx_string("/api/messages/{room_id}/typing"),
+      NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON|NGX_HTTP_CHAT_JSON_OPTIONAL,
+      ngx_http_chat_msg_typing },
+
     { NGX_HTTP_POST, ngx_string("/api/messages/{room_id}"),
       NGX_HTTP_CHAT_AUTH|NGX_HTTP_CHAT_JSON, ngx_http_chat_msg_send },
 
@@ -161,6 +168,28 @@ ngx_int_t
 ngx_http_chat_msg_room_check(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     int64_t room_id, ngx_http_chat_handler_pt next)
 {
+    return ngx_http_chat_msg_room_query(r, ctx, room_id,
+                                        NGX_HTTP_CHAT_MSG_ROOMS
+                                        "WHERE r.id = ?", next);
+}
+
+
+/* what a member says to the other: the same, and 403 for a blocked pair */
+
+ngx_int_t
+ngx_http_chat_msg_room_check_open(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, int64_t room_id, ngx_http_chat_handler_pt next)
+{
+    return ngx_http_chat_msg_room_query(r, ctx, room_id,
+                                        NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED
+                                        "WHERE r.id = ?", next);
+}
+
+
+static ngx_int_t
+ngx_http_chat_msg_room_query(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    int64_t room_id, const char *sql, ngx_http_chat_handler_pt next)
+{
     ngx_http_chat_sql_arg_t   arg;
     ngx_http_chat_msg_ctx_t  *mctx;
 
@@ -174,9 +203,8 @@ ngx_http_chat_msg_room_check(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = room_id;
 
-    return ngx_http_chat_sql_then(r, NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?",
-                                  &arg, 1, ngx_http_chat_msg_room_loaded,
-                                  next);
+    return ngx_http_chat_sql_then(r, sql, &arg, 1,
+                                  ngx_http_chat_msg_room_loaded, next);
 }
 
 

@@ -217,6 +217,10 @@ ngx_http_chat_msg_ctx_t *ngx_http_chat_msg_get_ctx(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_msg_room_check(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, int64_t room_id,
     ngx_http_chat_handler_pt next);
+/* the same, and 403 "Cannot chat with this user" for a blocked pair */
+ngx_int_t ngx_http_chat_msg_room_check_open(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx, int64_t room_id,
+    ngx_http_chat_handler_pt next);
 
 /* the room checks on a result of NGX_HTTP_CHAT_MSG_ROOMS "WHERE r.id = ?":
  * NGX_OK, the room stored as above, or NGX_DONE when answered, *rc what
@@ -353,6 +357,12 @@ ngx_int_t ngx_http_chat_msg_reactions(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_msg_react(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 ngx_int_t ngx_http_chat_msg_unreact(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
+
+
+/* typing indicators, C13 (ngx_http_chat_msg_typing.c) */
+
+ngx_int_t ngx_http_chat_msg_typing(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 
 

@@ -37,7 +37,6 @@ typedef struct {
 } ngx_http_chat_notify_read_t;
 
 
-static ngx_int_t ngx_http_chat_notify_bool(ngx_str_t *s, ngx_uint_t *value);
 static ngx_int_t ngx_http_chat_notify_list_run(mongoc_database_t *db,
     void *data);
 static ngx_int_t ngx_http_chat_notify_list_done(ngx_http_request_t *r,
@@ -54,43 +53,6 @@ static ngx_int_t ngx_http_chat_notify_read_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_chat_notify_read_publish(ngx_http_request_t *r,
     ngx_http_chat_notify_read_t *rd);
-
-
-/* pydantic's lax booleans */
-
-static ngx_int_t
-ngx_http_chat_notify_bool(ngx_str_t *s, ngx_uint_t *value)
-{
-    ngx_uint_t  i;
-
-    static ngx_str_t  yes[] = {
-        ngx_string("1"), ngx_string("on"), ngx_string("t"),
-        ngx_string("true"), ngx_string("y"), ngx_string("yes")
-    };
-
-    static ngx_str_t  no[] = {
-        ngx_string("0"), ngx_string("off"), ngx_string("f"),
-        ngx_string("false"), ngx_string("n"), ngx_string("no")
-    };
-
-    for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-        if (s->len == yes[i].len
-            && ngx_strncasecmp(s->data, yes[i].data, s->len) == 0)
-        {
-            *value = 1;
-            return NGX_OK;
-        }
-
-        if (s->len == no[i].len
-            && ngx_strncasecmp(s->data, no[i].data, s->len) == 0)
-        {
-            *value = 0;
-            return NGX_OK;
-        }
-    }
-
-    return NGX_DECLINED;
-}
 
 
 /* N1: GET /api/notifications?limit=&skip=&unread_only= */
@@ -130,7 +92,7 @@ ngx_http_chat_notify_list(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     if (rc == NGX_OK
-        && ngx_http_chat_notify_bool(&s, &l->unread_only) != NGX_OK)
+        && ngx_http_chat_parse_bool(&s, &l->unread_only) != NGX_OK)
     {
         input = NULL;
 
@@ -384,51 +346,15 @@ ngx_http_chat_notify_read_body(ngx_http_request_t *r,
     cJSON **errors, ngx_uint_t *empty)
 {
     u_char      msg[80];
-    cJSON      *ids, *all, *item, *loc, *ectx;
+    cJSON      *ids, *item, *loc, *ectx;
     ngx_int_t   n, i;
     ngx_str_t   s;
     ngx_uint_t  bad;
 
-    all = cJSON_GetObjectItemCaseSensitive(ctx->json, "all");
-
-    if (all == NULL || cJSON_IsFalse(all)) {
-        rd->all = 0;
-
-    } else if (cJSON_IsTrue(all)) {
-        rd->all = 1;
-
-    } else if (cJSON_IsNumber(all)
-               && (all->valuedouble == 0 || all->valuedouble == 1))
+    if (ngx_http_chat_body_bool(r, errors, ctx->json, "all", 0, &rd->all)
+        == NGX_ERROR)
     {
-        rd->all = (all->valuedouble == 1);
-
-    } else if (cJSON_IsString(all)) {
-        s.data = (u_char *) all->valuestring;
-        s.len = ngx_strlen(all->valuestring);
-
-        if (ngx_http_chat_notify_bool(&s, &rd->all) != NGX_OK) {
-            *errors = ngx_http_chat_invalid(r, *errors, "body", "all",
-                                    "bool_parsing",
-                                    "Input should be a valid boolean, "
-                                    "unable to interpret input",
-                                    cJSON_Duplicate(all, 1));
-            if (*errors == NULL) {
-                return NGX_ERROR;
-            }
-        }
-
-    } else {
-        *errors = ngx_http_chat_invalid(r, *errors, "body", "all",
-                                        cJSON_IsNumber(all) ? "bool_parsing"
-                                                            : "bool_type",
-                                        cJSON_IsNumber(all)
-                                        ? "Input should be a valid boolean, "
-                                          "unable to interpret input"
-                                        : "Input should be a valid boolean",
-                                        cJSON_Duplicate(all, 1));
-        if (*errors == NULL) {
-            return NGX_ERROR;
-        }
+        return NGX_ERROR;
     }
 
     ids = cJSON_GetObjectItemCaseSensitive(ctx->json, "notification_ids");

@@ -43,6 +43,10 @@
  * its operations included, is its own pool.  A graceful shutdown waits
  * for the batch: the core waits for operations in flight, and the guard
  * timer for the settling that follows them.
+ *
+ * The consumer reads user.online_status too; its entries are no
+ * notifications, they fan out presence frames to friends and are settled
+ * on their own (ngx_http_chat_notify_presence.c).
  */
 
 
@@ -192,7 +196,8 @@ static void ngx_http_chat_notify_batch_free(ngx_http_chat_notify_batch_t *b);
 
 static ngx_http_chat_notify_stream_t  ngx_http_chat_notify_streams[] = {
     { ngx_string("friend.events"), 'f' },
-    { ngx_string("message.events"), 'm' }
+    { ngx_string("message.events"), 'm' },
+    { ngx_string(NGX_HTTP_CHAT_NOTIFY_PRESENCE_TOPIC), 'u' }
 };
 
 #define NGX_HTTP_CHAT_NOTIFY_NSTREAMS                                        \
@@ -211,7 +216,7 @@ ngx_http_chat_notify_consumer_init(ngx_cycle_t *cycle,
     ngx_http_chat_notify_main_conf_t *nmcf)
 {
     u_char                               *p;
-    ngx_str_t                             streams[2];
+    ngx_str_t                             streams[3];
     ngx_uint_t                            i;
     ngx_http_chat_core_main_conf_t       *cmcf;
     ngx_http_chat_notify_consumer_t      *nc;
@@ -316,12 +321,14 @@ ngx_http_chat_notify_consumer_exit(ngx_cycle_t *cycle)
         nc->collecting = NULL;
     }
 
+    ngx_http_chat_notify_presence_exit();
+
     ngx_http_chat_redis_consumer_destroy(nc->consumer);
     nc->consumer = NULL;
 }
 
 
-/* an entry of friend.events or message.events */
+/* an entry of friend.events, message.events or user.online_status */
 
 static void
 ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
@@ -345,6 +352,18 @@ ngx_http_chat_notify_entry(ngx_http_chat_redis_entry_t *e, void *data)
                       "skipped", &e->id, &e->stream);
         cJSON_Delete(event);
         ngx_http_chat_redis_consumer_ack(e);
+        return;
+    }
+
+    /* presence stores nothing: not a job of the batch (N5) */
+
+    if (e->stream.len == sizeof(NGX_HTTP_CHAT_NOTIFY_PRESENCE_TOPIC) - 1
+        && ngx_strncmp(e->stream.data, NGX_HTTP_CHAT_NOTIFY_PRESENCE_TOPIC,
+                       e->stream.len)
+           == 0)
+    {
+        ngx_http_chat_notify_presence(e, event, &nc->group, nc->log);
+        cJSON_Delete(event);
         return;
     }
 

@@ -17,6 +17,7 @@
 #define NGX_HTTP_CHAT_NOTIFY_TOPIC       "notification.events"
 #define NGX_HTTP_CHAT_NOTIFY_MAX_IDS     100
 #define NGX_HTTP_CHAT_NOTIFY_REPLAY_MAX  100
+#define NGX_HTTP_CHAT_NOTIFY_PRESENCE_TOPIC  "user.online_status"
 
 
 typedef struct {
@@ -49,6 +50,11 @@ ngx_int_t ngx_http_chat_notify_stream(ngx_http_request_t *r,
 ngx_int_t ngx_http_chat_notify_consumer_init(ngx_cycle_t *cycle,
     ngx_http_chat_notify_main_conf_t *nmcf);
 void ngx_http_chat_notify_consumer_exit(ngx_cycle_t *cycle);
+
+/* its entries of user.online_status: presence frames to friends (N5) */
+void ngx_http_chat_notify_presence(ngx_http_chat_redis_entry_t *e,
+    cJSON *event, ngx_str_t *group, ngx_log_t *log);
+void ngx_http_chat_notify_presence_exit(void);
 
 
 #endif /* _NGX_HTTP_CHAT_NOTIFY_MODULE_H_INCLUDED_ */

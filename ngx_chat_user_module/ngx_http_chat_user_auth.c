@@ -840,24 +840,14 @@ static ngx_int_t
 ngx_http_chat_user_online_event(ngx_http_request_t *r, ngx_int_t id,
     ngx_uint_t online)
 {
-    cJSON  *fields;
+    ngx_str_t  trace;
 
-    fields = ngx_http_chat_json_object(r);
-    if (fields == NULL
-        || ngx_http_chat_json_num(fields, "user_id", id) == NULL
-        || cJSON_AddBoolToObject(fields, "is_online", online) == NULL)
-    {
-        return NGX_ERROR;
-    }
+    /* a login's or a logout's event carries the request's trace */
 
-    if (ngx_http_chat_event_publish(r, "user.online_status", id,
-                                    "UserOnlineStatusChanged", fields)
-        == NGX_ERROR)
-    {
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
+    return ngx_http_chat_user_status_event(r->pool, r->connection->log, id,
+                                           online,
+                                           ngx_http_chat_traceparent(r, &trace)
+                                           == NGX_OK ? &trace : NULL);
 }
 
 

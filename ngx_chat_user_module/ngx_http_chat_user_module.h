@@ -96,6 +96,9 @@ ngx_int_t ngx_http_chat_user_email_format(ngx_str_t *email);
 void ngx_http_chat_user_touch(ngx_int_t id);
 ngx_int_t ngx_http_chat_user_presence_init(ngx_cycle_t *cycle);
 void ngx_http_chat_user_presence_exit(ngx_cycle_t *cycle);
+/* UserOnlineStatusChanged on user.online_status; trace: the request's */
+ngx_int_t ngx_http_chat_user_status_event(ngx_pool_t *pool, ngx_log_t *log,
+    int64_t id, ngx_uint_t online, ngx_str_t *trace);
 ngx_int_t ngx_http_chat_user_image_init(ngx_cycle_t *cycle);
 
 /* endpoints */

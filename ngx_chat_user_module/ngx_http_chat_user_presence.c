@@ -19,6 +19,12 @@
  * NGX_HTTP_CHAT_USER_OFFLINE_MAX updates wait in a worker.  What a worker
  * still holds when it exits (reload, stop) is lost with it: logged, and
  * counted with the forgotten statements.
+ *
+ * Once stored, the expiry is also told as UserOnlineStatusChanged on
+ * user.online_status, as log in and log out are (API.md 12, N5: friends
+ * learn of it from the notification consumer, which reads last_seen_at
+ * then).  Every node stores the expiry; only the first to claim
+ * "user:offline_event:{id}" in Redis publishes it.
  */
 
 
@@ -31,6 +37,10 @@
 #define NGX_HTTP_CHAT_USER_RETRY_MAX      10000
 #define NGX_HTTP_CHAT_USER_REFUSED_MAX    3
 #define NGX_HTTP_CHAT_USER_OFFLINE_MAX    10000
+
+/* how long the first node's claim on an expiry's event keeps the others
+ * off: the nodes see one expiry within milliseconds of each other */
+#define NGX_HTTP_CHAT_USER_CLAIM_MS       "2000"
 
 #define NGX_HTTP_CHAT_USER_OFFLINE_SQL                                       \
     "UPDATE users SET is_online = 0, last_seen_at = ?, "                     \
@@ -66,6 +76,8 @@ static void ngx_http_chat_user_offline_retry(ngx_event_t *ev);
 static void ngx_http_chat_user_offline_checked(ngx_http_chat_op_t *op);
 static void ngx_http_chat_user_offline_free(
     ngx_http_chat_user_offline_t *off);
+static void ngx_http_chat_user_offline_event(int64_t id);
+static void ngx_http_chat_user_offline_claimed(ngx_http_chat_op_t *op);
 
 
 static ngx_event_t       ngx_http_chat_user_config_timer;
@@ -332,6 +344,7 @@ ngx_http_chat_user_offline_done(ngx_http_chat_op_t *op)
                           off->id, off->attempts);
         }
 
+        ngx_http_chat_user_offline_event(off->id);
         ngx_http_chat_user_offline_free(off);
         return;
     }
@@ -446,6 +459,113 @@ ngx_http_chat_user_offline_free(ngx_http_chat_user_offline_t *off)
     ngx_http_chat_user_noffline--;
 
     ngx_free(off);
+}
+
+
+/* the claim on the expiry's event; the operation lives in its own pool */
+
+static void
+ngx_http_chat_user_offline_event(int64_t id)
+{
+    u_char              *key;
+    int64_t             *data;
+    ngx_pool_t          *pool;
+    const char          *argv[6];
+    size_t               argvlen[6];
+    ngx_http_chat_op_t  *op;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    op = ngx_pcalloc(pool, sizeof(ngx_http_chat_op_t));
+    data = ngx_palloc(pool, sizeof(int64_t));
+    key = ngx_pnalloc(pool, sizeof("user:offline_event:") + NGX_INT64_LEN);
+
+    if (op == NULL || data == NULL || key == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    *data = id;
+
+    op->pool = pool;
+    op->log = ngx_cycle->log;
+    op->handler = ngx_http_chat_user_offline_claimed;
+    op->data = data;
+
+    argv[0] = "SET";
+    argvlen[0] = 3;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "user:offline_event:%L", id) - key;
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = "NX";
+    argvlen[3] = 2;
+    argv[4] = "PX";
+    argvlen[4] = 2;
+    argv[5] = NGX_HTTP_CHAT_USER_CLAIM_MS;
+    argvlen[5] = sizeof(NGX_HTTP_CHAT_USER_CLAIM_MS) - 1;
+
+    if (ngx_http_chat_op_redis(op, 6, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
+}
+
+
+static void
+ngx_http_chat_user_offline_claimed(ngx_http_chat_op_t *op)
+{
+    int64_t  id;
+
+    id = *(int64_t *) op->data;
+
+    /* a nil reply: another node has the claim */
+
+    if (op->rc == NGX_OK && op->reply->type == REDIS_REPLY_STATUS) {
+        (void) ngx_http_chat_user_status_event(op->pool, op->log, id, 0,
+                                               NULL);
+
+    } else {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "chat user: user %L offline, event left to another "
+                       "node: rc:%i", id, op->rc);
+    }
+
+    ngx_destroy_pool(op->pool);
+}
+
+
+ngx_int_t
+ngx_http_chat_user_status_event(ngx_pool_t *pool, ngx_log_t *log, int64_t id,
+    ngx_uint_t online, ngx_str_t *trace)
+{
+    cJSON                           *fields;
+    ngx_int_t                        rc;
+    ngx_http_chat_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                               ngx_http_chat_core_module);
+
+    fields = cJSON_CreateObject();
+
+    if (fields == NULL
+        || ngx_http_chat_json_num(fields, "user_id", id) == NULL
+        || cJSON_AddBoolToObject(fields, "is_online", online) == NULL)
+    {
+        cJSON_Delete(fields);
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_chat_event_send_trace(pool, log, cmcf->events_maxlen,
+                                        "user.online_status", id,
+                                        "UserOnlineStatusChanged", fields,
+                                        trace);
+
+    cJSON_Delete(fields);
+
+    return rc == NGX_ERROR ? NGX_ERROR : NGX_OK;
 }
 
 

@@ -339,6 +339,13 @@ for my $pair ([$a, $b, 'the blocker'], [$b, $a, 'the blocked']) {
                      . '"Cannot chat with this user","details":null,'
                      . '"status_code":403}}', '... the same body');
 
+    ($st, $body, $res) = api(POST => "/api/messages/$room->{id}/typing",
+                             $me->{token}, { is_typing => \1 });
+    is($st, 403, "C13 (typing) by $who: 403");
+    is($res->{body}, '{"detail":{"error":"authorization_error","message":'
+                     . '"Cannot chat with this user","details":null,'
+                     . '"status_code":403}}', '... the same body');
+
     ($st, $body) = api(GET => '/api/chat-rooms', $me->{token});
     is($st, 200, "C1 by $who: 200");
     ok(scalar(grep { $_->{id} == $room->{id} } @$body), '... with the room');
@@ -447,6 +454,8 @@ is($body->{id}, $room->{id}, '... the same room');
 ($st, $said) = api(POST => "/api/messages/$room->{id}", $b->{token},
                    { content => 'hello after' });
 is($st, 201, 'C4: 201 again');
+($st) = api(POST => "/api/messages/$room->{id}/typing", $b->{token});
+is($st, 202, 'C13 (typing): 202 again');
 
 my $after;
 for (1 .. 50) {
