@@ -75,6 +75,18 @@ is(logout($t1), 200, 'logging out the first');
 is(me($t1), 401, '... refuses it');
 is(me($t2), 200, '... and leaves the second');
 
+# and a second apart
+my $s0 = int(time);
+sleep 0.05 while int(time) == $s0;
+my $t1b = login_user($user);
+sleep 1;
+my $t2b = login_user($user);
+isnt(claims($t1b)->{exp}, claims($t2b)->{exp},
+     'two logins a second apart: another exp');
+is(logout($t2b), 200, 'logging out the later');
+is(me($t2b), 401, '... refuses it');
+is(me($t1b), 200, '... and leaves the earlier');
+
 
 # ---- nbf and iat
 
