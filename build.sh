@@ -455,7 +455,8 @@ fuzz_build() {
 
 
 # each target for $1 seconds, from the seeds in fuzz/corpus/ and what
-# earlier runs found (.work/fuzz/corpus-*); a crash stops the run
+# earlier runs found (.work/fuzz/corpus-*); a crash stops the run (what
+# crashed stays in .work/fuzz/crashes-<target>/ until removed)
 fuzz() {
     local secs=${1:-60} t
 
@@ -463,14 +464,15 @@ fuzz() {
     fuzz_build
 
     for t in $FUZZ_TARGETS; do
-        mkdir -p "$WORK/fuzz/corpus-$t" "$WORK/fuzz/crashes"
+        mkdir -p "$WORK/fuzz/corpus-$t" "$WORK/fuzz/crashes-$t"
         log "fuzzing $t for ${secs}s"
-        (cd "$WORK/fuzz/crashes" && "$WORK/fuzz/$t" -max_total_time="$secs" \
-            -print_final_stats=1 "$WORK/fuzz/corpus-$t" "$TOP/fuzz/corpus/$t") \
+        (cd "$WORK/fuzz/crashes-$t" && "$WORK/fuzz/$t" \
+            -max_total_time="$secs" -print_final_stats=1 \
+            "$WORK/fuzz/corpus-$t" "$TOP/fuzz/corpus/$t") \
             2>&1 | grep -E '^(stat::|#[0-9]+ *DONE|==.*ERROR|SUMMARY)' \
             || true
-        if ls "$WORK/fuzz/crashes"/crash-* >/dev/null 2>&1; then
-            die "$t found a crash: $WORK/fuzz/crashes/"
+        if ls "$WORK/fuzz/crashes-$t"/crash-* >/dev/null 2>&1; then
+            die "$t found a crash: $WORK/fuzz/crashes-$t/"
         fi
     done
 }
