@@ -11,6 +11,7 @@
 #include <jwt.h>
 #include <crypt.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
@@ -32,7 +33,7 @@ typedef struct {
 } ngx_http_chat_bcrypt_task_t;
 
 
-static ngx_uint_t ngx_http_chat_jwt_future(jwt_t *jwt, const char *claim);
+static ngx_uint_t ngx_http_chat_jwt_future(cJSON *claims, const char *name);
 static void ngx_http_chat_revocation_reply(ngx_http_chat_op_t *op);
 static ngx_int_t ngx_http_chat_revocation_checked(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
@@ -167,80 +168,321 @@ ngx_http_chat_jwt_issue(ngx_http_request_t *r, ngx_int_t user_id,
 
 
 /*
- * Only HS256 with our secret is accepted: libjwt takes the algorithm from
- * the token's header, so the algorithm it found is checked afterwards.
- * Then "exp" in the future, "nbf" and "iat", if present, not in the
- * future (beyond NGX_HTTP_CHAT_JWT_SKEW), "type" "access", "sub" a positive
- * decimal id.
+ * Verification is on the path of every authenticated request, so it is
+ * done here rather than by libjwt (which parses both parts with jansson,
+ * allocates for each claim, and has OpenSSL look the HMAC algorithm up
+ * for every token): the signature first, over "header.payload", with
+ * SHA-256 states that already hold the key's padded blocks (made once
+ * per worker and configuration); then the header, which must name HS256
+ * and nothing else (the usual one is compared as it is); then the claims:
+ * "exp" an integer in the future, "nbf" and "iat", if present, not in the
+ * future (beyond NGX_HTTP_CHAT_JWT_SKEW), "type" "access", "sub" a
+ * positive decimal id.
  */
+
+#define NGX_HTTP_CHAT_JWT_HS256  "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9"
+
+
+/*
+ * SHA-256 states copied for each use, so OpenSSL looks the algorithm up
+ * once per worker: a fresh one (the revocation keys), and the key's HMAC
+ * blocks
+ */
+
+typedef struct {
+    EVP_MD_CTX                 *plain;      /* nothing hashed yet */
+    EVP_MD_CTX                 *inner;      /* after the key's ipad block */
+    EVP_MD_CTX                 *outer;      /* after its opad block */
+    EVP_MD_CTX                 *work;
+    void                       *conf;       /* the key's configuration */
+} ngx_http_chat_digests_t;
+
+
+static ngx_http_chat_digests_t  ngx_http_chat_digests;
+
+
+static ngx_int_t
+ngx_http_chat_digests_init(void)
+{
+    ngx_http_chat_digests_t  *h;
+
+    h = &ngx_http_chat_digests;
+
+    if (h->work) {
+        return NGX_OK;
+    }
+
+    h->plain = EVP_MD_CTX_new();
+    h->inner = EVP_MD_CTX_new();
+    h->outer = EVP_MD_CTX_new();
+    h->work = EVP_MD_CTX_new();
+
+    if (h->plain == NULL || h->inner == NULL || h->outer == NULL
+        || h->work == NULL
+        || EVP_DigestInit_ex(h->plain, EVP_sha256(), NULL) != 1)
+    {
+        EVP_MD_CTX_free(h->plain);
+        EVP_MD_CTX_free(h->inner);
+        EVP_MD_CTX_free(h->outer);
+        EVP_MD_CTX_free(h->work);
+        h->work = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_sha256(u_char *data, size_t len, u_char *md)
+{
+    unsigned int              n;
+    ngx_http_chat_digests_t  *h;
+
+    h = &ngx_http_chat_digests;
+
+    if (ngx_http_chat_digests_init() != NGX_OK
+        || EVP_MD_CTX_copy_ex(h->work, h->plain) != 1
+        || EVP_DigestUpdate(h->work, data, len) != 1
+        || EVP_DigestFinal_ex(h->work, md, &n) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_hmac_key(ngx_http_chat_core_main_conf_t *cmcf)
+{
+    u_char                    block[64], key[SHA256_DIGEST_LENGTH];
+    size_t                    len;
+    u_char                   *k;
+    ngx_uint_t                i;
+    const EVP_MD             *md;
+    ngx_http_chat_digests_t  *h;
+
+    h = &ngx_http_chat_digests;
+
+    if (h->conf == cmcf) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_chat_digests_init() != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* RFC 2104: a key longer than the block is hashed first */
+
+    k = cmcf->jwt_secret.data;
+    len = cmcf->jwt_secret.len;
+
+    if (len > sizeof(block)) {
+        if (ngx_http_chat_sha256(k, len, key) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        k = key;
+        len = sizeof(key);
+    }
+
+    md = EVP_sha256();
+
+    for (i = 0; i < sizeof(block); i++) {
+        block[i] = (i < len ? k[i] : 0) ^ 0x36;
+    }
+
+    if (EVP_DigestInit_ex(h->inner, md, NULL) != 1
+        || EVP_DigestUpdate(h->inner, block, sizeof(block)) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < sizeof(block); i++) {
+        block[i] = (i < len ? k[i] : 0) ^ 0x5c;
+    }
+
+    if (EVP_DigestInit_ex(h->outer, md, NULL) != 1
+        || EVP_DigestUpdate(h->outer, block, sizeof(block)) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    h->conf = cmcf;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_chat_hmac_sha256(u_char *data, size_t len, u_char *mac)
+{
+    u_char                    inner[SHA256_DIGEST_LENGTH];
+    unsigned int              n;
+    ngx_http_chat_digests_t  *h;
+
+    h = &ngx_http_chat_digests;
+
+    if (EVP_MD_CTX_copy_ex(h->work, h->inner) != 1
+        || EVP_DigestUpdate(h->work, data, len) != 1
+        || EVP_DigestFinal_ex(h->work, inner, &n) != 1
+        || EVP_MD_CTX_copy_ex(h->work, h->outer) != 1
+        || EVP_DigestUpdate(h->work, inner, sizeof(inner)) != 1
+        || EVP_DigestFinal_ex(h->work, mac, &n) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/* a base64url part of a token, decoded into the request's pool */
+
+static ngx_int_t
+ngx_http_chat_jwt_part(ngx_http_request_t *r, u_char *p, u_char *last,
+    ngx_str_t *out)
+{
+    ngx_str_t  src;
+
+    src.data = p;
+    src.len = last - p;
+
+    out->data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(src.len));
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    return ngx_decode_base64url(out, &src) == NGX_OK ? NGX_OK : NGX_DECLINED;
+}
+
 
 ngx_int_t
 ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
     ngx_http_chat_ctx_t *ctx)
 {
-    long                             exp;
-    char                            *s;
-    jwt_t                           *jwt;
-    int64_t                          id;
-    ngx_str_t                        sub;
+    u_char                          *p, *dot1, *dot2, *last;
+    u_char                           mac[SHA256_DIGEST_LENGTH];
+    u_char                           sig[48];
+    cJSON                           *json, *item;
+    int64_t                          exp, id;
+    ngx_str_t                        part, src, dst;
     ngx_int_t                        rc;
-    const char                      *v;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     if (token->len == 0 || token->len > NGX_HTTP_CHAT_TOKEN_MAX) {
         return NGX_DECLINED;
     }
 
+    p = token->data;
+    last = p + token->len;
+
+    dot1 = ngx_strlchr(p, last, '.');
+    dot2 = dot1 ? ngx_strlchr(dot1 + 1, last, '.') : NULL;
+
+    if (dot2 == NULL || dot1 == p || dot2 == dot1 + 1
+        || ngx_strlchr(dot2 + 1, last, '.') != NULL
+        || (size_t) (last - dot2 - 1) > 64)
+    {
+        return NGX_DECLINED;
+    }
+
+    /* the signature: 32 bytes, of HMAC-SHA256 over "header.payload" */
+
+    src.data = dot2 + 1;
+    src.len = last - src.data;
+    dst.data = sig;
+
+    if (ngx_decode_base64url(&dst, &src) != NGX_OK
+        || dst.len != SHA256_DIGEST_LENGTH)
+    {
+        return NGX_DECLINED;
+    }
+
     cmcf = ngx_http_get_module_main_conf(r, ngx_http_chat_core_module);
 
-    s = ngx_pnalloc(r->pool, token->len + 1);
-    if (s == NULL) {
+    if (ngx_http_chat_hmac_key(cmcf) != NGX_OK
+        || ngx_http_chat_hmac_sha256(p, dot2 - p, mac) != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    *ngx_cpymem(s, token->data, token->len) = '\0';
+    if (CRYPTO_memcmp(mac, sig, SHA256_DIGEST_LENGTH) != 0) {
+        return NGX_DECLINED;
+    }
 
-    if (jwt_decode(&jwt, s, cmcf->jwt_secret.data, cmcf->jwt_secret.len)
-        != 0)
+    /* the header: HS256 only (never "none", never another key's kind) */
+
+    if ((size_t) (dot1 - p) != sizeof(NGX_HTTP_CHAT_JWT_HS256) - 1
+        || ngx_strncmp(p, NGX_HTTP_CHAT_JWT_HS256, dot1 - p) != 0)
     {
+        rc = ngx_http_chat_jwt_part(r, p, dot1, &part);
+        if (rc != NGX_OK) {
+            return rc;
+        }
+
+        json = ngx_http_chat_json_decode(part.data, part.len);
+        item = cJSON_GetObjectItemCaseSensitive(json, "alg");
+
+        rc = (cJSON_IsString(item)
+              && ngx_strcmp(item->valuestring, "HS256") == 0)
+             ? NGX_OK : NGX_DECLINED;
+
+        cJSON_Delete(json);
+
+        if (rc != NGX_OK) {
+            return rc;
+        }
+    }
+
+    /* the claims */
+
+    rc = ngx_http_chat_jwt_part(r, dot1 + 1, dot2, &part);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    json = ngx_http_chat_json_decode(part.data, part.len);
+    if (!cJSON_IsObject(json)) {
+        cJSON_Delete(json);
         return NGX_DECLINED;
     }
 
     rc = NGX_DECLINED;
 
-    if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
-        goto done;
-    }
+    item = cJSON_GetObjectItemCaseSensitive(json, "exp");
 
-    errno = 0;
-    exp = jwt_get_grant_int(jwt, "exp");
-
-    if (errno != 0 || exp <= ngx_time()) {
-        goto done;
-    }
-
-    if (ngx_http_chat_jwt_future(jwt, "nbf")
-        || ngx_http_chat_jwt_future(jwt, "iat"))
+    if (!cJSON_IsNumber(item)
+        || ngx_http_chat_json_int64(item, &exp) != NGX_OK
+        || exp <= ngx_time())
     {
         goto done;
     }
 
-    v = jwt_get_grant(jwt, "type");
-
-    if (v == NULL || ngx_strcmp(v, "access") != 0) {
+    if (ngx_http_chat_jwt_future(json, "nbf")
+        || ngx_http_chat_jwt_future(json, "iat"))
+    {
         goto done;
     }
 
-    v = jwt_get_grant(jwt, "sub");
+    item = cJSON_GetObjectItemCaseSensitive(json, "type");
 
-    if (v == NULL) {
+    if (!cJSON_IsString(item) || ngx_strcmp(item->valuestring, "access") != 0)
+    {
         goto done;
     }
 
-    sub.data = (u_char *) v;
-    sub.len = ngx_strlen(v);
+    item = cJSON_GetObjectItemCaseSensitive(json, "sub");
 
-    if (ngx_http_chat_parse_id(&sub, &id) != NGX_OK
+    if (!cJSON_IsString(item)) {
+        goto done;
+    }
+
+    part.data = (u_char *) item->valuestring;
+    part.len = ngx_strlen(item->valuestring);
+
+    if (ngx_http_chat_parse_id(&part, &id) != NGX_OK
         || id <= 0 || id > NGX_MAX_INT32_VALUE)
     {
         goto done;
@@ -248,12 +490,12 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
 
     ctx->user_id = id;
     ctx->token = *token;
-    ctx->token_exp = exp;
+    ctx->token_exp = (time_t) exp;
 
-    v = jwt_get_grant(jwt, "email");
+    item = cJSON_GetObjectItemCaseSensitive(json, "email");
 
-    if (v) {
-        ctx->email.len = ngx_strlen(v);
+    if (cJSON_IsString(item)) {
+        ctx->email.len = ngx_strlen(item->valuestring);
         ctx->email.data = ngx_pnalloc(r->pool, ctx->email.len);
 
         if (ctx->email.data == NULL) {
@@ -261,14 +503,14 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
             goto done;
         }
 
-        ngx_memcpy(ctx->email.data, v, ctx->email.len);
+        ngx_memcpy(ctx->email.data, item->valuestring, ctx->email.len);
     }
 
     rc = NGX_OK;
 
 done:
 
-    jwt_free(jwt);
+    cJSON_Delete(json);
 
     return rc;
 }
@@ -276,24 +518,29 @@ done:
 
 /*
  * A time claim later than now (with skew), or a string where a number
- * belongs.  libjwt reads a claim of another type as 0: a fraction or a
- * boolean passes as 1970 (the original's verifiers truncate fractions).
+ * belongs; a fraction counts by its whole seconds (the original's
+ * verifiers truncate it), other types are not times and are let be.
  */
 
 static ngx_uint_t
-ngx_http_chat_jwt_future(jwt_t *jwt, const char *claim)
+ngx_http_chat_jwt_future(cJSON *claims, const char *name)
 {
-    long  t;
+    double  t;
+    cJSON  *item;
 
-    errno = 0;
-    t = jwt_get_grant_int(jwt, claim);
+    item = cJSON_GetObjectItemCaseSensitive(claims, name);
 
-    if (errno == ENOENT) {
+    if (cJSON_IsString(item)) {
+        return 1;
+    }
+
+    if (!cJSON_IsNumber(item)) {
         return 0;
     }
 
-    return t > ngx_time() + NGX_HTTP_CHAT_JWT_SKEW
-           || (t == 0 && jwt_get_grant(jwt, claim) != NULL);
+    t = item->valuedouble;
+
+    return t > (double) (ngx_time() + NGX_HTTP_CHAT_JWT_SKEW);
 }
 
 
@@ -306,7 +553,9 @@ ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
     u_char  *p;
     u_char   md[SHA256_DIGEST_LENGTH];
 
-    SHA256(token->data, token->len, md);
+    if (ngx_http_chat_sha256(token->data, token->len, md) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     key->len = sizeof(NGX_HTTP_CHAT_REVOKED) - 1 + 2 * SHA256_DIGEST_LENGTH;
     key->data = ngx_pnalloc(r->pool, key->len);
