@@ -111,6 +111,7 @@ my @Table = (
     chat_jwt_secret => http => [
         '""',
         'too-short-a-secret',
+        '0123456789abcdef',
         { args => 'change-me-nginx-chat-secret',
           error => qr/the secret of "chat_jwt_secret" is an example/ },
         { args => 'a-secret-of-31-bytes-0123456789',

@@ -142,28 +142,48 @@ $ChatStack::Base = $base;
     my $token = login_user($user);
     my %auth = (Authorization => "Bearer $token");
 
+    # every path of the README's lists (API.md 0), with requests that
+    # change nothing: reads, and writes refused for their body or id
     my @same = (
-        [user   => GET  => '/profile/me'],
-        [user   => GET  => "/users/$user->{id}"],
-        [user   => GET  => "/users/$user->{id}/exists"],
-        [user   => GET  => "/users/search?query=$user->{username}"],
-        [user   => GET  => '/users/0'],
+        [user   => POST => '/auth/register'],
+        [user   => POST => '/auth/login'],
+        [user   => POST => '/auth/login/json'],
         [user   => PUT  => '/auth/login/json'],
+        [user   => GET  => '/profile/me'],
+        [user   => PUT  => '/profile/me', '{"display_name":""}'],
+        [user   => GET  => "/profile/$user->{id}"],
+        [user   => POST => '/profile/me/image'],
+        [user   => GET  => "/users/search?query=$user->{username}"],
+        [user   => GET  => "/users/$user->{id}"],
+        [user   => GET  => '/users/0'],
+        [user   => GET  => "/users?user_ids=$user->{id}"],
+        [user   => GET  => "/users/$user->{id}/exists"],
+        [friend => POST => '/friends/request'],
+        [friend => PUT  => '/friends/status/0', '{}'],
         [friend => GET  => '/friends/list'],
         [friend => GET  => '/friends/requests'],
+        [friend => DELETE => '/friends/request/0'],
         [friend => GET  => '/friends/search?query=zz'],
         [msg    => GET  => '/chat-rooms'],
+        [msg    => GET  => '/chat-rooms/check/0'],
         [msg    => GET  => '/chat-rooms/x'],
+        [msg    => POST => '/messages/0'],
+        [msg    => GET  => '/messages/0'],
+        [msg    => POST => '/messages/read'],
         [msg    => GET  => '/messages/room/1/unread-count'],
+        [msg    => GET  => '/messages/stream/0'],
         [notify => GET  => '/notifications'],
+        [notify => GET  => '/notifications/stream?last_event_id=x',
+                   undef, { Authorization => 'Bearer not-a-token' }],
         [notify => POST => '/notifications/read'],
     );
 
     for my $c (@same) {
-        my ($svc, $method, $path) = @$c;
+        my ($svc, $method, $path, $body, $hdr) = @$c;
         my $url = "http://127.0.0.1:$port{$svc}";
-        my $body = $method eq 'POST' ? '{}' : undef;
-        my %h = (%auth, $body ? ('Content-Type' => 'application/json') : ());
+        $body //= $method eq 'POST' ? '{}' : undef;
+        my %h = (%{ $hdr // \%auth },
+                 $body ? ('Content-Type' => 'application/json') : ());
         my $api = http_request($method, "$url/api$path", \%h, $body);
         my $bare = http_request($method, "$url$path", \%h, $body);
         ok(defined $bare->{status} && $bare->{status} == $api->{status}
