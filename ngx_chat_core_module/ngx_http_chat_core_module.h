@@ -183,6 +183,8 @@ typedef ngx_int_t (*ngx_http_chat_thread_done_pt)(ngx_http_request_t *r,
 /* pub/sub message for a subscribed channel, in the worker */
 typedef void (*ngx_http_chat_message_pt)(ngx_str_t *channel,
     ngx_str_t *payload, void *data);
+/* a subscription confirmed by Redis */
+typedef void (*ngx_http_chat_ready_pt)(void *data);
 
 
 /* per-request state shared by the core and a service module */
@@ -531,6 +533,8 @@ ngx_int_t ngx_http_chat_redis_send(int argc, const char **argv,
 ngx_int_t ngx_http_chat_redis_subscribe(ngx_str_t *channel,
     ngx_http_chat_message_pt handler, void *data);
 ngx_int_t ngx_http_chat_redis_unsubscribe(ngx_str_t *channel, void *data);
+ngx_int_t ngx_http_chat_redis_subscribed(ngx_str_t *channel, void *data,
+    ngx_http_chat_ready_pt ready);
 ngx_int_t ngx_http_chat_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_core_main_conf_t *cmcf);
 void ngx_http_chat_redis_exit_process(ngx_cycle_t *cycle);
@@ -586,6 +590,9 @@ ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
     ngx_array_t *ids);
 void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
+/* next(r, ctx) once the stream's subscription is in place in Redis */
+ngx_int_t ngx_http_chat_sse_subscribed(ngx_http_chat_sse_t *s,
+    ngx_http_chat_handler_pt next);
 /* where a resuming client left off: Last-Event-ID, else ?last_event_id= */
 void ngx_http_chat_sse_last_event_id(ngx_http_request_t *r, ngx_str_t *last);
 

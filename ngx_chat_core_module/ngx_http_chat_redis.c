@@ -84,6 +84,9 @@ typedef struct {
     ngx_str_node_t                  sn;         /* first: rbtree lookups */
     ngx_queue_t                     subscribers;
     ngx_uint_t                      dispatching;
+    ngx_uint_t                      confirmed;  /* by Redis, on the pub/sub
+                                                   connection of this
+                                                   generation */
 } ngx_http_chat_redis_channel_t;
 
 
@@ -91,6 +94,7 @@ typedef struct {
     ngx_queue_t                     queue;
     ngx_http_chat_message_pt        handler;    /* NULL: removed during
                                                    dispatch */
+    ngx_http_chat_ready_pt          ready;      /* once, when confirmed */
     void                           *data;
 } ngx_http_chat_redis_sub_t;
 
@@ -143,6 +147,9 @@ static void ngx_http_chat_redis_channels_free(void);
 
 static ngx_http_chat_redis_conn_t  *ngx_http_chat_redis_cmd;
 static ngx_http_chat_redis_conn_t  *ngx_http_chat_redis_pubsub;
+
+/* pub/sub connections made so far: a confirmation holds for one */
+static ngx_uint_t                   ngx_http_chat_redis_sub_generation;
 
 static ngx_rbtree_t                 ngx_http_chat_redis_channels;
 static ngx_rbtree_node_t            ngx_http_chat_redis_sentinel;
@@ -363,6 +370,7 @@ ngx_http_chat_redis_subscribe(ngx_str_t *channel,
     }
 
     sub->handler = handler;
+    sub->ready = NULL;
     sub->data = data;
 
     hash = ngx_crc32_short(channel->data, channel->len);
@@ -388,6 +396,7 @@ ngx_http_chat_redis_subscribe(ngx_str_t *channel,
 
     ngx_queue_init(&ch->subscribers);
     ch->dispatching = 0;
+    ch->confirmed = 0;
 
     ngx_queue_insert_tail(&ch->subscribers, &sub->queue);
 
@@ -399,6 +408,53 @@ ngx_http_chat_redis_subscribe(ngx_str_t *channel,
     ngx_http_chat_redis_channel_command("SUBSCRIBE", ch);
 
     return NGX_OK;
+}
+
+
+/*
+ * NGX_OK when Redis has confirmed the channel's subscription on the
+ * current pub/sub connection: whatever is published from now on reaches
+ * the subscriber.  Else NGX_AGAIN, and ready(data) runs once when Redis
+ * confirms it (after a reconnection, too), unless the subscriber has left.
+ */
+
+ngx_int_t
+ngx_http_chat_redis_subscribed(ngx_str_t *channel, void *data,
+    ngx_http_chat_ready_pt ready)
+{
+    ngx_queue_t                    *q;
+    ngx_http_chat_redis_sub_t      *sub;
+    ngx_http_chat_redis_channel_t  *ch;
+
+    if (ngx_http_chat_redis_channels.root == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ch = ngx_http_chat_redis_channel_lookup(channel,
+                               ngx_crc32_short(channel->data, channel->len));
+    if (ch == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_chat_redis_pubsub && ngx_http_chat_redis_pubsub->open
+        && ch->confirmed == ngx_http_chat_redis_sub_generation)
+    {
+        return NGX_OK;
+    }
+
+    for (q = ngx_queue_head(&ch->subscribers);
+         q != ngx_queue_sentinel(&ch->subscribers);
+         q = ngx_queue_next(q))
+    {
+        sub = ngx_queue_data(q, ngx_http_chat_redis_sub_t, queue);
+
+        if (sub->handler && sub->data == data) {
+            sub->ready = ready;
+            return NGX_AGAIN;
+        }
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -566,6 +622,47 @@ ngx_http_chat_redis_dispatch(ngx_http_chat_redis_channel_t *ch,
 }
 
 
+/* Redis confirmed a channel: its subscribers waiting for it go on */
+
+static void
+ngx_http_chat_redis_confirmed(ngx_http_chat_redis_channel_t *ch)
+{
+    ngx_queue_t                *q, *last;
+    ngx_http_chat_ready_pt      ready;
+    ngx_http_chat_redis_sub_t  *sub;
+
+    ch->confirmed = ngx_http_chat_redis_sub_generation;
+
+    if (ngx_queue_empty(&ch->subscribers)) {
+        return;
+    }
+
+    ch->dispatching++;
+
+    last = ngx_queue_last(&ch->subscribers);
+
+    for (q = ngx_queue_head(&ch->subscribers); /* void */;
+         q = ngx_queue_next(q))
+    {
+        sub = ngx_queue_data(q, ngx_http_chat_redis_sub_t, queue);
+
+        if (sub->handler && sub->ready) {
+            ready = sub->ready;
+            sub->ready = NULL;
+            ready(sub->data);
+        }
+
+        if (q == last) {
+            break;
+        }
+    }
+
+    if (--ch->dispatching == 0) {
+        ngx_http_chat_redis_channel_sweep(ch);
+    }
+}
+
+
 /* every reply of the pub/sub connection's channels comes here */
 
 static void
@@ -592,6 +689,18 @@ ngx_http_chat_redis_sub_reply(redisAsyncContext *ac, void *data,
 
     channel.len = reply->element[1]->len;
     channel.data = (u_char *) reply->element[1]->str;
+
+    if (kind.len == sizeof("subscribe") - 1
+        && ngx_strncasecmp(kind.data, (u_char *) "subscribe", kind.len) == 0)
+    {
+        ch = ngx_http_chat_redis_channel_lookup(&channel,
+                               ngx_crc32_short(channel.data, channel.len));
+        if (ch) {
+            ngx_http_chat_redis_confirmed(ch);
+        }
+
+        return;
+    }
 
     if (kind.len != sizeof("message") - 1
         || ngx_strncasecmp(kind.data, (u_char *) "message", kind.len) != 0
@@ -631,6 +740,10 @@ ngx_http_chat_redis_sub_connected(ngx_http_chat_redis_conn_t *rconn)
     const char                    **argv;
     ngx_rbtree_node_t              *node;
     ngx_http_chat_redis_channel_t  *ch;
+
+    /* what the last connection confirmed holds no more */
+
+    ngx_http_chat_redis_sub_generation++;
 
     if (ngx_http_chat_redis_nchannels == 0) {
         return;

@@ -54,6 +54,8 @@ struct ngx_http_chat_sse_s {
     ngx_str_t                   revoked;    /* the token's revocation key */
     ngx_event_t                *recheck;
 
+    ngx_http_chat_handler_pt    next;       /* once subscribed */
+
     unsigned                    subscribed:1;
     unsigned                    watching:1; /* listens on "revoked" */
     unsigned                    hold:1;
@@ -78,6 +80,7 @@ static void ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
 static void ngx_http_chat_sse_recheck(ngx_event_t *ev);
 static ngx_http_chat_route_t *ngx_http_chat_sse_route(ngx_http_chat_sse_t *s);
+static void ngx_http_chat_sse_confirmed(void *data);
 static ngx_int_t ngx_http_chat_sse_rechecked(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, redisReply *reply);
 
@@ -619,6 +622,67 @@ ngx_http_chat_sse_subscribe(ngx_http_chat_sse_t *s, ngx_str_t *channel,
     s->subscribed = 1;
 
     return NGX_OK;
+}
+
+
+/*
+ * What the stream reads to know where its live frames begin (a replay's
+ * bound) must be read after Redis has its subscription in place: a frame
+ * published between that read and the subscription would be neither read
+ * nor delivered.  next(r, ctx) runs then, at once when it is already so.
+ * next() returns NGX_DONE; anything else ends the stream.
+ */
+
+ngx_int_t
+ngx_http_chat_sse_subscribed(ngx_http_chat_sse_t *s,
+    ngx_http_chat_handler_pt next)
+{
+    ngx_int_t             rc;
+    ngx_http_chat_ctx_t  *ctx;
+
+    rc = ngx_http_chat_redis_subscribed(&s->channel, s,
+                                        ngx_http_chat_sse_confirmed);
+
+    if (rc == NGX_AGAIN) {
+        s->next = next;
+        return NGX_DONE;
+    }
+
+    /* confirmed, or no Redis to wait for */
+
+    ctx = ngx_http_get_module_ctx(s->request, ngx_http_chat_core_module);
+
+    return next(s->request, ctx);
+}
+
+
+static void
+ngx_http_chat_sse_confirmed(void *data)
+{
+    ngx_http_chat_sse_t *s = data;
+
+    ngx_int_t             rc;
+    ngx_connection_t     *c;
+    ngx_http_request_t   *r;
+    ngx_http_chat_ctx_t  *ctx;
+
+    r = s->request;
+    c = r->connection;
+
+    if (s->closed || s->next == NULL) {
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_chat_core_module);
+
+    rc = s->next(r, ctx);
+    s->next = NULL;
+
+    if (rc != NGX_DONE) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
+    }
+
+    ngx_http_run_posted_requests(c);
 }
 
 

@@ -22,6 +22,8 @@ static ngx_int_t ngx_http_chat_msg_stream_auth(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_stream_room(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx);
+static ngx_int_t ngx_http_chat_msg_stream_replay(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx);
 static ngx_int_t ngx_http_chat_msg_stream_last(ngx_http_request_t *r,
     bson_oid_t *oid);
 static ngx_int_t ngx_http_chat_msg_stream_mark(ngx_http_request_t *r,
@@ -68,16 +70,11 @@ static ngx_int_t
 ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
     u_char                   *p;
-    u_char                    key[sizeof("chat:room::released")
-                                  + NGX_INT64_LEN];
-    size_t                    argvlen[2];
-    const char               *argv[2];
     cJSON                    *data;
     ngx_str_t                 channel, frame, message;
     bson_oid_t                last;
     ngx_uint_t                replay;
     ngx_http_chat_sse_t      *sse;
-    ngx_http_chat_msg_op_t   *op;
     ngx_http_chat_msg_ctx_t  *mctx;
 
     mctx = ngx_http_chat_msg_get_ctx(r, ctx);
@@ -126,10 +123,41 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
         return NGX_DONE;
     }
 
+    if (ngx_http_chat_sse_subscribed(sse, ngx_http_chat_msg_stream_replay)
+        != NGX_DONE)
+    {
+        ngx_http_chat_sse_close(sse, NGX_ERROR);
+    }
+
+    return NGX_DONE;
+}
+
+
+/* the subscription is in place in Redis: the replay may read its bound */
+
+static ngx_int_t
+ngx_http_chat_msg_stream_replay(ngx_http_request_t *r,
+    ngx_http_chat_ctx_t *ctx)
+{
+    u_char                    key[sizeof("chat:room::released")
+                                  + NGX_INT64_LEN];
+    size_t                    argvlen[2];
+    const char               *argv[2];
+    bson_oid_t                last;
+    ngx_http_chat_msg_op_t   *op;
+    ngx_http_chat_msg_ctx_t  *mctx;
+
+    mctx = ngx_http_chat_msg_get_ctx(r, ctx);
+
+    if (mctx == NULL
+        || ngx_http_chat_msg_stream_last(r, &last) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     op = ngx_http_chat_msg_op(r, mctx);
     if (op == NULL) {
-        ngx_http_chat_sse_close(sse, NGX_ERROR);
-        return NGX_DONE;
+        return NGX_ERROR;
     }
 
     op->oid = last;
@@ -145,14 +173,8 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     argvlen[1] = ngx_sprintf(key, "chat:room:%L:released", op->room_id)
                  - key;
 
-    if (ngx_http_chat_redis(r, ngx_http_chat_msg_stream_mark, 2, argv,
-                            argvlen)
-        != NGX_DONE)
-    {
-        ngx_http_chat_sse_close(sse, NGX_ERROR);
-    }
-
-    return NGX_DONE;
+    return ngx_http_chat_redis(r, ngx_http_chat_msg_stream_mark, 2, argv,
+                               argvlen);
 }
 
 
