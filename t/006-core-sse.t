@@ -13,15 +13,8 @@ use Time::HiRes qw(time sleep);
 
 my $config = "location /diag/ { chat_diagnostics; }\n"
              . "location = /metrics { chat_metrics; }";
-my $http = chat_http_config() . "chat_sse_keepalive 1s;\n"
-           . "chat_sse_max_queue 64k;\n";
-
-my $a = start_nginx_with(workers => 2, master => 1,
-                         main_config => chat_main_config(),
-                         http_config => $http, config => $config);
-my $b = start_nginx_with(workers => 2, master => 1,
-                         main_config => chat_main_config(),
-                         http_config => $http, config => $config);
+my ($a, $b) = chat_nodes(2, $config, http => "chat_sse_keepalive 1s;\n"
+                                             . "chat_sse_max_queue 64k;\n");
 
 my $chan = unique_name('c');
 

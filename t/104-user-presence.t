@@ -10,10 +10,7 @@ use Test::Nginx::Chat;
 use ChatStack;
 use Time::HiRes qw(time sleep);
 
-my $ngx = start_nginx_with(workers => 2, master => 1,
-                           main_config => chat_main_config(),
-                           http_config => chat_http_config(),
-                           config => 'location /api/ { chat_user; }');
+my ($ngx) = chat_nodes(1, 'location /api/ { chat_user; }');
 
 $ChatStack::Base = $ngx->url('');
 

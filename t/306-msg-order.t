@@ -20,11 +20,7 @@ location /api/chat-rooms { chat_msg; }
 location /api/messages { chat_msg; }
 EOF
 
-my @nodes = map {
-    start_nginx_with(workers => 2, master => 1, log_level => 'info',
-                     main_config => chat_main_config(),
-                     http_config => chat_http_config(), config => $config)
-} 1 .. 2;
+my @nodes = chat_nodes(2, $config, log_level => 'info');
 
 $ChatStack::Base = $nodes[0]->url('');
 

@@ -25,14 +25,9 @@ EOF
 # a consumer group of this file's own, and so channels of its own
 my $group = "notifications_t$$";
 
-my @nodes = map {
-    start_nginx_with(workers => 2, master => 1,
-                     main_config => chat_main_config(),
-                     http_config => chat_http_config()
-                                    . "chat_notify_consumer on;\n"
-                                    . "chat_notify_group $group;\n",
-                     config => $config)
-} 1 .. 2;
+my @nodes = chat_nodes(2, $config,
+                       http => "chat_notify_consumer on;\n"
+                               . "chat_notify_group $group;\n");
 
 my ($na, $nb) = @nodes;
 

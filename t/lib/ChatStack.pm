@@ -26,6 +26,7 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  server_keeps_data sql_user notification_id upload_png
                  stream_entries event_with
                  stream_mark events_since
+                 chat_nodes
                  stack_start stack_stop raw_request);
 
 sub env {
@@ -78,6 +79,21 @@ EOF
 # a block preprocessor: prepend the shared configuration. Passed as
 # add_block_preprocessor(\&chat_block), a form that Test::Nginx::Socket's
 # (&) prototype takes too
+# $n nginx instances of two workers on the test stack's datastores, each
+# serving $config; %o: http (more lines for http{}), and any option of
+# start_nginx_with()
+sub chat_nodes {
+    my ($n, $config, %o) = @_;
+    my $http = chat_http_config() . (delete $o{http} // '');
+    require Test::Nginx::Chat;
+    return map {
+        Test::Nginx::Chat::start_nginx_with(workers => 2, master => 1,
+                                            main_config => chat_main_config(),
+                                            http_config => $http,
+                                            config => $config, %o)
+    } 1 .. $n;
+}
+
 sub chat_block {
     my ($block) = @_;
     my $http = $block->http_config // '';
