@@ -36,10 +36,11 @@ static ngx_int_t ngx_http_chat_friend_online_done(ngx_http_request_t *r,
     "WHERE user_id_2 = ? AND status = 'accepted' AND deleted_at IS NULL"
 
 
-/* F3. GET /api/friends/list */
+/* the caller's accepted friends: id, username, last_seen_at, by id */
 
-ngx_int_t
-ngx_http_chat_friend_list(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+static ngx_int_t
+ngx_http_chat_friend_accepted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
+    ngx_http_chat_sql_pt done)
 {
     ngx_http_chat_sql_arg_t  args[2];
 
@@ -50,7 +51,17 @@ ngx_http_chat_friend_list(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
                              "SELECT id, username, last_seen_at FROM users "
                              "WHERE id IN (" NGX_HTTP_CHAT_FRIEND_IDS ") "
                              "ORDER BY id",
-                             args, 2, ngx_http_chat_friend_list_done);
+                             args, 2, done);
+}
+
+
+/* F3. GET /api/friends/list */
+
+ngx_int_t
+ngx_http_chat_friend_list(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
+{
+    return ngx_http_chat_friend_accepted(r, ctx,
+                                         ngx_http_chat_friend_list_done);
 }
 
 
@@ -316,16 +327,8 @@ ngx_http_chat_friend_search_done(ngx_http_request_t *r,
 ngx_int_t
 ngx_http_chat_friend_online(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
-    ngx_http_chat_sql_arg_t  args[2];
-
-    ngx_http_chat_friend_int_arg(&args[0], ctx->user_id);
-    args[1] = args[0];
-
-    return ngx_http_chat_sql(r,
-                             "SELECT id, username, last_seen_at FROM users "
-                             "WHERE id IN (" NGX_HTTP_CHAT_FRIEND_IDS ") "
-                             "ORDER BY id",
-                             args, 2, ngx_http_chat_friend_online_rows);
+    return ngx_http_chat_friend_accepted(r, ctx,
+                                         ngx_http_chat_friend_online_rows);
 }
 
 

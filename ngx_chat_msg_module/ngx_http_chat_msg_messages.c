@@ -211,7 +211,7 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     if (room_id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "room_id", room_id);
+        return ngx_http_chat_send_not_positive(r, "room_id", room_id);
     }
 
     mctx = ngx_http_chat_msg_get_ctx(r, ctx);
@@ -632,7 +632,7 @@ ngx_http_chat_msg_page(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     if (room_id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "room_id", room_id);
+        return ngx_http_chat_send_not_positive(r, "room_id", room_id);
     }
 
     mctx = ngx_http_chat_msg_get_ctx(r, ctx);
@@ -826,7 +826,7 @@ ngx_http_chat_msg_read(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     if (room_id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "room_id", room_id);
+        return ngx_http_chat_send_not_positive(r, "room_id", room_id);
     }
 
     return ngx_http_chat_msg_room_check(r, ctx, room_id,

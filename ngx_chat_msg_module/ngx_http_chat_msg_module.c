@@ -325,20 +325,10 @@ ngx_http_chat_msg_room_path(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     }
 
     if (id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "room_id", id);
+        return ngx_http_chat_send_not_positive(r, "room_id", id);
     }
 
     return ngx_http_chat_msg_room_check(r, ctx, id, next);
-}
-
-
-/* E-B': "<name> must be a positive integer" */
-
-ngx_int_t
-ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r, const char *name,
-    int64_t value)
-{
-    return ngx_http_chat_send_not_positive(r, name, value);
 }
 
 

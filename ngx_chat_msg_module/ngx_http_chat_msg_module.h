@@ -237,9 +237,6 @@ ngx_int_t ngx_http_chat_msg_room_path(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_str_t *param,
     ngx_http_chat_handler_pt next);
 
-ngx_int_t ngx_http_chat_msg_send_not_positive(ngx_http_request_t *r,
-    const char *name, int64_t value);
-
 /* the member's username, "Unknown" without a users row */
 ngx_str_t *ngx_http_chat_msg_username(ngx_http_chat_msg_room_t *room,
     int64_t user_id);

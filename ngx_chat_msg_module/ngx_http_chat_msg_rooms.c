@@ -191,7 +191,7 @@ ngx_http_chat_msg_room_get_or_create(ngx_http_request_t *r,
     }
 
     if (id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "participant_id", id);
+        return ngx_http_chat_send_not_positive(r, "participant_id", id);
     }
 
     if (id == ctx->user_id) {

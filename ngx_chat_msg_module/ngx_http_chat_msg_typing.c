@@ -65,7 +65,7 @@ ngx_http_chat_msg_typing(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     }
 
     if (room_id <= 0) {
-        return ngx_http_chat_msg_send_not_positive(r, "room_id", room_id);
+        return ngx_http_chat_send_not_positive(r, "room_id", room_id);
     }
 
     return ngx_http_chat_msg_room_check_open(r, ctx, room_id,
