@@ -234,5 +234,19 @@ echo "profile_me / ping:  rps ratio $(div "$(field rps "$R_ME")" "$(field rps "$
      "nginx workers' CPU per request ratio $(div "$(field nginx_workers_us "$C_ME")" "$(field nginx_workers_us "$C_PING")")"
 echo "a message:          $(field total_us "$C_SEND") us of CPU while sent," \
      "$(field total_us "$C_AFTER") us after (the stack was $(quiet_text))"
+echo
+
+# the goals of an authenticated read: the handler's own nginx CPU is
+# profile/me's less /ping's (nginx's part of any request)
+goal read_handler_us \
+    "$(awk -v a="$(field nginx_workers_us "$C_ME")" \
+           -v b="$(field nginx_workers_us "$C_PING")" \
+           'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "?";
+                    else printf "%.1f\n", a - b }')" le 20 \
+    "nginx CPU of the profile/me handler per read, us (profile/me less /ping)"
+goal read_mariadb_us "$(field mariadbd_us "$C_ME")" le 30 \
+    "mariadbd CPU per profile/me read, us"
+goal read_ping_ratio "$(div "$(field rps "$R_ME")" "$(field rps "$R_PING")")" \
+    ge 0.35 "profile/me req/s over /ping req/s, same nginx, same run"
 
 finish

@@ -70,6 +70,20 @@ div() {
         else printf "%.2f\n", a / b }'
 }
 
+# goal ID VALUE le|ge LIMIT WHAT: one of the goals the benchmarks are
+# held to, as a GOAL line that bench/run.sh gathers into its closing
+# table; a value that could not be measured ("?") is a goal not met
+goal() {
+    local id=$1 value=$2 cmp=$3 limit=$4 what=$5 met
+
+    met=$(awk -v v="$value" -v c="$cmp" -v l="$limit" 'BEGIN {
+        if (v !~ /^-?[0-9.]+$/) { print "no"; exit }
+        if (c == "le") print (v + 0 <= l + 0) ? "yes" : "no";
+        else print (v + 0 >= l + 0) ? "yes" : "no" }')
+
+    echo "GOAL id=$id value=$value target=$cmp:$limit met=$met what=\"$what\""
+}
+
 FAILED=()
 
 # warmup LABEL CONNECTIONS URL [VAR=value ...]: the unmeasured wrk run

@@ -136,9 +136,11 @@ machine() {
 
 mkdir -p "$RESULTS"
 rc=0
+files=()
 
 for n in "${names[@]}"; do
     file=$RESULTS/$n-$(date -u +%Y%m%dT%H%M%SZ).txt
+    files+=("$file")
     log "benchmark $n -> ${file#"$TOP"/}"
     brc=0
     {
@@ -155,5 +157,50 @@ for n in "${names[@]}"; do
     fi
     echo
 done
+
+
+# The goals every benchmark of the run printed (GOAL lines, see goal()
+# in lib.sh), in one table; saved beside the results.
+
+goals() {
+    local f
+
+    for f in "${files[@]}"; do
+        grep -h '^GOAL ' "$f" 2>/dev/null \
+            | sed "s|^GOAL |GOAL bench=$(basename "$f" .txt | sed 's/-[0-9TZ]*$//') |"
+    done | awk '
+        function val(k,   m) {
+            if (match($0, " " k "=[^ ]*")) {
+                m = substr($0, RSTART + length(k) + 2, RLENGTH - length(k) - 2)
+                return m
+            }
+            return "?"
+        }
+        BEGIN {
+            printf "%-9s %-24s %10s %10s %5s  %s\n", "benchmark", "goal",
+                   "measured", "target", "met", "what"
+        }
+        {
+            what = $0
+            sub(/.* what="/, "", what)
+            sub(/"$/, "", what)
+            t = val("target")
+            sub(/^le:/, "<= ", t)
+            sub(/^ge:/, ">= ", t)
+            printf "%-9s %-24s %10s %10s %5s  %s\n", val("bench"), val("id"),
+                   val("value"), t, val("met"), what
+            n++
+            if (val("met") == "yes") met++
+        }
+        END { printf "%d of %d goals met\n", met, n }'
+}
+
+if [ ${#files[@]} -gt 0 ] && grep -qh '^GOAL ' "${files[@]}" 2>/dev/null; then
+    file=$RESULTS/goals-$(date -u +%Y%m%dT%H%M%SZ).txt
+    {
+        echo "=== goals ($(git -C "$TOP" rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u '+%Y-%m-%d %H:%M UTC'))"
+        goals
+    } | tee "$file"
+fi
 
 exit $rc
