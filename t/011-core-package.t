@@ -117,6 +117,9 @@ for my $m (qw(core user friend msg notify)) {
        "... with a relative load_module line");
 }
 
+ok(-f '/etc/nginx/snippets/chat-errors.conf',
+   'the JSON error pages are /etc/nginx/snippets/chat-errors.conf');
+
 my @st = stat('/var/lib/nginx-chat/uploads');
 is(scalar(@st) ? scalar getpwuid($st[4]) : '', 'www-data',
    '/var/lib/nginx-chat/uploads belongs to www-data');
@@ -149,6 +152,10 @@ sub site {
         [qr{/etc/nginx/chat-jwt\.secret;}, "$secret_file;"],
         [qr/^chat_user_upload_dir .*\n/m, ''],
         [qr/listen  8080;/, "listen 127.0.0.1:$port;"],
+        # the test's nginx has its own prefix: the package's snippet by
+        # its installed path
+        [qr{include  snippets/chat-errors\.conf;},
+         'include /etc/nginx/snippets/chat-errors.conf;'],
     );
     for my $e (@edits) {
         $c =~ s/$e->[0]/$e->[1]/ or die "the example has no $e->[0]\n";
@@ -261,6 +268,17 @@ EOF
     ok(($res->{status} // 0) == 200 && $res->{body} eq $png,
        "$order: ... and served");
 
+    # nginx's own 404 and a request line it refuses, as the API's JSON
+    $res = http_request(GET => "http://127.0.0.1:$gw/no-such-page");
+    is_deeply([$res->{status}, json_decode($res->{body} // '')],
+              [404, { detail => 'Not Found' }],
+              "$order: nginx's own 404 is the package's JSON page");
+
+    $res = http_request(GET => "http://127.0.0.1:$gw/api/auth/%00");
+    is_deeply([$res->{status}, json_decode($res->{body} // '')],
+              [400, { detail => 'Bad Request' }],
+              "$order: ... and its 400");
+
     $res = http_request(GET => $inst->url('/'));
     my $info = json_decode($res->{body} // '');
     is(ref $info eq 'HASH' ? $info->{version} : '', $version,
@@ -306,6 +324,8 @@ for my $m (qw(core user friend msg notify)) {
        "purged: the $m module and its link are gone");
 }
 ok(!-e '/var/lib/nginx-chat', 'purged: /var/lib/nginx-chat is gone');
+ok(!-e '/etc/nginx/snippets/chat-errors.conf',
+   'purged: the error pages snippet is gone');
 ok(!$nchan_link || -l $nchan_link, "nchan's link is as it was");
 
 ($rc, $out) = run_cmd('/usr/sbin/nginx -t -q');
