@@ -120,6 +120,23 @@ for my $m (qw(core user friend msg notify)) {
 ok(-f '/etc/nginx/snippets/chat-errors.conf',
    'the JSON error pages are /etc/nginx/snippets/chat-errors.conf');
 
+# the migration ships with its schema; on the suite's database, which is
+# the schema already, it has nothing to do
+{
+    local %ENV = (%ENV,
+        CHAT_MYSQL_HOST => '127.0.0.1',
+        CHAT_MYSQL_PORT => $ENV{TEST_NGINX_MYSQL_PORT} // 13306,
+        CHAT_MYSQL_USER => 'chat', CHAT_MYSQL_PASSWORD => 'chatpw',
+        CHAT_MYSQL_DATABASE => $ENV{TEST_NGINX_MYSQL_DATABASE} // 'chat_test',
+        CHAT_MONGO_URI => 'mongodb://127.0.0.1:'
+                          . ($ENV{TEST_NGINX_MONGO_PORT} // 27117) . '/',
+        CHAT_MONGO_DATABASE => ChatStack::mongo_database());
+    ($rc, $out) = run_cmd('/usr/bin/python3 /usr/share/nginx-chat/migrate.py --dry-run');
+    is($rc, 0, '/usr/share/nginx-chat/migrate.py runs') or diag($out);
+    like($out, qr/^migrate: nothing to do$/m, '... and finds nothing to do')
+        or diag($out);
+}
+
 my @st = stat('/var/lib/nginx-chat/uploads');
 is(scalar(@st) ? scalar getpwuid($st[4]) : '', 'www-data',
    '/var/lib/nginx-chat/uploads belongs to www-data');
