@@ -339,6 +339,8 @@ ngx_int_t ngx_http_chat_add_header(ngx_http_request_t *r, const char *key,
     const char *value);
 ngx_int_t ngx_http_chat_send_detail(ngx_http_request_t *r,
     ngx_uint_t status, const char *detail);
+ngx_int_t ngx_http_chat_send_message(ngx_http_request_t *r,
+    const char *message, const char *name, int64_t id);
 ngx_int_t ngx_http_chat_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *error, const char *message, cJSON *details);
 ngx_int_t ngx_http_chat_send_flat_error(ngx_http_request_t *r,

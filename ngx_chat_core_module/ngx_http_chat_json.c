@@ -483,6 +483,26 @@ ngx_http_chat_send_detail(ngx_http_request_t *r, ngx_uint_t status,
 }
 
 
+/* 200 {"message":"..."}, with "<name>":<id> when a name is given */
+
+ngx_int_t
+ngx_http_chat_send_message(ngx_http_request_t *r, const char *message,
+    const char *name, int64_t id)
+{
+    cJSON  *json;
+
+    json = ngx_http_chat_json_object(r);
+    if (json == NULL
+        || cJSON_AddStringToObject(json, "message", message) == NULL
+        || (name && ngx_http_chat_json_num(json, name, id) == NULL))
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+}
+
+
 static cJSON *
 ngx_http_chat_error_body(cJSON *obj, ngx_uint_t status, const char *error,
     const char *message, const char *extra, cJSON *details)

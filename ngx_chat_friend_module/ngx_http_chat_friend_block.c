@@ -73,8 +73,6 @@ static cJSON *ngx_http_chat_friend_block_json(cJSON *obj, int64_t id,
     int64_t user_id, int64_t blocked_user_id, ngx_str_t *created_at);
 static void ngx_http_chat_friend_block_event(ngx_http_request_t *r,
     ngx_http_chat_friend_block_t *b, const char *type);
-static ngx_int_t ngx_http_chat_friend_block_answer(ngx_http_request_t *r,
-    const char *message, const char *name, int64_t id);
 
 
 static ngx_http_chat_friend_block_t *
@@ -220,8 +218,8 @@ ngx_http_chat_friend_removed(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
                                            "FriendDeleted", fields);
     }
 
-    return ngx_http_chat_friend_block_answer(r, "Friend removed successfully",
-                                             "friend_user_id", b->other);
+    return ngx_http_chat_send_message(r, "Friend removed successfully",
+                                      "friend_user_id", b->other);
 }
 
 
@@ -475,8 +473,8 @@ ngx_http_chat_friend_unblocked(ngx_http_request_t *r,
 
     ngx_http_chat_friend_block_event(r, b, "UserUnblocked");
 
-    return ngx_http_chat_friend_block_answer(r, "User unblocked successfully",
-                                             "blocked_user_id", b->other);
+    return ngx_http_chat_send_message(r, "User unblocked successfully",
+                                      "blocked_user_id", b->other);
 }
 
 
@@ -611,25 +609,4 @@ ngx_http_chat_friend_block_event(ngx_http_request_t *r,
 
     (void) ngx_http_chat_event_publish(r, "friend.events", b->user_id, type,
                                        fields);
-}
-
-
-/* {"message":"...","<name>":<id>} with 200 */
-
-static ngx_int_t
-ngx_http_chat_friend_block_answer(ngx_http_request_t *r, const char *message,
-    const char *name, int64_t id)
-{
-    cJSON  *json;
-
-    json = ngx_http_chat_json_object(r);
-
-    if (json == NULL
-        || cJSON_AddStringToObject(json, "message", message) == NULL
-        || ngx_http_chat_json_num(json, name, id) == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
 }

@@ -370,7 +370,6 @@ static ngx_int_t
 ngx_http_chat_friend_answered(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res)
 {
-    cJSON                   *json;
     ngx_http_chat_friend_t  *f;
 
     f = ctx->data;
@@ -394,16 +393,9 @@ ngx_http_chat_friend_answered(ngx_http_request_t *r,
 
     ngx_http_chat_friend_event(r, f, "FriendRequestRejected", 0);
 
-    json = ngx_http_chat_json_object(r);
-    if (json == NULL
-        || cJSON_AddStringToObject(json, "message",
-                                   "Friend request rejected successfully")
-           == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+    return ngx_http_chat_send_message(r,
+                                      "Friend request rejected successfully",
+                                      NULL, 0);
 }
 
 
@@ -456,7 +448,6 @@ static ngx_int_t
 ngx_http_chat_friend_cancelled(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res)
 {
-    cJSON                   *json;
     ngx_http_chat_friend_t  *f;
 
     f = ctx->data;
@@ -473,17 +464,9 @@ ngx_http_chat_friend_cancelled(ngx_http_request_t *r,
 
     ngx_http_chat_friend_event(r, f, "FriendRequestCancelled", 0);
 
-    json = ngx_http_chat_json_object(r);
-    if (json == NULL
-        || cJSON_AddStringToObject(json, "message",
-                                   "Friend request cancelled successfully")
-           == NULL
-        || ngx_http_chat_json_num(json, "target_user_id", f->addressee) == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+    return ngx_http_chat_send_message(r,
+                                      "Friend request cancelled successfully",
+                                      "target_user_id", f->addressee);
 }
 
 
