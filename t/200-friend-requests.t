@@ -8,44 +8,12 @@ use warnings;
 use Test::Nginx::Chat::Blocks 'no_plan';
 use ChatStack;
 
-our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
-
-# mysql_cmd without the trailing newlines of the client's output
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-# a users row (the friend service reads the table directly) and a token
-sub new_user {
-    my $name = unique_name('fr');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return ($id, $name, token_for($id));
-}
-
-sub token_for {
-    my ($id) = @_;
-    return make_jwt({ alg => 'HS256', typ => 'JWT' },
-                    { sub => "$id", email => "u$id\@example.com",
-                      type => 'access', exp => time() + 3600 }, $Secret);
-}
-
-# TEST_NGINX_<X>, _<X>_NAME and _<X>_TOKEN for the users of this file
-for my $who (qw(A B C D E)) {
-    my ($id, $name, $token) = new_user();
-    $ENV{"TEST_NGINX_$who"} = $id;
-    $ENV{"TEST_NGINX_${who}_NAME"} = $name;
-    $ENV{"TEST_NGINX_${who}_TOKEN"} = $token;
-}
+# users rows (the friend service reads the table directly) and tokens
+env_users('fr', qw(A B C D E));
 
 # a valid token of an id that has no users row
 $ENV{TEST_NGINX_GHOST} = 2147000000 + $$ % 400000;
-$ENV{TEST_NGINX_GHOST_TOKEN} = token_for($ENV{TEST_NGINX_GHOST});
+$ENV{TEST_NGINX_GHOST_TOKEN} = user_token($ENV{TEST_NGINX_GHOST});
 
 # the live row of a pair: TEST_NGINX_<var> = id, _<var>_AT = created_at
 sub friendship {

@@ -9,12 +9,6 @@ use ChatStack;
 
 our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 # a users row and a token; %opt: username, email, active, display_name,
 # status_message, online, last_seen_at
 sub new_user {

@@ -12,12 +12,6 @@ use ChatStack;
 
 our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 sub token_for {
     my ($id, %claims) = @_;
     return make_jwt({ alg => 'HS256', typ => 'JWT' },
@@ -26,18 +20,8 @@ sub token_for {
                     $Secret);
 }
 
-sub new_user {
-    my $name = unique_name('fi');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return $id;
-}
-
 for my $who (qw(A B C D E F)) {
-    my $id = new_user();
+    my $id = sql_user('fi');
     $ENV{"TEST_NGINX_$who"} = $id;
     $ENV{"TEST_NGINX_${who}_TOKEN"} = token_for($id);
 }

@@ -16,12 +16,6 @@ our $Secret = $ENV{TEST_NGINX_JWT_SECRET} // 'change-me-nginx-chat-secret';
 our $Exists = '{"detail":"Friendship already exists or pending"}';
 our $Gone = '{"detail":"Friend request not found or already processed"}';
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 # $n users rows in one statement; returns [{ id, token }] by ascending id
 sub new_users {
     my ($n) = @_;

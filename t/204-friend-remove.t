@@ -24,17 +24,6 @@ my $ngx = start_nginx_with(
 
 $ChatStack::Base = $ngx->url('');
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-sub user {
-    my ($id, $name) = sql_user('rm');
-    return { id => $id, name => $name, token => user_token($id) };
-}
-
 # the stream's last entry before this file ran: older ones are not ours
 my $mark = stream_mark('friend.events');
 
@@ -60,7 +49,7 @@ sub friend_ids {
     return $st == 200 ? join(',', map { $_->{user_id} } @$list) : "status $st";
 }
 
-my ($a, $b, $c) = (user(), user(), user());
+my ($a, $b, $c) = map { token_user('rm') } 1 .. 3;
 
 
 # --- errors
@@ -195,7 +184,7 @@ is(friend_ids($b), '', '... gone');
 
 # --- both sides at once: one wins
 
-my @rounds = map { [user(), user()] } 1 .. 5;
+my @rounds = map { [token_user('rm'), token_user('rm')] } 1 .. 5;
 my %statuses;
 
 for my $pair (@rounds) {

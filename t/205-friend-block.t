@@ -37,12 +37,6 @@ my $until = time() + 5;
 sleep 0.1 until time() > $until
     || redis_cmd('XINFO', 'GROUPS', 'message.events') =~ /^\Q$group\E$/m;
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 # users with a common part in their names, so one search finds them all
 my $tag = unique_name('bk');
 my $n = 0;

@@ -44,17 +44,6 @@ my $until = time() + 5;
 sleep 0.1 until time() > $until
     || redis_cmd('XINFO', 'GROUPS', 'message.events') =~ /^\Q$group\E$/m;
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-sub user {
-    my ($id, $name) = sql_user('race');
-    return { id => $id, name => $name, token => user_token($id) };
-}
-
 # every job [method, path, user, body] in its own process; they all wait
 # on one pipe and go when it closes; returns [{ status, body, sent, done }]
 # in order, sent and done the client's clock around the request
@@ -153,7 +142,7 @@ sub notifications_from {
 my (@requests, %seen);
 
 for (1 .. $rounds) {
-    my ($a, $b) = (user(), user());
+    my ($a, $b) = (token_user('race'), token_user('race'));
     my ($block, $request) = at_once(
         [POST => '/api/friends/block', $a, { blocked_user_id => 0 + $b->{id} }],
         [POST => '/api/friends/request', $b, { user_id_2 => 0 + $a->{id} }]);
@@ -189,7 +178,7 @@ my @messages;
 %seen = ();
 
 for (1 .. $rounds) {
-    my ($a, $b) = (user(), user());
+    my ($a, $b) = (token_user('race'), token_user('race'));
     my ($st, $room) = api(GET => "/api/chat-rooms/check/$a->{id}",
                           $b->{token});
     die "room: $st\n" unless $st == 200;

@@ -11,31 +11,8 @@ use ChatStack;
 # messages of this run only: MariaDB's ids start again with every run
 $ENV{TEST_NGINX_MONGO_DATABASE} = unique_name('chat_t');
 
-# mysql_cmd without the trailing newlines of the client's output
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-# a users row (the chat service reads the table directly) and a token
-sub new_user {
-    my $name = unique_name('cr');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return ($id, $name, user_token($id));
-}
-
 # TEST_NGINX_<X>, _<X>_NAME and _<X>_TOKEN, ids ascending from A to E
-for my $who (qw(A B C D E)) {
-    my ($id, $name, $token) = new_user();
-    $ENV{"TEST_NGINX_$who"} = $id;
-    $ENV{"TEST_NGINX_${who}_NAME"} = $name;
-    $ENV{"TEST_NGINX_${who}_TOKEN"} = $token;
-}
+env_users('cr', qw(A B C D E));
 
 # a valid token of an id that has no users row
 $ENV{TEST_NGINX_GHOST} = 2147000000 + $$ % 400000;

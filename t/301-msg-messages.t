@@ -14,28 +14,7 @@ $ENV{TEST_NGINX_MONGO_DATABASE} = unique_name('chat_t');
 our $Tag = unique_name('t');
 $ENV{TEST_NGINX_TAG} = $Tag;
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-sub new_user {
-    my $name = unique_name('ms');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return ($id, $name, user_token($id));
-}
-
-for my $who (qw(A B C)) {
-    my ($id, $name, $token) = new_user();
-    $ENV{"TEST_NGINX_$who"} = $id;
-    $ENV{"TEST_NGINX_${who}_NAME"} = $name;
-    $ENV{"TEST_NGINX_${who}_TOKEN"} = $token;
-}
+env_users('ms', qw(A B C));
 
 # rooms A-B and A-C, made directly; updated_at far back to see it move
 for my $pair (['AB', 'B'], ['AC', 'C']) {

@@ -10,27 +10,7 @@ use ChatStack;
 # messages of this run only: MariaDB's ids start again with every run
 $ENV{TEST_NGINX_MONGO_DATABASE} = unique_name('chat_t');
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-sub new_user {
-    my $name = unique_name('re');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return ($id, $name, user_token($id));
-}
-
-for my $who (qw(A B C)) {
-    my ($id, $name, $token) = new_user();
-    $ENV{"TEST_NGINX_$who"} = $id;
-    $ENV{"TEST_NGINX_${who}_TOKEN"} = $token;
-}
+env_users('re', qw(A B C));
 
 $ENV{TEST_NGINX_AB} = sql("INSERT INTO chat_rooms (user_1_id, user_2_id, "
     . "created_at, updated_at) VALUES ($ENV{TEST_NGINX_A}, "

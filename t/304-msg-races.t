@@ -28,22 +28,6 @@ my $ngx = start_nginx_with(
                  . ' chat_health; }',
 );
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
-sub new_user {
-    my $name = unique_name('rc');
-    my $id = sql("INSERT INTO users (email, password_hash, username, "
-        . "is_online, is_active, created_at, updated_at) VALUES "
-        . "('$name\@example.com', 'x', '$name', 0, 1, UTC_TIMESTAMP(), "
-        . "UTC_TIMESTAMP()); SELECT LAST_INSERT_ID()");
-    die "no user id: $id\n" unless $id =~ /^\d+$/;
-    return { id => $id, name => $name, token => user_token($id) };
-}
-
 sub call {
     my ($method, $path, $user, $body, $timeout) = @_;
     my %h;
@@ -98,7 +82,7 @@ sub statuses {
     return join ' ', map { "$_:$n{$_}" } sort keys %n;
 }
 
-my ($A, $B, $C) = (new_user(), new_user(), new_user());
+my ($A, $B, $C) = map { token_user('rc') } 1 .. 3;
 
 
 # ---- one room per pair

@@ -25,12 +25,6 @@ my $ngx = start_nginx_with(
 
 $ChatStack::Base = $ngx->url('');
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 sub failures {
     my $res = http_request(GET => $ngx->url('/metrics'));
     die "metrics: $res->{status}\n" unless ($res->{status} // 0) == 200;

@@ -76,12 +76,6 @@ sub line_re {
     return qr/$re/m;
 }
 
-sub sql {
-    my $out = mysql_cmd(@_);
-    $out =~ s/\s+\z//;
-    return $out;
-}
-
 # valgrind runs one worker
 my $workers = Test::Nginx::Chat::Process::valgrind_enabled() ? 1 : 2;
 

@@ -23,7 +23,8 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  user_token api file_port read_metrics parse_metrics
                  metric_sum fork_job job_done job_result
                  can_restart_servers stop_server start_server
-                 server_keeps_data sql_user notification_id upload_png
+                 server_keeps_data sql sql_user token_user env_users
+                 notification_id upload_png
                  stream_entries event_with
                  stream_mark events_since
                  chat_nodes
@@ -538,6 +539,32 @@ sub sql_user {
     $id =~ s/\s+\z//;
     die "no user id: $id\n" unless $id =~ /^\d+$/;
     return wantarray ? ($id, $name) : $id;
+}
+
+# mysql_cmd's output without trailing white space
+sub sql {
+    my $out = mysql_cmd(@_);
+    $out =~ s/\s+\z//;
+    return $out;
+}
+
+# a user row made directly, with a token: { id, name, token }
+sub token_user {
+    my ($id, $name) = sql_user(@_);
+    return { id => $id, name => $name, token => user_token($id) };
+}
+
+# users made directly for a file's blocks: for each letter X,
+# TEST_NGINX_X (the id), TEST_NGINX_X_NAME and TEST_NGINX_X_TOKEN; ids
+# ascend in the order given
+sub env_users {
+    my ($prefix, @who) = @_;
+    for my $x (@who) {
+        my $u = token_user($prefix);
+        $ENV{"TEST_NGINX_$x"} = $u->{id};
+        $ENV{"TEST_NGINX_${x}_NAME"} = $u->{name};
+        $ENV{"TEST_NGINX_${x}_TOKEN"} = $u->{token};
+    }
 }
 
 # a notification's id, derived from its stream entry "<ms>-<seq>" as the
