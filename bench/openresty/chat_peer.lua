@@ -56,7 +56,8 @@ local MISSING = '{"error":"unauthorized",'
 local INVALID = '{"error":"unauthorized",'
                 .. '"message":"Invalid or expired token"}'
 local UNAVAILABLE = '{"error":"database_error",'
-                    .. '"message":"Database connection or operation failed"}'
+                    .. '"message":"Database connection or operation failed",'
+                    .. '"details":null,"status_code":503}'
 local NOT_FOUND = '{"detail":"User not found"}'
 
 
