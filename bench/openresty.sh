@@ -282,6 +282,12 @@ side_processes() {
     echo "redis $(store_pid "$WORK/run/redis.pid" "${REDIS_ADDR##*:}")"
 }
 
+# client_ticks: the CPU time of this shell's ended children, wrk's runs
+# among them (cutime + cstime)
+client_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"
+}
+
 side_snapshot() {
     local name pid
 
@@ -329,7 +335,7 @@ echo
 # between two CPU snapshots; appends "<side> <requests> <seconds>" to
 # runs and the per-process ticks to cpu.<side>
 one_run() {
-    local side=$1 round=$2 label=${1}_r$2 t0 secs
+    local side=$1 round=$2 label=${1}_r$2 t0 c0 c1 secs
 
     warmup "$label" "$BENCH_CONNECTIONS" "${URL[$side]}" \
         BENCH_TOKEN="$USER_TOKEN"
@@ -337,15 +343,18 @@ one_run() {
     echo "$label (${SIDE_TITLE[$side]}): warmed up, the stack $(quiet_text)"
 
     side_snapshot "${PIDFILE[$side]}" > "$TMPD/$label.before"
+    c0=$(client_ticks)
     t0=$(now)
     BENCH_WARMUP=0 measure "$label" "$BENCH_CONNECTIONS" "$BENCH_DURATION" \
         "${URL[$side]}" BENCH_TOKEN="$USER_TOKEN"
+    c1=$(client_ticks)
     side_snapshot "${PIDFILE[$side]}" > "$TMPD/$label.after"
     secs=$(since "$t0")
 
     echo "$RESULT" >> "$TMPD/results.$side"
     cpu_delta "$TMPD/$label.before" "$TMPD/$label.after" \
         | sed 's/^nginx_worker /nginx_workers /' >> "$TMPD/cpu.$side"
+    echo "wrk $((c1 - c0)) 1" >> "$TMPD/cpu.$side"
     echo "$side $(field requests "$RESULT") $secs" >> "$TMPD/runs"
 }
 
@@ -378,13 +387,13 @@ each() {
 }
 
 # us SIDE NAME: CPU microseconds per request of the processes NAME
-# (total: all of them) over the side's runs
+# (total: all of the server's, wrk not among them) over the side's runs
 us() {
     local n
 
     n=$(total "$1" requests)
     awk -v name="$2" -v n="$n" -v hz="$CLK_TCK" '
-        name == "total" || $1 == name { t += $2 }
+        (name == "total" && $1 != "wrk") || $1 == name { t += $2 }
         END { if (n > 0) printf "%.1f\n", t / hz * 1e6 / n; else print "?" }' \
         "$TMPD/cpu.$1"
 }
@@ -416,13 +425,20 @@ for f in rps:req/s p50_ms:"p50 ms" p99_ms:"p99 ms"; do
     printf '%-34s %22s %22s\n' "${f#*:} by round" "$(each ours "${f%%:*}")" \
         "$(each peer "${f%%:*}")"
 done
-srow "errors" "$(total ours errors)" "$(total peer errors)"
+printf '%-34s %22s %22s\n' errors "$(total ours errors)" \
+    "$(total peer errors)"
 echo "CPU us per request:"
 for p in $NAMES total; do
     t="  ${TITLE[$p]}"
     [ "$p" = nginx_workers ] && t="$t ($(workers ours), $(workers peer))"
-    srow "$t" "$(us ours "$p")" "$(us peer "$p")"
+    if [ "$p" = nginx_master ]; then
+        # idle on both sides: a ratio of zeros says nothing
+        printf '%-34s %22s %22s\n' "$t" "$(us ours "$p")" "$(us peer "$p")"
+    else
+        srow "$t" "$(us ours "$p")" "$(us peer "$p")"
+    fi
 done
+srow "  wrk (the client, same cores)" "$(us ours wrk)" "$(us peer wrk)"
 echo
 
 RATIO=$(div "${RPS[ours]}" "${RPS[peer]}")
