@@ -23,8 +23,14 @@
 #      two readings of the CPU time of each side's nginx workers and
 #      master, mariadbd and redis-server (/proc/<pid>/stat, as
 #      bench/cpu.sh)
-#   5. both sides' wrk reports, CPU per request side by side, the ratios,
-#      and the GOAL lines
+#   5. instructions per request, which the machine's load does not
+#      change: each side's configuration in one nginx process under
+#      valgrind's callgrind (as bench/profile.sh), BENCH_CALLGRIND_N
+#      GET /ping then as many GET /api/profile/me over one keep-alive
+#      connection, the counters zeroed between
+#   6. both sides' wrk reports, CPU per request side by side, the ratios,
+#      the instructions and the functions that take most of them, and
+#      the GOAL lines
 #
 # Environment (defaults in brackets):
 #   the settings of bench/lib.sh (URLs, threads, connections, durations,
@@ -35,6 +41,12 @@
 #                          resty/openssl/ (lua_package_path) [none]
 #   BENCH_OPENRESTY_PORT   the peer's port [CHAT_HTTP_PORT + 10412, 18492]
 #   BENCH_ROUNDS           measured runs of each side [2]
+#   BENCH_CALLGRIND_N      requests of each callgrind phase [2000]; 0: no
+#                          callgrind runs (nor when valgrind is missing)
+#   BENCH_CALLGRIND_TOP    functions listed for each side [12]
+#
+# The callgrind runs listen on the ports after BENCH_OPENRESTY_PORT:
+# the peer on +1, our configuration's listeners on +2, +3, ...
 #
 # Exit status: 0; 1 when a run saw an error or the answers differ; 77
 # when the Lua libraries are not given (nothing measured).
@@ -366,6 +378,121 @@ for r in $(seq 1 "$BENCH_ROUNDS"); do
 done
 
 
+# ---------------------------------------------------------------- callgrind
+
+: "${BENCH_CALLGRIND_N:=2000}"
+: "${BENCH_CALLGRIND_TOP:=12}"
+
+# cg_conf SIDE: a copy of the side's configuration for one process under
+# valgrind, in CHAT_WORK/bench-openresty-cg-SIDE, its listeners moved to
+# ports of their own; prints the port of the first (the gateway's)
+cg_conf() {
+    local side=$1 src dir prefix first
+
+    case $side in
+        ours) src=$WORK/nginx; first=$((BENCH_OPENRESTY_PORT + 2)) ;;
+        peer) src=$PEER; first=$((BENCH_OPENRESTY_PORT + 1)) ;;
+    esac
+    prefix=$WORK/bench-openresty-cg-$side
+
+    rm -rf "$prefix"
+    mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
+    cp "$src"/conf/*.conf "$prefix/conf/"
+
+    perl -pi -e '
+        BEGIN { $port = '"$first"' }
+        s{\Q'"$src"'/\E}{'"$prefix"'/}g;
+        s{^(\s*listen\s+127\.0\.0\.1:)\d+}{$1 . $port++}e;
+        s{^worker_processes\s.*}{worker_processes 1;\nmaster_process off;\ndaemon off;};
+    ' "$prefix/conf/nginx.conf"
+
+    echo "$first"
+}
+
+# cg_side SIDE: BENCH_CALLGRIND_N GET /ping then GET /api/profile/me on
+# the side's gateway in one nginx process under callgrind; leaves the
+# two dumps in CHAT_WORK/bench-openresty-cg-SIDE/{ping,me}.out
+cg_side() {
+    local side=$1 prefix=$WORK/bench-openresty-cg-$1 port vg phase url
+
+    port=$(cg_conf "$side")
+
+    # LuaJIT writes the code of its traces: --smc-check has valgrind
+    # see it (both sides run with it, for the same instrumentation)
+    valgrind --tool=callgrind --smc-check=all-non-file \
+        --callgrind-out-file="$prefix/callgrind.%p" --dump-instr=no \
+        "$NGINX" -p "$prefix/" -c conf/nginx.conf -e logs/error.log \
+        > "$prefix/valgrind.log" 2>&1 &
+    vg=$!
+
+    for _ in $(seq 1 300); do
+        curl -s -o /dev/null "http://127.0.0.1:$port/ping" && break
+        sleep 0.2
+    done
+
+    for phase in ping me; do
+        url=http://127.0.0.1:$port/ping
+        [ $phase = me ] && url=http://127.0.0.1:$port/api/profile/me
+        {
+            echo "header = \"Authorization: Bearer $USER_TOKEN\""
+            for _ in $(seq 1 "$BENCH_CALLGRIND_N"); do
+                echo "url = \"$url\""
+                echo 'output = "/dev/null"'
+            done
+        } > "$prefix/$phase.curl"
+
+        # warm: the pools' connections open, LuaJIT compiles its traces
+        curl -s -K "$prefix/$phase.curl" -o /dev/null || true
+
+        callgrind_control -z "$vg" >/dev/null 2>&1
+        curl -s -K "$prefix/$phase.curl" -w '%{http_code}\n' \
+            | sort | uniq -c | sed "s/^ */  $side $phase: /; s/\$/ answers/"
+        callgrind_control -d "$phase" "$vg" >/dev/null 2>&1
+    done
+
+    kill "$vg" 2>/dev/null || true
+    wait "$vg" 2>/dev/null || true
+
+    # the dumps are numbered in the order of the phases
+    mv "$prefix/callgrind.$vg.1" "$prefix/ping.out"
+    mv "$prefix/callgrind.$vg.2" "$prefix/me.out"
+}
+
+# cg_total FILE: the instructions per request of a dump
+cg_total() {
+    local t
+
+    t=$(callgrind_annotate "$1" 2>/dev/null \
+        | sed -n 's/^ *\([0-9,]*\) *(100.0%) *PROGRAM TOTALS.*/\1/p' \
+        | tr -d ,)
+    echo $(( ${t:-0} / BENCH_CALLGRIND_N ))
+}
+
+declare -A INSTR_PING INSTR_ME
+
+if [ "$BENCH_CALLGRIND_N" != 0 ] && command -v valgrind >/dev/null; then
+    echo "=== callgrind: $BENCH_CALLGRIND_N requests a phase, one process" \
+         "a side, one keep-alive connection"
+    for side in ours peer; do
+        cg_side "$side"
+        INSTR_PING[$side]=$(cg_total "$WORK/bench-openresty-cg-$side/ping.out")
+        INSTR_ME[$side]=$(cg_total "$WORK/bench-openresty-cg-$side/me.out")
+    done
+    echo
+
+    for side in ours peer; do
+        echo "top functions of GET /api/profile/me, ${SIDE_TITLE[$side]}" \
+             "(self, all $BENCH_CALLGRIND_N requests; ??? in [???]: code" \
+             "LuaJIT compiled):"
+        callgrind_annotate --inclusive=no --threshold=100 \
+            "$WORK/bench-openresty-cg-$side/me.out" 2>/dev/null \
+            | sed -n '/^Ir/,$p' | grep -v '(100.0%)' | grep '%)' \
+            | awk -v n="$BENCH_CALLGRIND_TOP" 'NR <= n' || true
+        echo
+    done
+fi
+
+
 # ---------------------------------------------------------------- summary
 
 # total SIDE FIELD: a RESULT field summed over the side's runs
@@ -443,6 +570,15 @@ echo
 
 RATIO=$(div "${RPS[ours]}" "${RPS[peer]}")
 CPU_RATIO=$(div "$(us ours nginx_workers)" "$(us peer nginx_workers)")
+
+if [ -n "${INSTR_ME[ours]:-}" ]; then
+    echo "instructions per request (callgrind, one nginx process):"
+    srow "  GET /ping" "${INSTR_PING[ours]}" "${INSTR_PING[peer]}"
+    srow "  GET /api/profile/me" "${INSTR_ME[ours]}" "${INSTR_ME[peer]}"
+    srow "  profile/me - ping" "$((INSTR_ME[ours] - INSTR_PING[ours]))" \
+        "$((INSTR_ME[peer] - INSTR_PING[peer]))"
+    echo
+fi
 
 echo "ours / peer: req/s $RATIO, nginx workers' CPU per request $CPU_RATIO," \
      "all processes' CPU per request" \
