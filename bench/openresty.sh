@@ -566,6 +566,18 @@ for p in $NAMES total; do
     fi
 done
 srow "  wrk (the client, same cores)" "$(us ours wrk)" "$(us peer wrk)"
+
+# cores SIDE: the cores the side's processes and wrk kept busy in its
+# runs (of the machine's $(nproc)); below that, the side waited or others
+# took the rest
+cores() {
+    awk -v side="$1" -v hz="$CLK_TCK" '
+        FILENAME ~ /runs$/ { if ($1 == side) s += $3; next }
+        { t += $2 }
+        END { if (s > 0) printf "%.2f\n", t / hz / s; else print "?" }' \
+        "$TMPD/runs" "$TMPD/cpu.$1"
+}
+srow "cores busy (servers + wrk, of $(nproc))" "$(cores ours)" "$(cores peer)"
 echo
 
 RATIO=$(div "${RPS[ours]}" "${RPS[peer]}")
