@@ -162,7 +162,7 @@ local function verify(token)
     end
 
     local id = tonumber(claims.sub)
-    if id < 1 or id > ID_MAX then
+    if not id or id < 1 or id > ID_MAX then
         return nil
     end
 
