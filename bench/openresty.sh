@@ -104,6 +104,7 @@ PEER=$WORK/bench-openresty
 PEER_URL=http://127.0.0.1:$BENCH_OPENRESTY_PORT
 
 TMPD=$(mktemp -d)
+trap 'rm -rf "$TMPD"' EXIT
 
 
 # ---------------------------------------------------------------- packages
