@@ -91,7 +91,8 @@ STACK_PACKAGES="mariadb-server mariadb-client redis-server redis-tools
     procps curl $MIGRATE_PACKAGES"
 TEST_PACKAGES="libtest-base-perl libwww-perl libtext-diff-perl
     libtest-longstring-perl libipc-run-perl liblist-moreutils-perl
-    liburi-perl valgrind libnginx-mod-nchan python3-pymongo chromium"
+    liburi-perl valgrind libnginx-mod-nchan libnginx-mod-http-lua
+    python3-pymongo chromium"
 # what building the Debian packages needs besides (deb); the suite builds,
 # checks (lintian) and installs them
 DEB_PACKAGES="debhelper dpkg-dev lintian"

@@ -4,7 +4,8 @@
 #     notify} with dh_nginx, at the version of the file VERSION; lintian
 #     reports no error;
 #   - dpkg installs them into this machine's nginx next to Debian's
-#     libnginx-mod-nchan: the .so files in /usr/lib/nginx/modules, load
+#     libnginx-mod-nchan and libnginx-mod-http-lua (with its ndk, also at
+#     priority 10): the .so files in /usr/lib/nginx/modules, load
 #     snippets with relative paths, the core enabled before the services
 #     (priority 10), the upload directory under /var/lib for www-data;
 #     "nginx -t" of /etc/nginx/nginx.conf passes;
@@ -12,7 +13,8 @@
 #     site (examples/nginx-chat.conf, with this stack's addresses) serves
 #     chat (/health, register, login, a message reaching the other member's
 #     room stream, an image upload into the package's default directory)
-#     and nchan (a publish reaching a subscriber) at once, with nchan
+#     nchan (a publish reaching a subscriber) and Lua (a content handler
+#     and a log phase handler that sees our variables) at once, with nchan
 #     enabled after our modules and before them, and no worker exits on a
 #     signal;
 #   - purging the packages restores the machine.
@@ -34,6 +36,8 @@ my @PKGS = map { "libnginx-mod-http-chat-$_" } qw(core user friend msg notify);
 plan skip_all => 'installing packages needs root' unless $> == 0;
 plan skip_all => "Debian's libnginx-mod-nchan is not installed"
     unless -f $NCHAN;
+plan skip_all => "Debian's libnginx-mod-http-lua is not installed"
+    unless -f '/usr/lib/nginx/modules/ngx_http_lua_module.so';
 for my $tool (qw(dpkg-buildpackage dh_nginx lintian)) {
     plan skip_all => "$tool is missing (./build.sh deps installs it)"
         unless grep { -x "$_/$tool" } split /:/, $ENV{PATH};
@@ -213,6 +217,12 @@ for my $order ('nchan after ours', 'nchan before ours') {
             nchan_pubsub;
             nchan_channel_id $1;
         }
+        location = /lua {
+            content_by_lua_block {
+                ngx.header["Content-Type"] = "text/plain"
+                ngx.say("lua ", ngx.var.chat_request_id ~= nil)
+            }
+        }
 EOF
     );
     $inst->setup;
@@ -321,6 +331,12 @@ EOF
         $sub->close;
     }
     ok($event, "$order: an nchan publish reaches its subscriber");
+
+    # Lua's content handler in the same server, reading one of our
+    # variables
+    $res = http_request(GET => $inst->url('/lua'));
+    is(($res->{status} // 0) . ' ' . ($res->{body} // ''), "200 lua true\n",
+       "$order: a Lua content handler answers, and sees \$chat_request_id");
 
     $inst->stop;
 
