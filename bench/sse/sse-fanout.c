@@ -171,6 +171,7 @@ static int          phase;
 static int64_t      phase_start;
 static int64_t      t_connect_start, t_connect_end;
 static int64_t      t_pub_start, t_pub_end, t_last_delivery;
+static int64_t      cpu_pub_start, cpu_pub_end;  /* the client's own */
 
 static long         sub_next;        /* next subscriber to open */
 static long         sub_pending;     /* opened, not ready, not failed */
@@ -208,6 +209,21 @@ static uint64_t     split_received;
 
 static void conn_close(conn_t *c);
 static void pub_schedule(void);
+
+
+/* the client's own CPU time, ns: a client that uses a whole core is
+ * what the latencies measure, not the server */
+
+static int64_t
+cpu_ns(void)
+{
+    struct rusage  ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+
+    return ((int64_t) ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000
+           + ((int64_t) ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
 
 
 static int64_t
@@ -1691,7 +1707,7 @@ report(void)
     int       ok;
     size_t    i, nf, np, expected;
     double    mean, connect_s, pub_s, p50, p90, p99, p999, max;
-    double    fp50, fp99, fmax, pp50, pp99;
+    double    fp50, fp99, fmax, pp50, pp99, ccpu, cspan;
     int64_t   sum, *fan, *pl;
 
     qsort(lat, lat_n, sizeof(int64_t), cmp_i64);
@@ -1741,6 +1757,13 @@ report(void)
 
     ok = received == expected && pub_err == 0 && duplicates == 0;
 
+    /* from the first measured message to the last delivery */
+
+    ccpu = cpu_pub_end > cpu_pub_start
+           ? (double) (cpu_pub_end - cpu_pub_start) / 1e9 : 0;
+    cspan = t_last_delivery > t_pub_start
+            ? (double) (t_last_delivery - t_pub_start) / 1e9 : 0;
+
     printf("\n--- %s: %ld subscribers, %ld messages\n", opt_label,
            opt_n, opt_m);
     printf("subscribers:  %ld ready in %.3f s (%.0f/s), %ld failed, "
@@ -1776,6 +1799,10 @@ report(void)
     printf("fan-out:      send to last subscriber per message: "
            "p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", fp50, fp99, fmax);
 
+    printf("client:       %.3f s of CPU over the %.3f s from the first "
+           "message to the last delivery (%.2f of a core)\n",
+           ccpu, cspan, cspan > 0 ? ccpu / cspan : 0);
+
     if (opt_split_port) {
         printf("split:        %ld streams ready on port %d, %" PRIu64
                " deliveries of %zu expected there; %ld on port %d, %"
@@ -1793,13 +1820,14 @@ report(void)
            "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
            "max_ms=%.3f mean_ms=%.3f fanout_p50_ms=%.3f "
            "fanout_p99_ms=%.3f split_ready=%ld split_expected=%zu "
-           "split_received=%" PRIu64 " ok=%d\n",
+           "split_received=%" PRIu64 " client_cpu_s=%.3f "
+           "client_span_s=%.3f ok=%d\n",
            opt_label, opt_n, opt_m, opt_rate, sub_ready, sub_failed,
            sub_closed, connect_s, pub_ok, pub_err, pub_s, pp50, pp99,
            expected, received, duplicates, p50, p90, p99, p999, max, mean,
            fp50, fp99, split_ready,
            opt_split_port ? (size_t) (opt_n / 2) * (size_t) opt_m : 0,
-           split_received, ok);
+           split_received, ccpu, cspan, ok);
 
     fflush(stdout);
     free(fan);
@@ -2111,6 +2139,7 @@ main(int argc, char **argv)
             phase = PH_PUBLISH;
             phase_start = now_ns;
             t_pub_start = now_ns;
+            cpu_pub_start = cpu_ns();
         }
 
         if (phase == PH_PUBLISH && msg_next >= opt_m && pub_outstanding == 0) {
@@ -2190,6 +2219,8 @@ main(int argc, char **argv)
         say("%s: stopped waiting %.1f s after the last publish\n", opt_label,
             opt_timeout);
     }
+
+    cpu_pub_end = cpu_ns();
 
     run_hook("delivered");
 
