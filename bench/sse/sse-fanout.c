@@ -2221,6 +2221,7 @@ main(int argc, char **argv)
     }
 
     cpu_pub_end = cpu_ns();
+    free(evs);
 
     run_hook("delivered");
 
