@@ -730,7 +730,7 @@ EOF
 NODE2=$WORK/bench-node2
 
 start_node2() {
-    local i=0 from edits=(-e "s|$STACK/|$NODE2/|g")
+    local i=0 from to edits=(-e "s|$STACK/|$NODE2/|g")
 
     rm -rf "$NODE2"
     mkdir -p "$NODE2/conf"
@@ -739,7 +739,8 @@ start_node2() {
     for from in "$CHAT_HTTP_PORT" "$CHAT_USER_PORT" "$CHAT_FRIEND_PORT" \
                 "$CHAT_MSG_PORT" "$CHAT_NOTIFY_PORT"
     do
-        edits+=(-e "s|127\.0\.0\.1:$from\([^0-9]\)|127.0.0.1:$((SSE_NODE2_PORT + i))\1|g")
+        to=$((SSE_NODE2_PORT + i))
+        edits+=(-e "s|127\.0\.0\.1:$from\([^0-9]\)|127.0.0.1:$to\1|g")
         i=$((i + 1))
     done
     sed -i "${edits[@]}" "$NODE2/conf/nginx.conf"
@@ -886,10 +887,12 @@ for n in "${SIZES[@]}"; do
             "memory per open stream (workers' Pss), ours/nchan, $n streams")")
         GOALS+=("$(goal "sse_cpu_event_$n" \
             "$(ratio "$fo" "$(of nchan "$n" nginx_us_event)")" le 0.5 \
-            "nginx-worker CPU per delivered event, ours (POSTs apart)/nchan, $n streams")")
+            "nginx-worker CPU per delivered event, ours (POSTs apart)/nchan,\
+ $n streams")")
         GOALS+=("$(goal "sse_p99_$n" \
             "$(ratio "$(of room "$n" p99_ms)" "$(of nchan "$n" p99_ms)")" \
-            le 1 "delivery latency p99, ours/nchan, $n streams at $(pace "$SSE_RATE")")")
+            le 1 "delivery latency p99, ours/nchan, $n streams at\
+ $(pace "$SSE_RATE")")")
     fi
 done
 
@@ -914,7 +917,8 @@ if [ -n "${RES[scale@$n]:-}" ]; then
     echo
     GOALS+=("$(goal sse_scale_p99 "$(of scale "$n" p99_ms)" le \
         "$SSE_SCALE_P99" \
-        "delivery latency p99 (ms), $n streams, $SSE_SCALE_M messages at $(pace "$SSE_SCALE_RATE")")")
+        "delivery latency p99 (ms), $n streams, $SSE_SCALE_M messages at\
+ $(pace "$SSE_SCALE_RATE")")")
 fi
 
 n=$SSE_NODES_N
@@ -929,7 +933,8 @@ if [ -n "${RES[nodes@$n]:-}" ]; then
     echo
     GOALS+=("$(goal sse_two_nodes "$(of nodes "$n" received)" ge \
         "$(of nodes "$n" expected)" \
-        "deliveries, $n streams half on each of two nodes, $SSE_NODES_M messages sent to one (p99 $(of nodes "$n" p99_ms) ms)")")
+        "deliveries, $n streams half on each of two nodes, $SSE_NODES_M\
+ messages sent to one (p99 $(of nodes "$n" p99_ms) ms)")")
 fi
 
 for l in "${GOALS[@]}"; do
