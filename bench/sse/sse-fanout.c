@@ -14,6 +14,10 @@
  * duplicates, the connect time, the publish requests' own latency, and a
  * RESULT line of key=value pairs for scripts.
  *
+ * With --split-port every other stream goes to a second server (another
+ * node on the same Redis) while the messages are still published to the
+ * first: the report then counts the second half's deliveries apart.
+ *
  * Responses may use chunked transfer encoding or none; SSE lines may end
  * in CRLF, LF or CR, and frames may be split anywhere across reads.
  *
@@ -126,6 +130,7 @@ typedef struct {
 static const char  *opt_host = "127.0.0.1";
 static int          opt_port = 8080;
 static int          opt_pub_port;
+static int          opt_split_port;
 static const char  *opt_path;
 static const char  *opt_pub_path;
 static const char  *opt_body = "{\"content\":\"t=%T seq=%S\"}";
@@ -154,9 +159,11 @@ static int          ep;
 static conn_t      *subs;
 static conn_t      *pubs;
 static long         npubs;
-static struct sockaddr_in  srv, pub_srv;
+static struct sockaddr_in  srv, srv_split, pub_srv;
 static char        *sub_req;
 static size_t       sub_req_len;
+static char        *sub_req_split;
+static size_t       sub_req_split_len;
 static char         read_buf[SSE_READ_BUF];
 static int64_t      now_ns;
 
@@ -164,6 +171,7 @@ static int          phase;
 static int64_t      phase_start;
 static int64_t      t_connect_start, t_connect_end;
 static int64_t      t_pub_start, t_pub_end, t_last_delivery;
+static int64_t      cpu_pub_start, cpu_pub_end;  /* the client's own */
 
 static long         sub_next;        /* next subscriber to open */
 static long         sub_pending;     /* opened, not ready, not failed */
@@ -195,10 +203,27 @@ static int64_t     *lat;             /* every delivery's latency, ns */
 static size_t       lat_n, lat_cap;
 static uint8_t     *seen;            /* N*M bits, duplicates */
 static uint64_t     received, duplicates, stray, unparsed;
+static long         split_ready;     /* ready streams on --split-port */
+static uint64_t     split_received;
 
 
 static void conn_close(conn_t *c);
 static void pub_schedule(void);
+
+
+/* the client's own CPU time, ns: a client that uses a whole core is
+ * what the latencies measure, not the server */
+
+static int64_t
+cpu_ns(void)
+{
+    struct rusage  ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+
+    return ((int64_t) ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000
+           + ((int64_t) ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000;
+}
 
 
 static int64_t
@@ -336,6 +361,29 @@ raise_nofile(long need)
 
 /* ---------------------------------------------------------------- sockets */
 
+/* with --split-port the odd streams are the second server's */
+
+static int
+sub_split(conn_t *c)
+{
+    return opt_split_port != 0 && (c->idx & 1);
+}
+
+
+static struct sockaddr_in *
+sub_addr(conn_t *c)
+{
+    return sub_split(c) ? &srv_split : &srv;
+}
+
+
+static long
+sub_src(conn_t *c)
+{
+    return opt_srcs > 1 ? (long) (c->idx % opt_srcs) + 1 : 0;
+}
+
+
 static int
 sock_open(conn_t *c, struct sockaddr_in *to, long src)
 {
@@ -462,6 +510,10 @@ sub_became_ready(conn_t *c)
     c->ready = 1;
     sub_pending--;
     sub_ready++;
+
+    if (sub_split(c)) {
+        split_ready++;
+    }
     sub_alive++;
 
     if (opt_warmup == 0) {
@@ -504,6 +556,10 @@ delivery(conn_t *c, int64_t t, int64_t seq)
     }
 
     received++;
+
+    if (sub_split(c)) {
+        split_received++;
+    }
 
     if (lat_n < lat_cap) {
         lat[lat_n++] = now_ns - t;
@@ -1427,10 +1483,7 @@ sub_retry_or_fail(conn_t *c, const char *why)
         conn_close(c);
         c->attempts++;
 
-        if (sock_open(c, &srv, opt_srcs > 1 ? (long) (c->idx % opt_srcs) + 1
-                                            : 0)
-            == 0)
-        {
+        if (sock_open(c, sub_addr(c), sub_src(c)) == 0) {
             c->out_off = 0;
             return;
         }
@@ -1465,8 +1518,8 @@ sub_event(conn_t *c, uint32_t events)
         }
 
         c->state = ST_SENDING;
-        c->out = sub_req;
-        c->out_len = sub_req_len;
+        c->out = sub_split(c) ? sub_req_split : sub_req;
+        c->out_len = sub_split(c) ? sub_req_split_len : sub_req_len;
         c->out_off = 0;
     }
 
@@ -1582,10 +1635,7 @@ sub_open_more(void)
         sub_next++;
         sub_pending++;
 
-        if (sock_open(c, &srv, opt_srcs > 1 ? (sub_next - 1) % opt_srcs + 1
-                                            : 0)
-            != 0)
-        {
+        if (sock_open(c, sub_addr(c), sub_src(c)) != 0) {
             snprintf(why, sizeof(why), "socket/connect: %s", strerror(errno));
             c->fd = -1;
             sub_failed_now(c, why);
@@ -1657,7 +1707,7 @@ report(void)
     int       ok;
     size_t    i, nf, np, expected;
     double    mean, connect_s, pub_s, p50, p90, p99, p999, max;
-    double    fp50, fp99, fmax, pp50, pp99;
+    double    fp50, fp99, fmax, pp50, pp99, ccpu, cspan;
     int64_t   sum, *fan, *pl;
 
     qsort(lat, lat_n, sizeof(int64_t), cmp_i64);
@@ -1707,6 +1757,13 @@ report(void)
 
     ok = received == expected && pub_err == 0 && duplicates == 0;
 
+    /* from the first measured message to the last delivery */
+
+    ccpu = cpu_pub_end > cpu_pub_start
+           ? (double) (cpu_pub_end - cpu_pub_start) / 1e9 : 0;
+    cspan = t_last_delivery > t_pub_start
+            ? (double) (t_last_delivery - t_pub_start) / 1e9 : 0;
+
     printf("\n--- %s: %ld subscribers, %ld messages\n", opt_label,
            opt_n, opt_m);
     printf("subscribers:  %ld ready in %.3f s (%.0f/s), %ld failed, "
@@ -1742,17 +1799,35 @@ report(void)
     printf("fan-out:      send to last subscriber per message: "
            "p50 %.3f ms  p99 %.3f ms  max %.3f ms\n", fp50, fp99, fmax);
 
+    printf("client:       %.3f s of CPU over the %.3f s from the first "
+           "message to the last delivery (%.2f of a core)\n",
+           ccpu, cspan, cspan > 0 ? ccpu / cspan : 0);
+
+    if (opt_split_port) {
+        printf("split:        %ld streams ready on port %d, %" PRIu64
+               " deliveries of %zu expected there; %ld on port %d, %"
+               PRIu64 " of %zu\n",
+               split_ready, opt_split_port, split_received,
+               (size_t) (opt_n / 2) * (size_t) opt_m,
+               sub_ready - split_ready, opt_port, received - split_received,
+               (size_t) (opt_n - opt_n / 2) * (size_t) opt_m);
+    }
+
     printf("RESULT label=%s n=%ld m=%ld rate=%g ready=%ld failed=%ld "
            "closed=%ld connect_s=%.3f publish_ok=%ld publish_err=%ld "
            "publish_s=%.3f post_p50_ms=%.3f post_p99_ms=%.3f "
            "expected=%zu received=%" PRIu64 " duplicates=%" PRIu64 " "
            "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f "
            "max_ms=%.3f mean_ms=%.3f fanout_p50_ms=%.3f "
-           "fanout_p99_ms=%.3f ok=%d\n",
+           "fanout_p99_ms=%.3f split_ready=%ld split_expected=%zu "
+           "split_received=%" PRIu64 " client_cpu_s=%.3f "
+           "client_span_s=%.3f ok=%d\n",
            opt_label, opt_n, opt_m, opt_rate, sub_ready, sub_failed,
            sub_closed, connect_s, pub_ok, pub_err, pub_s, pp50, pp99,
            expected, received, duplicates, p50, p90, p99, p999, max, mean,
-           fp50, fp99, ok);
+           fp50, fp99, split_ready,
+           opt_split_port ? (size_t) (opt_n / 2) * (size_t) opt_m : 0,
+           split_received, ccpu, cspan, ok);
 
     fflush(stdout);
     free(fan);
@@ -1764,6 +1839,32 @@ report(void)
 
 /* ---------------------------------------------------------------- main */
 
+/* the stream request, its Host naming the port it goes to */
+
+static char *
+sub_request(int port, size_t *len)
+{
+    char    *req;
+    size_t   need;
+
+    need = strlen(opt_path) + strlen(opt_host)
+           + (opt_headers ? strlen(opt_headers) : 0) + 256;
+    req = xalloc(need);
+
+    *len = snprintf(req, need,
+                    "GET %s HTTP/1.1\r\n"
+                    "Host: %s:%d\r\n"
+                    "Accept: text/event-stream\r\n"
+                    "Cache-Control: no-cache\r\n"
+                    "%s"
+                    "\r\n",
+                    opt_path, opt_host, port,
+                    opt_headers ? opt_headers : "");
+
+    return req;
+}
+
+
 static void
 usage(int rc)
 {
@@ -1773,6 +1874,8 @@ usage(int rc)
 "  -h, --host ADDR          server address, IPv4 (127.0.0.1)\n"
 "  -p, --port PORT          server port (8080)\n"
 "      --pub-port PORT      port of the publish requests (--port)\n"
+"      --split-port PORT    every other stream to this port (a second\n"
+"                           server); deliveries there counted apart\n"
 "  -u, --path PATH          stream path, e.g. /api/messages/stream/7\n"
 "  -H, --header 'N: v'      extra header of the stream requests (repeat)\n"
 "  -P, --pub-path PATH      publish path (POST)\n"
@@ -1798,8 +1901,10 @@ usage(int rc)
 "  -t, --timeout S          wait for the warm-up deliveries, and for the\n"
 "                           rest after the last publish (10)\n"
 "      --connect-timeout S  for all streams to be ready (60)\n"
-"      --hook CMD           run 'CMD connected' when all streams are ready\n"
-"                           and 'CMD delivered' before closing them\n"
+"      --hook CMD           run 'CMD connected' when all streams are ready,\n"
+"                           'CMD publish' right before the first measured\n"
+"                           message and 'CMD delivered' once the last\n"
+"                           delivery arrived, before closing the streams\n"
 "  -l, --label NAME         label of the RESULT line (sse)\n"
 "  -q, --quiet              only the report\n"
 "\n"
@@ -1825,6 +1930,7 @@ main(int argc, char **argv)
         { "host",            required_argument, NULL, 'h' },
         { "port",            required_argument, NULL, 'p' },
         { "pub-port",        required_argument, NULL, 1 },
+        { "split-port",      required_argument, NULL, 11 },
         { "path",            required_argument, NULL, 'u' },
         { "header",          required_argument, NULL, 'H' },
         { "pub-path",        required_argument, NULL, 'P' },
@@ -1859,6 +1965,7 @@ main(int argc, char **argv)
         case 'h': opt_host = optarg; break;
         case 'p': opt_port = atoi(optarg); break;
         case 1:   opt_pub_port = atoi(optarg); break;
+        case 11:  opt_split_port = atoi(optarg); break;
         case 'u': opt_path = optarg; break;
         case 'H': opt_headers = add_header(opt_headers, optarg); break;
         case 'P': opt_pub_path = optarg; break;
@@ -1887,6 +1994,7 @@ main(int argc, char **argv)
     if (optind != argc || opt_path == NULL || opt_pub_path == NULL
         || opt_n < 1 || opt_m < 0 || opt_warmup < 0 || opt_conc < 1
         || opt_pub_conns < 1 || opt_port <= 0 || opt_port > 65535
+        || opt_split_port < 0 || opt_split_port > 65535
         || opt_n > 4000000 || opt_m > 100000000)
     {
         usage(2);
@@ -1911,6 +2019,8 @@ main(int argc, char **argv)
 
     pub_srv = srv;
     pub_srv.sin_port = htons(opt_pub_port);
+    srv_split = srv;
+    srv_split.sin_port = htons(opt_split_port);
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -1918,22 +2028,10 @@ main(int argc, char **argv)
 
     raise_nofile(opt_n + npubs + 64);
 
-    /* the stream request */
-    {
-        size_t  need;
+    sub_req = sub_request(opt_port, &sub_req_len);
 
-        need = strlen(opt_path) + strlen(opt_host)
-               + (opt_headers ? strlen(opt_headers) : 0) + 256;
-        sub_req = xalloc(need);
-        sub_req_len = snprintf(sub_req, need,
-                               "GET %s HTTP/1.1\r\n"
-                               "Host: %s:%d\r\n"
-                               "Accept: text/event-stream\r\n"
-                               "Cache-Control: no-cache\r\n"
-                               "%s"
-                               "\r\n",
-                               opt_path, opt_host, opt_port,
-                               opt_headers ? opt_headers : "");
+    if (opt_split_port) {
+        sub_req_split = sub_request(opt_split_port, &sub_req_split_len);
     }
 
     subs = xalloc(sizeof(conn_t) * opt_n);
@@ -2032,9 +2130,16 @@ main(int argc, char **argv)
                     opt_label, sub_warm_done, sub_alive);
             }
 
+            /* the hook reads what the servers spent so far: no message
+             * is in flight, and the measured ones start after it */
+
+            run_hook("publish");
+
+            now_ns = clock_ns();
             phase = PH_PUBLISH;
             phase_start = now_ns;
             t_pub_start = now_ns;
+            cpu_pub_start = cpu_ns();
         }
 
         if (phase == PH_PUBLISH && msg_next >= opt_m && pub_outstanding == 0) {
@@ -2114,6 +2219,9 @@ main(int argc, char **argv)
         say("%s: stopped waiting %.1f s after the last publish\n", opt_label,
             opt_timeout);
     }
+
+    cpu_pub_end = cpu_ns();
+    free(evs);
 
     run_hook("delivered");
 
