@@ -23,13 +23,19 @@
 #   nchan  the baseline, always run: a private nginx (2 workers) with
 #          ngx_nchan_module, an eventsource subscriber location and an
 #          HTTP publisher location, on the stack's Redis.
+#   floor  the floor, always run: bench/sse/sse-floor.c, 2 worker
+#          processes that do nothing but subscribe on the stack's Redis
+#          and send() each message to each stream: the kernel's share of
+#          a delivered event, which no server can go below (its memory
+#          per stream is the kernel's too: it keeps only a descriptor).
 #
 # In this order:
 #   1. room with 1 stream (SSE_M messages at SSE_RATE): what a POST costs
 #      the stack's workers and Redis without fan-out, subtracted from the
 #      room runs' CPU so that their per-event figure is the fan-out's;
-#   2. for each size of SSE_N: room, diag, nchan (the stack's workers are
-#      fresh for each room run: a reload; the private nginx start anew);
+#   2. for each size of SSE_N: room, diag, nchan, floor (the stack's
+#      workers are fresh for each room run: a reload; the private nginx
+#      start anew);
 #   3. scale: room with SSE_SCALE_N streams, SSE_SCALE_M messages at
 #      SSE_SCALE_RATE a second, p99 against SSE_SCALE_P99 ms;
 #   4. two nodes: a second nginx of ours with the stack's configuration
@@ -69,6 +75,8 @@
 #   SSE_NODE2_PORT    the second node's gateway; its user, friend, chat
 #                     and notification listeners on the next four ports
 #                     [CHAT_HTTP_PORT + 10412: 18492..18496]
+#   SSE_FLOOR_PORT    port of the floor server [CHAT_HTTP_PORT + 10417:
+#                     18497]
 #   CHAT_HTTP_PORT, CHAT_REDIS_PORT, CHAT_WORK, ...: as build.sh
 #
 # Output: the client's report for each run, memory and CPU lines, a
@@ -94,13 +102,17 @@ NGINX=${CHAT_NGINX_BINARY:-/usr/sbin/nginx}
 
 # ------------------------------------------------------------ samples
 
-# the nginx workers of a master (not old ones shutting down):
+# the workers of a master, nginx's or the floor's (not old ones shutting
+# down):
 # "<rss kB> <pss kB> <workers> <cpu ticks>"
 sample() {
     local master=$1 pid args rss=0 pss=0 n=0 ticks=0 r p t
 
     while read -r pid args; do
-        [ "$args" = "nginx: worker process" ] || continue
+        case $args in
+            "nginx: worker process" | "sse-floor: worker process") ;;
+            *) continue ;;
+        esac
         read -r r p < <(awk '/^Rss:/ { r = $2 } /^Pss:/ { p = $2 }
                              END { print r + 0, p + 0 }' \
                             "/proc/$pid/smaps_rollup" 2>/dev/null \
@@ -148,10 +160,12 @@ fi
 : "${SSE_DIAG_PORT:=$((CHAT_HTTP_PORT + 10410))}"
 : "${SSE_NCHAN_PORT:=$((CHAT_HTTP_PORT + 10411))}"
 : "${SSE_NODE2_PORT:=$((CHAT_HTTP_PORT + 10412))}"
+: "${SSE_FLOOR_PORT:=$((CHAT_HTTP_PORT + 10417))}"
 
 BASE=http://127.0.0.1:$CHAT_HTTP_PORT
 SSE_WORK=$WORK/bench-sse
 CLIENT=$SSE_WORK/sse-fanout
+FLOOR=$SSE_WORK/sse-floor
 STACK=$WORK/nginx
 
 log() { printf '>>> %s\n' "$*" >&2; }
@@ -238,6 +252,9 @@ command -v cc >/dev/null \
 cc -O2 -Wall -Wextra -Werror -o "$CLIENT.new" "$HERE/sse/sse-fanout.c" -lm \
     || die "building bench/sse/sse-fanout.c failed"
 mv "$CLIENT.new" "$CLIENT"
+cc -O2 -Wall -Wextra -Werror -o "$FLOOR.new" "$HERE/sse/sse-floor.c" \
+    || die "building bench/sse/sse-floor.c failed"
+mv "$FLOOR.new" "$FLOOR"
 
 # the client needs a descriptor per stream (and a few), so do the nginx
 # workers (all streams may land on one): the private ones and a stack
@@ -724,6 +741,35 @@ EOF
     stop_private "$prefix"
 }
 
+run_floor() {
+    local n=$1 prefix=$WORK/bench-floor
+
+    rm -rf "$prefix"
+    mkdir -p "$prefix/logs"
+    STARTED+=("$prefix")
+
+    "$FLOOR" -p "$SSE_FLOOR_PORT" -r "$CHAT_REDIS_PORT" -c "floor$RUN_ID" \
+        -w 2 -g "$prefix/logs/nginx.pid" &
+    for _ in $(seq 1 50); do
+        [ -s "$prefix/logs/nginx.pid" ] \
+            && (exec 3<> "/dev/tcp/127.0.0.1/$SSE_FLOOR_PORT") 2>/dev/null \
+            && break
+        sleep 0.1
+    done
+    [ -s "$prefix/logs/nginx.pid" ] || die "the floor server did not start"
+    # its workers' subscriptions
+    sleep 0.5
+
+    measure floor "$n" "$SSE_M" "$SSE_RATE" \
+        "floor: a send() per stream and message (:$SSE_FLOOR_PORT)" \
+        "$(cat "$prefix/logs/nginx.pid")" \
+        -p "$SSE_FLOOR_PORT" -u "/sub" -P "/pub" -b "$DATA" \
+        --ready connected
+
+    kill -TERM "$(cat "$prefix/logs/nginx.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+}
+
 # the second node: the configuration build.sh rendered for the stack,
 # with a prefix and listeners of its own (the datastores are the same),
 # started as build.sh starts the stack's nginx
@@ -787,6 +833,7 @@ for n in "${SIZES[@]}"; do
         run_diag "$n"
     fi
     run_nchan "$n"
+    run_floor "$n"
 done
 
 if target room && [ "$SSE_SCALE_N" -gt 0 ]; then
@@ -843,7 +890,7 @@ for n in "${SIZES[@]}"; do
         "nginx us" "redis us" "redis us" client
     row "" "" "" "" "" "" "open" "after" "/event" "/event" "/message" \
         "cores"
-    for label in room diag nchan; do
+    for label in room diag nchan floor; do
         [ -n "${RES[$label@$n]:-}" ] || continue
         row "$label" "$(of $label "$n" received)/$(of $label "$n" expected)" \
             "$(of $label "$n" p50_ms)" "$(of $label "$n" p90_ms)" \
@@ -878,6 +925,15 @@ for n in "${SIZES[@]}"; do
                                   "$(of nchan "$n" p50_ms)"), p99" \
              "$(ratio "$(of $label "$n" p99_ms)" "$(of nchan "$n" p99_ms)")"
     done
+    if [ -n "${RES[floor@$n]:-}" ]; then
+        fl=$(of floor "$n" nginx_us_event)
+        echo "above the floor (CPU per event less the floor's $fl us):" \
+             "room $(calc 'a - b' a="$fo" b="$fl")," \
+             "diag $(calc 'a - b' a="$(of diag "$n" nginx_us_event)" \
+                                  b="$fl")," \
+             "nchan $(calc 'a - b' a="$(of nchan "$n" nginx_us_event)" \
+                                   b="$fl") us"
+    fi
     echo
 
     if [ -n "${RES[room@$n]:-}" ]; then
@@ -889,6 +945,14 @@ for n in "${SIZES[@]}"; do
             "$(ratio "$fo" "$(of nchan "$n" nginx_us_event)")" le 0.5 \
             "nginx-worker CPU per delivered event, ours (POSTs apart)/nchan,\
  $n streams")")
+        if [ -n "${RES[floor@$n]:-}" ]; then
+            GOALS+=("$(goal "sse_cpu_above_floor_$n" \
+                "$(calc 'c > f ? (a - f) / (c - f) : "nan"' a="$fo" \
+                        c="$(of nchan "$n" nginx_us_event)" \
+                        f="$(of floor "$n" nginx_us_event)")" le 0.5 \
+                "nginx-worker CPU per event above the floor's (a bare send()\
+ per stream), ours/nchan, $n streams")")
+        fi
         GOALS+=("$(goal "sse_p99_$n" \
             "$(ratio "$(of room "$n" p99_ms)" "$(of nchan "$n" p99_ms)")" \
             le 1 "delivery latency p99, ours/nchan, $n streams at\
