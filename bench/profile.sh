@@ -13,8 +13,10 @@
 # and prints instructions per request of each, their difference (the
 # handler's share), and the functions that take most of "me".
 #
-#   BENCH_PROFILE_N     requests per phase [2000]
-#   BENCH_PROFILE_TOP   functions listed [25]
+#   BENCH_PROFILE_N       requests per phase [2000]
+#   BENCH_PROFILE_TOP     functions listed [25]
+#   BENCH_PROFILE_OFFSET  added to the stack's ports for the profiled
+#                         nginx's listeners [20000]
 #
 # Needs the stack of "./build.sh run" (its datastores and rendered
 # nginx.conf) and valgrind.
@@ -26,7 +28,7 @@
 
 PREFIX=$WORK/bench-profile
 CONF=$WORK/nginx/conf/nginx.conf
-OFFSET=1000
+OFFSET=${BENCH_PROFILE_OFFSET:-20000}
 
 command -v valgrind >/dev/null || die "valgrind is not installed"
 [ -f "$CONF" ] || die "$CONF is missing (./build.sh run)"
@@ -55,7 +57,12 @@ valgrind --tool=callgrind --callgrind-out-file="$PREFIX/callgrind.%p" \
 vg=$!
 trap 'kill "$vg" 2>/dev/null; wait "$vg" 2>/dev/null' EXIT
 
+# another nginx on these ports would be measured instead: ours must be up
 for _ in $(seq 1 300); do
+    kill -0 "$vg" 2>/dev/null \
+        || die "the profiled nginx exited: $PREFIX/logs/error.log"
+    grep -q emerg "$PREFIX/logs/error.log" 2>/dev/null \
+        && die "the profiled nginx failed: $(grep emerg "$PREFIX/logs/error.log" | head -1)"
     curl -s -o /dev/null "http://127.0.0.1:$gw/ping" && break
     sleep 0.2
 done
