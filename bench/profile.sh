@@ -16,7 +16,7 @@
 #   BENCH_PROFILE_N       requests per phase [2000]
 #   BENCH_PROFILE_TOP     functions listed [25]
 #   BENCH_PROFILE_OFFSET  added to the stack's ports for the profiled
-#                         nginx's listeners [20000]
+#                         nginx's listeners, below the ephemeral ports [5000]
 #
 # Needs the stack of "./build.sh run" (its datastores and rendered
 # nginx.conf) and valgrind.
@@ -28,7 +28,7 @@
 
 PREFIX=$WORK/bench-profile
 CONF=$WORK/nginx/conf/nginx.conf
-OFFSET=${BENCH_PROFILE_OFFSET:-20000}
+OFFSET=${BENCH_PROFILE_OFFSET:-5000}
 
 command -v valgrind >/dev/null || die "valgrind is not installed"
 [ -f "$CONF" ] || die "$CONF is missing (./build.sh run)"
