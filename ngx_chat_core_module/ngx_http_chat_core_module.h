@@ -432,6 +432,9 @@ ngx_int_t ngx_http_chat_op_sql(ngx_http_chat_op_t *op, const char *sql,
  * run again and again; the result has the same form */
 ngx_int_t ngx_http_chat_op_stmt(ngx_http_chat_op_t *op, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+/* placeholders for a list of n values in a prepared statement: rounded up,
+ * so that lists of any length make a few statement texts, not one each */
+ngx_uint_t ngx_http_chat_sql_list_size(ngx_uint_t n);
 ngx_int_t ngx_http_chat_op_redis(ngx_http_chat_op_t *op, int argc,
     const char **argv, const size_t *argvlen);
 /* run() gets a client of the core's pool for the configured database */

@@ -466,6 +466,19 @@ ngx_http_chat_op_stmt(ngx_http_chat_op_t *base, const char *sql,
 }
 
 
+/* a power of two: a list of up to 128 values takes one of 8 texts */
+
+ngx_uint_t
+ngx_http_chat_sql_list_size(ngx_uint_t n)
+{
+    ngx_uint_t  m;
+
+    for (m = 1; m < n; m <<= 1) { /* void */ }
+
+    return m;
+}
+
+
 static ngx_int_t
 ngx_http_chat_mysql_run(ngx_http_chat_op_t *base, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs, ngx_uint_t prepared)
