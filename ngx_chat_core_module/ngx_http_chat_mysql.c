@@ -493,18 +493,23 @@ ngx_http_chat_mysql_run(ngx_http_chat_op_t *base, const char *sql,
 
     len = ngx_strlen(sql);
 
-    n = 0;
-    for (p = (u_char *) sql; *p; p++) {
-        if (*p == '?') {
-            n++;
-        }
-    }
+    /* a prepared statement's count is the server's, checked on execution */
 
-    if (n != nargs) {
-        ngx_log_error(NGX_LOG_ALERT, base->log, 0,
-                      "chat mysql: %ui arguments for %ui placeholders in "
-                      "\"%s\"", nargs, n, sql);
-        return NGX_ERROR;
+    if (!prepared) {
+        n = 0;
+
+        for (p = (u_char *) sql; *p; p++) {
+            if (*p == '?') {
+                n++;
+            }
+        }
+
+        if (n != nargs) {
+            ngx_log_error(NGX_LOG_ALERT, base->log, 0,
+                          "chat mysql: %ui arguments for %ui placeholders "
+                          "in \"%s\"", nargs, n, sql);
+            return NGX_ERROR;
+        }
     }
 
     op = ngx_pcalloc(base->pool, sizeof(ngx_http_chat_mysql_op_t));
