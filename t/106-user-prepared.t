@@ -1,6 +1,6 @@
 # The user row runs as a prepared statement (binary protocol).  Its
 # answers are the text protocol's: the same JSON as the row read another
-# way (the mariadb client, and U9's statement, which runs as text) for rows
+# way (the mariadb client, and U10's statement, which runs as text) for rows
 # with NULLs, 4-byte UTF-8, values longer than a fetch slot, the largest
 # INT id and datetimes.  The statements live on the connections: after a
 # MariaDB restart the next requests prepare them again and answer 200.
@@ -120,10 +120,10 @@ for my $r (@rows) {
     is($status, 200, "$what: U8 200");
     is_deeply($one, $want, "$what: U8 as the row read by the client");
 
-    # U9 reads the same row through the text protocol
+    # U10 reads the same row through the text protocol
     ($status, my $list) = api(POST => '/api/users/batch', $token,
                               { user_ids => [ $id ] });
-    is($status, 200, "$what: U9 200");
+    is($status, 200, "$what: U10 200");
     is_deeply($list->[0], $me, "$what: the text protocol's JSON is the same")
         or diag(explain($list));
 }
