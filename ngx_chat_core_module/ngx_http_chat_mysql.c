@@ -937,6 +937,12 @@ ngx_http_chat_mysql_stmt(ngx_http_chat_mysql_conn_t *mc,
 
     ps = &mc->stmts[mc->nstmts];
 
+    /* a text left by a statement that could not be made */
+
+    if (ps->sql) {
+        ngx_free(ps->sql);
+    }
+
     /* the text may be the caller's pool memory: the cache keeps a copy */
 
     ps->sql = ngx_alloc(op->sql_len, op->base->log);
