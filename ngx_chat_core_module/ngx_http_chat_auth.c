@@ -108,19 +108,22 @@ ngx_http_chat_bearer(ngx_http_request_t *r, ngx_str_t *token)
         p++;
     }
 
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
     token->data = p;
+    token->len = last - p;
 
-    while (p < last && *p != ' ' && *p != '\t') {
-        p++;
-    }
+    /*
+     * one word: libc's memchr() looks through a token of a few hundred
+     * bytes many times faster than a loop over its bytes
+     */
 
-    token->len = p - token->data;
-
-    while (p < last && (*p == ' ' || *p == '\t')) {
-        p++;
-    }
-
-    if (token->len == 0 || p != last) {
+    if (token->len == 0
+        || memchr(p, ' ', token->len) != NULL
+        || memchr(p, '\t', token->len) != NULL)
+    {
         return NGX_DECLINED;
     }
 
