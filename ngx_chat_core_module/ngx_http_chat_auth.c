@@ -25,6 +25,36 @@
 /* random bytes of a token's "jti" */
 #define NGX_HTTP_CHAT_JTI_LEN       16
 
+/* verified tokens a worker remembers */
+#define NGX_HTTP_CHAT_TOKENS        1024
+
+/* token bytes that choose a token's slot: the signature's last ones */
+#define NGX_HTTP_CHAT_TOKEN_TAIL    16
+
+/* an HS256 signature in base64url, without padding */
+#define NGX_HTTP_CHAT_JWT_SIG_LEN   43
+
+
+/*
+ * A verified token as a worker remembers it.  A client sends one token
+ * with all its requests, and each would cost two SHA-256 runs for the
+ * HMAC, a third for the revocation key, base64 and JSON; remembered, it
+ * costs a comparison of its bytes.  Only a token that passed every check
+ * is kept; its expiry is checked again on every use and its revocation
+ * is asked of Redis on every request, as before.  Workers begin empty,
+ * so after a reload with a new secret no token of the old one is known.
+ */
+
+typedef struct {
+    u_char                     *data;       /* ngx_alloc(): token, email,
+                                               key */
+    size_t                      len;
+    int64_t                     user_id;
+    time_t                      exp;
+    ngx_str_t                   email;
+    ngx_str_t                   key;
+} ngx_http_chat_token_t;
+
 
 typedef struct {
     ngx_http_chat_bcrypt_t     *bcrypt;
@@ -34,6 +64,9 @@ typedef struct {
 
 
 static ngx_uint_t ngx_http_chat_jwt_future(cJSON *claims, const char *name);
+static ngx_int_t ngx_http_chat_token_verify(ngx_http_request_t *r,
+    ngx_str_t *token, ngx_http_chat_ctx_t *ctx, ngx_str_t *key);
+static ngx_http_chat_token_t *ngx_http_chat_token_slot(ngx_str_t *token);
 static void ngx_http_chat_revocation_reply(ngx_http_chat_op_t *op);
 static ngx_int_t ngx_http_chat_revocation_checked(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc, void *data);
@@ -75,19 +108,22 @@ ngx_http_chat_bearer(ngx_http_request_t *r, ngx_str_t *token)
         p++;
     }
 
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
     token->data = p;
+    token->len = last - p;
 
-    while (p < last && *p != ' ' && *p != '\t') {
-        p++;
-    }
+    /*
+     * one word: libc's memchr() looks through a token of a few hundred
+     * bytes many times faster than a loop over its bytes
+     */
 
-    token->len = p - token->data;
-
-    while (p < last && (*p == ' ' || *p == '\t')) {
-        p++;
-    }
-
-    if (token->len == 0 || p != last) {
+    if (token->len == 0
+        || memchr(p, ' ', token->len) != NULL
+        || memchr(p, '\t', token->len) != NULL)
+    {
         return NGX_DECLINED;
     }
 
@@ -571,6 +607,134 @@ ngx_http_chat_revoked_key(ngx_http_request_t *r, ngx_str_t *token,
 }
 
 
+static ngx_http_chat_token_t  *ngx_http_chat_tokens;
+
+
+/*
+ * The token's claims into ctx and its revocation key into key, from the
+ * worker's memory when the token is known, else verified and remembered
+ */
+
+static ngx_int_t
+ngx_http_chat_token_verify(ngx_http_request_t *r, ngx_str_t *token,
+    ngx_http_chat_ctx_t *ctx, ngx_str_t *key)
+{
+    u_char                 *p;
+    size_t                  size, n;
+    ngx_int_t               rc;
+    ngx_http_chat_token_t  *t;
+
+    t = ngx_http_chat_token_slot(token);
+
+    /*
+     * the signature in constant time: the time taken says nothing of the
+     * signature of a remembered token; header and claims are no secret
+     * without it
+     */
+
+    n = token->len - ngx_min(token->len, NGX_HTTP_CHAT_JWT_SIG_LEN);
+
+    if (t && t->len == token->len
+        && ngx_memcmp(t->data, token->data, n) == 0
+        && CRYPTO_memcmp(t->data + n, token->data + n, token->len - n) == 0
+        && t->exp > ngx_time())
+    {
+        ctx->user_id = t->user_id;
+        ctx->token = *token;
+        ctx->token_exp = t->exp;
+
+        /* the request's own copies: the slot may be taken meanwhile */
+
+        size = t->email.len + t->key.len;
+
+        p = ngx_pnalloc(r->pool, size);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (t->email.len) {
+            ctx->email.data = p;
+            ctx->email.len = t->email.len;
+            p = ngx_cpymem(p, t->email.data, t->email.len);
+        }
+
+        key->data = p;
+        key->len = t->key.len;
+        ngx_memcpy(p, t->key.data, t->key.len);
+
+        return NGX_OK;
+    }
+
+    rc = ngx_http_chat_jwt_verify(r, token, ctx);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_chat_revoked_key(r, token, key) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (t == NULL) {
+        return NGX_OK;
+    }
+
+    /* remembered; without the memory for it, only not remembered */
+
+    size = token->len + ctx->email.len + key->len;
+
+    p = ngx_alloc(size, r->connection->log);
+    if (p == NULL) {
+        return NGX_OK;
+    }
+
+    if (t->data) {
+        ngx_free(t->data);
+    }
+
+    t->data = p;
+    t->len = token->len;
+    t->user_id = ctx->user_id;
+    t->exp = ctx->token_exp;
+
+    p = ngx_cpymem(p, token->data, token->len);
+
+    t->email.data = p;
+    t->email.len = ctx->email.len;
+
+    if (ctx->email.len) {
+        p = ngx_cpymem(p, ctx->email.data, ctx->email.len);
+    }
+
+    t->key.data = p;
+    t->key.len = key->len;
+    ngx_memcpy(p, key->data, key->len);
+
+    return NGX_OK;
+}
+
+
+static ngx_http_chat_token_t *
+ngx_http_chat_token_slot(ngx_str_t *token)
+{
+    size_t  n;
+
+    if (ngx_http_chat_tokens == NULL) {
+        ngx_http_chat_tokens = ngx_calloc(NGX_HTTP_CHAT_TOKENS
+                                          * sizeof(ngx_http_chat_token_t),
+                                          ngx_cycle->log);
+        if (ngx_http_chat_tokens == NULL) {
+            return NULL;
+        }
+    }
+
+    n = ngx_min(token->len, NGX_HTTP_CHAT_TOKEN_TAIL);
+
+    return &ngx_http_chat_tokens[ngx_hash_key(token->data + token->len - n, n)
+                                 % NGX_HTTP_CHAT_TOKENS];
+}
+
+
 /* the revocation check of one request, and what follows it */
 
 typedef struct {
@@ -593,7 +757,7 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     ngx_http_chat_op_t          *all, *op;
     ngx_http_chat_revocation_t  *rv;
 
-    rc = ngx_http_chat_jwt_verify(r, token, ctx);
+    rc = ngx_http_chat_token_verify(r, token, ctx, &key);
 
     if (rc == NGX_ERROR) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -603,10 +767,6 @@ ngx_http_chat_authenticate(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "chat: invalid or expired token");
         return ngx_http_chat_send_unauthorized(r);
-    }
-
-    if (ngx_http_chat_revoked_key(r, token, &key) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     rv = ngx_palloc(r->pool, sizeof(ngx_http_chat_revocation_t));

@@ -430,6 +430,13 @@ ngx_int_t ngx_http_chat_bcrypt_verify(ngx_http_request_t *r,
 
 ngx_int_t ngx_http_chat_op_sql(ngx_http_chat_op_t *op, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+/* the same as a prepared statement, cached per connection: for statements
+ * run again and again; the result has the same form */
+ngx_int_t ngx_http_chat_op_stmt(ngx_http_chat_op_t *op, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+/* placeholders for a list of n values in a prepared statement: rounded up,
+ * so that lists of any length make a few statement texts, not one each */
+ngx_uint_t ngx_http_chat_sql_list_size(ngx_uint_t n);
 ngx_int_t ngx_http_chat_op_redis(ngx_http_chat_op_t *op, int argc,
     const char **argv, const size_t *argvlen);
 /* run() gets a client of the core's pool for the configured database */
@@ -481,6 +488,13 @@ ngx_int_t ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
 ngx_int_t ngx_http_chat_sql_then(ngx_http_request_t *r, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
     ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next);
+/* the same through ngx_http_chat_op_stmt() */
+ngx_int_t ngx_http_chat_stmt(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler);
+ngx_int_t ngx_http_chat_stmt_then(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next);
 ngx_int_t ngx_http_chat_redis(ngx_http_request_t *r,
     ngx_http_chat_redis_pt handler, int argc, const char **argv,
     const size_t *argvlen);
@@ -511,6 +525,8 @@ void ngx_http_chat_gate_shut(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx);
 
 /* fire and forget: nothing waits, a failure is logged and counted */
 void ngx_http_chat_sql_forget(ngx_log_t *log, const char *what,
+    const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
+void ngx_http_chat_stmt_forget(ngx_log_t *log, const char *what,
     const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs);
 
 

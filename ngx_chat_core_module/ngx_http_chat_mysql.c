@@ -8,6 +8,12 @@
  * only to receive its events; the wrapper is released before the library
  * closes the socket, or, when the library closed it on its own, without
  * touching the descriptor again.
+ *
+ * A statement may run as a server-side prepared statement (binary
+ * protocol): each connection prepares it on first use and keeps it in a
+ * cache keyed by its text, so later executions send only the statement id
+ * and the arguments, and the server neither parses nor plans it again.  The
+ * cache dies with the connection: a reconnect prepares anew.
  */
 
 
@@ -24,6 +30,9 @@
 #define NGX_HTTP_CHAT_MYSQL_IDLE         2
 #define NGX_HTTP_CHAT_MYSQL_QUERY        3
 #define NGX_HTTP_CHAT_MYSQL_STORE        4
+#define NGX_HTTP_CHAT_MYSQL_PREPARE      5
+#define NGX_HTTP_CHAT_MYSQL_EXECUTE      6
+#define NGX_HTTP_CHAT_MYSQL_STMT_STORE   7
 
 #define NGX_HTTP_CHAT_MYSQL_BACKOFF_MIN  100
 #define NGX_HTTP_CHAT_MYSQL_BACKOFF_MAX  5000
@@ -33,6 +42,18 @@
  * shut down every step fails at once, so this is never reached in practice
  */
 #define NGX_HTTP_CHAT_MYSQL_ABORT_STEPS  16
+
+/*
+ * prepared statements kept per connection; the services have a few dozen
+ * statement texts, a connection past the bound runs the rest as text
+ */
+#define NGX_HTTP_CHAT_MYSQL_STMTS        64
+
+/*
+ * bytes per column fetched in one step (a longer value takes a second):
+ * room for a MYSQL_TIME too
+ */
+#define NGX_HTTP_CHAT_MYSQL_CELL         128
 
 #define NGX_HTTP_CHAT_MYSQL_INIT_COMMAND                                      \
     "SET SESSION sql_mode='STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', "       \
@@ -61,7 +82,17 @@ typedef struct {
     ngx_event_t                    deadline;
 
     unsigned                       queued:1;
+    unsigned                       prepared:1;  /* wants the binary path */
 } ngx_http_chat_mysql_op_t;
+
+
+/* a prepared statement of one connection */
+
+typedef struct {
+    MYSQL_STMT                    *stmt;
+    u_char                        *sql;         /* ngx_alloc()ed */
+    size_t                         sql_len;
+} ngx_http_chat_mysql_stmt_t;
 
 
 struct ngx_http_chat_mysql_conn_s {
@@ -77,8 +108,27 @@ struct ngx_http_chat_mysql_conn_s {
     ngx_event_t                    timer;       /* connect timeout, retry */
     ngx_event_t                    lib_timer;   /* MYSQL_WAIT_TIMEOUT */
 
+    /*
+     * the cache: stmts[0 .. nstmts - 1] are prepared; stmts[nstmts]
+     * holds the one being prepared, if any
+     */
+    ngx_http_chat_mysql_stmt_t    *stmts;
+    ngx_uint_t                     nstmts;
+    MYSQL_STMT                    *stmt;        /* in flight */
+
     unsigned                       failed:1;    /* since last connected */
 };
+
+
+/* where a prepared statement's rows are fetched to, once per worker */
+
+typedef struct {
+    MYSQL_BIND                    *binds;
+    unsigned long                 *lengths;
+    my_bool                       *nulls;
+    u_char                        *buf;
+    ngx_uint_t                     ncols;
+} ngx_http_chat_mysql_fetch_t;
 
 
 typedef struct {
@@ -100,6 +150,8 @@ typedef struct {
     ngx_queue_t                    queue;
     ngx_uint_t                     nqueued;
 
+    ngx_http_chat_mysql_fetch_t    fetch;
+
     unsigned                       ever_up:1;
     unsigned                       logged:1;    /* trouble reported */
 } ngx_http_chat_mysql_pool_t;
@@ -117,7 +169,21 @@ static void ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc,
     int status, int err);
 static void ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc,
     int status, MYSQL_RES *res);
-static void ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc);
+static ngx_http_chat_mysql_stmt_t *ngx_http_chat_mysql_stmt(
+    ngx_http_chat_mysql_conn_t *mc, ngx_http_chat_mysql_op_t *op);
+static void ngx_http_chat_mysql_prepared(ngx_http_chat_mysql_conn_t *mc,
+    int status, int err);
+static void ngx_http_chat_mysql_execute(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op, MYSQL_STMT *stmt);
+static void ngx_http_chat_mysql_executed(ngx_http_chat_mysql_conn_t *mc,
+    int status, int err);
+static void ngx_http_chat_mysql_stmt_stored(ngx_http_chat_mysql_conn_t *mc,
+    int status, int err);
+static void ngx_http_chat_mysql_stmt_error(ngx_http_chat_mysql_conn_t *mc);
+static void ngx_http_chat_mysql_free_stmts(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t closed);
+static void ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t errnum, const char *err);
 static void ngx_http_chat_mysql_finish(ngx_http_chat_mysql_conn_t *mc);
 static void ngx_http_chat_mysql_fail(ngx_http_chat_mysql_conn_t *mc,
     ngx_uint_t backoff);
@@ -146,6 +212,14 @@ static ngx_int_t ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
     ngx_http_chat_mysql_op_t *op);
 static ngx_int_t ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op,
     MYSQL_RES *res);
+static ngx_int_t ngx_http_chat_mysql_stmt_copy(ngx_http_chat_mysql_op_t *op,
+    MYSQL_STMT *stmt);
+static ngx_int_t ngx_http_chat_mysql_time(ngx_pool_t *pool, MYSQL_TIME *tm,
+    MYSQL_FIELD *field, ngx_str_t *cell);
+static ngx_int_t ngx_http_chat_mysql_fetch_size(ngx_uint_t ncols);
+static ngx_int_t ngx_http_chat_mysql_run(ngx_http_chat_op_t *base,
+    const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_uint_t prepared);
 static void ngx_http_chat_mysql_complete(ngx_http_chat_mysql_op_t *op);
 static void ngx_http_chat_mysql_dispatch(void);
 static void ngx_http_chat_mysql_flush(void);
@@ -346,6 +420,9 @@ ngx_http_chat_mysql_state(void)
         case NGX_HTTP_CHAT_MYSQL_IDLE:
         case NGX_HTTP_CHAT_MYSQL_QUERY:
         case NGX_HTTP_CHAT_MYSQL_STORE:
+        case NGX_HTTP_CHAT_MYSQL_PREPARE:
+        case NGX_HTTP_CHAT_MYSQL_EXECUTE:
+        case NGX_HTTP_CHAT_MYSQL_STMT_STORE:
             return NGX_HTTP_CHAT_UP;
 
         case NGX_HTTP_CHAT_MYSQL_CONNECTING:
@@ -368,6 +445,44 @@ ngx_int_t
 ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
 {
+    return ngx_http_chat_mysql_run(base, sql, args, nargs, 0);
+}
+
+
+/*
+ * The same statement as a prepared one.  The result is the same too: the
+ * binary protocol's values are turned into the text the text protocol
+ * gives (the library's conversion of integers, DECIMAL, strings, DATE,
+ * TIME, DATETIME, TIMESTAMP), so a caller switches by the name alone.  Not
+ * for FLOAT and DOUBLE columns, which the library prints its own way, nor
+ * ZEROFILL ones.
+ */
+
+ngx_int_t
+ngx_http_chat_op_stmt(ngx_http_chat_op_t *base, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
+{
+    return ngx_http_chat_mysql_run(base, sql, args, nargs, 1);
+}
+
+
+/* a power of two: a list of up to 128 values takes one of 8 texts */
+
+ngx_uint_t
+ngx_http_chat_sql_list_size(ngx_uint_t n)
+{
+    ngx_uint_t  m;
+
+    for (m = 1; m < n; m <<= 1) { /* void */ }
+
+    return m;
+}
+
+
+static ngx_int_t
+ngx_http_chat_mysql_run(ngx_http_chat_op_t *base, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs, ngx_uint_t prepared)
+{
     u_char                      *p;
     size_t                       len;
     ngx_uint_t                   i, n;
@@ -378,18 +493,23 @@ ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
 
     len = ngx_strlen(sql);
 
-    n = 0;
-    for (p = (u_char *) sql; *p; p++) {
-        if (*p == '?') {
-            n++;
-        }
-    }
+    /* a prepared statement's count is the server's, checked on execution */
 
-    if (n != nargs) {
-        ngx_log_error(NGX_LOG_ALERT, base->log, 0,
-                      "chat mysql: %ui arguments for %ui placeholders in "
-                      "\"%s\"", nargs, n, sql);
-        return NGX_ERROR;
+    if (!prepared) {
+        n = 0;
+
+        for (p = (u_char *) sql; *p; p++) {
+            if (*p == '?') {
+                n++;
+            }
+        }
+
+        if (n != nargs) {
+            ngx_log_error(NGX_LOG_ALERT, base->log, 0,
+                          "chat mysql: %ui arguments for %ui placeholders "
+                          "in \"%s\"", nargs, n, sql);
+            return NGX_ERROR;
+        }
     }
 
     op = ngx_pcalloc(base->pool, sizeof(ngx_http_chat_mysql_op_t));
@@ -428,6 +548,7 @@ ngx_http_chat_op_sql(ngx_http_chat_op_t *base, const char *sql,
     op->base = base;
     op->sql = (u_char *) sql;
     op->sql_len = len;
+    op->prepared = prepared;
 
     op->deadline.handler = ngx_http_chat_mysql_deadline_handler;
     op->deadline.data = op;
@@ -523,6 +644,10 @@ ngx_http_chat_mysql_cancel(ngx_http_chat_op_t *base)
 static void
 ngx_http_chat_mysql_free_pool(ngx_http_chat_mysql_pool_t *pool)
 {
+    if (pool->fetch.binds) {
+        ngx_free(pool->fetch.binds);
+    }
+
     if (pool->conns) {
         ngx_free(pool->conns);
     }
@@ -706,9 +831,53 @@ static void
 ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
     ngx_http_chat_mysql_op_t *op)
 {
-    int  status, err;
+    int                          status, err;
+    ngx_http_chat_mysql_stmt_t  *ps;
+
+    mc->op = op;
+    op->conn = mc;
+
+    if (op->prepared) {
+        ps = ngx_http_chat_mysql_stmt(mc, op);
+
+        if (ps && ps->stmt) {
+            ngx_http_chat_mysql_execute(mc, op, ps->stmt);
+            return;
+        }
+
+        if (ps) {
+            ps->stmt = mysql_stmt_init(mc->mysql);
+
+            if (ps->stmt == NULL) {
+                ngx_log_error(NGX_LOG_ERR, op->base->log, 0,
+                              "chat mysql: mysql_stmt_init() failed");
+                goto text;
+            }
+
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->base->log, 0,
+                           "chat mysql: connection #%ui prepare \"%*s\"",
+                           mc->index, op->sql_len, op->sql);
+
+            mc->stmt = ps->stmt;
+            mc->state = NGX_HTTP_CHAT_MYSQL_PREPARE;
+
+            err = 0;
+
+            status = mysql_stmt_prepare_start(&err, ps->stmt,
+                                              (char *) op->sql,
+                                              (unsigned long) op->sql_len);
+
+            ngx_http_chat_mysql_prepared(mc, status, err);
+            return;
+        }
+
+        /* the cache is full: this one runs as text */
+    }
+
+text:
 
     if (ngx_http_chat_mysql_build(mc, op) != NGX_OK) {
+        mc->op = NULL;
         op->base->sql.rc = NGX_ERROR;
         ngx_http_chat_mysql_complete(op);
         return;
@@ -720,8 +889,6 @@ ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
                    "chat mysql: connection #%ui query \"%*s\"",
                    mc->index, op->sql_len, op->sql);
 
-    mc->op = op;
-    op->conn = mc;
     mc->state = NGX_HTTP_CHAT_MYSQL_QUERY;
 
     err = 0;
@@ -730,6 +897,320 @@ ngx_http_chat_mysql_start(ngx_http_chat_mysql_conn_t *mc,
                                     (unsigned long) op->query_len);
 
     ngx_http_chat_mysql_queried(mc, status, err);
+}
+
+
+/*
+ * The connection's statement of the operation's text: prepared, or a
+ * free slot to prepare it in (stmt NULL); NULL when the cache is full
+ */
+
+static ngx_http_chat_mysql_stmt_t *
+ngx_http_chat_mysql_stmt(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op)
+{
+    ngx_uint_t                   i;
+    ngx_http_chat_mysql_stmt_t  *ps;
+
+    if (mc->stmts == NULL) {
+        mc->stmts = ngx_calloc(NGX_HTTP_CHAT_MYSQL_STMTS
+                               * sizeof(ngx_http_chat_mysql_stmt_t),
+                               op->base->log);
+        if (mc->stmts == NULL) {
+            return NULL;
+        }
+    }
+
+    for (i = 0; i < mc->nstmts; i++) {
+        ps = &mc->stmts[i];
+
+        if (ps->sql_len == op->sql_len
+            && ngx_memcmp(ps->sql, op->sql, op->sql_len) == 0)
+        {
+            return ps;
+        }
+    }
+
+    if (mc->nstmts == NGX_HTTP_CHAT_MYSQL_STMTS) {
+        return NULL;
+    }
+
+    ps = &mc->stmts[mc->nstmts];
+
+    /* a text left by a statement that could not be made */
+
+    if (ps->sql) {
+        ngx_free(ps->sql);
+    }
+
+    /* the text may be the caller's pool memory: the cache keeps a copy */
+
+    ps->sql = ngx_alloc(op->sql_len, op->base->log);
+    if (ps->sql == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(ps->sql, op->sql, op->sql_len);
+    ps->sql_len = op->sql_len;
+
+    return ps;
+}
+
+
+static void
+ngx_http_chat_mysql_prepared(ngx_http_chat_mysql_conn_t *mc, int status,
+    int err)
+{
+    MYSQL_STMT                  *stmt;
+    ngx_http_chat_mysql_stmt_t  *ps;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    ps = &mc->stmts[mc->nstmts];
+
+    if (err) {
+
+        /*
+         * the statement is taken out of the cache before the error is
+         * handled, which may close the connection; a statement the server
+         * refused holds nothing there, so closing it sends nothing
+         */
+
+        stmt = ps->stmt;
+        ps->stmt = NULL;
+        mc->stmt = NULL;
+
+        ngx_free(ps->sql);
+        ps->sql = NULL;
+        ps->sql_len = 0;
+
+        ngx_http_chat_mysql_error(mc, mysql_stmt_errno(stmt),
+                                  mysql_stmt_error(stmt));
+
+        (void) mysql_stmt_close(stmt);
+        return;
+    }
+
+    mc->nstmts++;
+
+    ngx_http_chat_mysql_execute(mc, mc->op, ps->stmt);
+}
+
+
+static void
+ngx_http_chat_mysql_execute(ngx_http_chat_mysql_conn_t *mc,
+    ngx_http_chat_mysql_op_t *op, MYSQL_STMT *stmt)
+{
+    int                       status, err;
+    ngx_uint_t                i;
+    MYSQL_BIND               *binds;
+    ngx_http_chat_sql_arg_t  *a;
+
+    /* the server's count: a "?" in a literal is no placeholder */
+
+    if (mysql_stmt_param_count(stmt) != op->nargs) {
+        ngx_log_error(NGX_LOG_ALERT, op->base->log, 0,
+                      "chat mysql: %ui arguments for %lu parameters of "
+                      "\"%*s\"", op->nargs, mysql_stmt_param_count(stmt),
+                      op->sql_len, op->sql);
+        goto failed;
+    }
+
+    binds = NULL;
+
+    if (op->nargs) {
+        binds = ngx_pcalloc(op->base->pool, op->nargs * sizeof(MYSQL_BIND));
+        if (binds == NULL) {
+            goto failed;
+        }
+    }
+
+    for (i = 0; i < op->nargs; i++) {
+        a = &op->args[i];
+
+        switch (a->type) {
+
+        case NGX_HTTP_CHAT_SQL_INT:
+            binds[i].buffer_type = MYSQL_TYPE_LONGLONG;
+            binds[i].buffer = &a->num;
+            break;
+
+        case NGX_HTTP_CHAT_SQL_STR:
+            binds[i].buffer_type = MYSQL_TYPE_STRING;
+            binds[i].buffer = a->str.len ? (char *) a->str.data : "";
+            binds[i].buffer_length = (unsigned long) a->str.len;
+            break;
+
+        default:
+            binds[i].buffer_type = MYSQL_TYPE_NULL;
+        }
+    }
+
+    if (mysql_stmt_bind_param(stmt, binds) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, op->base->log, 0,
+                      "chat mysql: mysql_stmt_bind_param() failed: %s",
+                      mysql_stmt_error(stmt));
+        goto failed;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, op->base->log, 0,
+                   "chat mysql: connection #%ui execute \"%*s\"",
+                   mc->index, op->sql_len, op->sql);
+
+    mc->stmt = stmt;
+    mc->state = NGX_HTTP_CHAT_MYSQL_EXECUTE;
+
+    err = 0;
+
+    status = mysql_stmt_execute_start(&err, stmt);
+
+    ngx_http_chat_mysql_executed(mc, status, err);
+
+    return;
+
+failed:
+
+    op->base->sql.rc = NGX_ERROR;
+    ngx_http_chat_mysql_finish(mc);
+}
+
+
+static void
+ngx_http_chat_mysql_executed(ngx_http_chat_mysql_conn_t *mc, int status,
+    int err)
+{
+    ngx_http_chat_mysql_op_t  *op;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    if (err) {
+        ngx_http_chat_mysql_stmt_error(mc);
+        return;
+    }
+
+    op = mc->op;
+
+    if (mysql_stmt_field_count(mc->stmt) == 0) {
+        op->base->sql.rc = NGX_OK;
+        op->base->sql.affected = mysql_stmt_affected_rows(mc->stmt);
+        op->base->sql.insert_id = mysql_stmt_insert_id(mc->stmt);
+
+        ngx_http_chat_mysql_finish(mc);
+        return;
+    }
+
+    mc->state = NGX_HTTP_CHAT_MYSQL_STMT_STORE;
+
+    err = 0;
+
+    status = mysql_stmt_store_result_start(&err, mc->stmt);
+
+    ngx_http_chat_mysql_stmt_stored(mc, status, err);
+}
+
+
+static void
+ngx_http_chat_mysql_stmt_stored(ngx_http_chat_mysql_conn_t *mc, int status,
+    int err)
+{
+    ngx_int_t                  rc;
+    ngx_http_chat_mysql_op_t  *op;
+
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return;
+    }
+
+    mc->wait = 0;
+
+    if (err) {
+        ngx_http_chat_mysql_stmt_error(mc);
+        return;
+    }
+
+    op = mc->op;
+
+    rc = ngx_http_chat_mysql_stmt_copy(op, mc->stmt);
+
+    /* the stored rows are the library's memory only: no I/O */
+    (void) mysql_stmt_free_result(mc->stmt);
+
+    if (rc == NGX_OK) {
+        op->base->sql.rc = NGX_OK;
+        op->base->sql.affected = op->base->sql.nrows;
+
+    } else {
+        op->base->sql.rc = NGX_ERROR;
+        op->base->sql.nrows = 0;
+        op->base->sql.ncols = 0;
+        op->base->sql.cells = NULL;
+    }
+
+    ngx_http_chat_mysql_finish(mc);
+}
+
+
+static void
+ngx_http_chat_mysql_stmt_error(ngx_http_chat_mysql_conn_t *mc)
+{
+    ngx_http_chat_mysql_error(mc, mysql_stmt_errno(mc->stmt),
+                              mysql_stmt_error(mc->stmt));
+}
+
+
+/*
+ * The connection's statements, once it is closed: the library has cut
+ * them from the server then, and closing them only frees memory.  When
+ * the handle could not be closed they are left with it.
+ */
+
+static void
+ngx_http_chat_mysql_free_stmts(ngx_http_chat_mysql_conn_t *mc,
+    ngx_uint_t closed)
+{
+    ngx_uint_t                   i;
+    ngx_http_chat_mysql_stmt_t  *ps;
+
+    mc->stmt = NULL;
+
+    if (mc->stmts == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_CHAT_MYSQL_STMTS; i++) {
+        ps = &mc->stmts[i];
+
+        if (ps->stmt && closed) {
+            (void) mysql_stmt_close(ps->stmt);
+        }
+
+        if (ps->sql) {
+            ngx_free(ps->sql);
+        }
+    }
+
+    ngx_free(mc->stmts);
+    mc->stmts = NULL;
+    mc->nstmts = 0;
 }
 
 
@@ -751,7 +1232,8 @@ ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc, int status,
     mc->wait = 0;
 
     if (err) {
-        ngx_http_chat_mysql_error(mc);
+        ngx_http_chat_mysql_error(mc, mysql_errno(mc->mysql),
+                                  mysql_error(mc->mysql));
         return;
     }
 
@@ -795,7 +1277,8 @@ ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc, int status,
     mc->wait = 0;
 
     if (res == NULL) {
-        ngx_http_chat_mysql_error(mc);
+        ngx_http_chat_mysql_error(mc, mysql_errno(mc->mysql),
+                                  mysql_error(mc->mysql));
         return;
     }
 
@@ -838,22 +1321,21 @@ ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc, int status,
 
 
 static void
-ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc)
+ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc, ngx_uint_t errnum,
+    const char *err)
 {
-    ngx_uint_t                   errnum;
     ngx_http_chat_mysql_op_t    *op;
     ngx_http_chat_mysql_pool_t  *pool;
 
     pool = ngx_http_chat_mysql_pool;
     op = mc->op;
 
-    errnum = mysql_errno(mc->mysql);
     op->base->sql.errnum = errnum;
 
     if (ngx_http_chat_mysql_lost(errnum)) {
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "chat mysql: connection #%ui lost during a query: "
-                      "%s (%ui)", mc->index, mysql_error(mc->mysql), errnum);
+                      "%s (%ui)", mc->index, err, errnum);
 
         op->base->sql.rc = NGX_DECLINED;
         ngx_http_chat_mysql_fail(mc, 0);
@@ -868,13 +1350,13 @@ ngx_http_chat_mysql_error(ngx_http_chat_mysql_conn_t *mc)
     case ER_NO_REFERENCED_ROW_2:
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                        "chat mysql: connection #%ui query error: %s (%ui)",
-                       mc->index, mysql_error(mc->mysql), errnum);
+                       mc->index, err, errnum);
         break;
 
     default:
         ngx_log_error(NGX_LOG_ERR, pool->log, 0,
                       "chat mysql: query \"%*s\" failed: %s (%ui)",
-                      op->sql_len, op->sql, mysql_error(mc->mysql), errnum);
+                      op->sql_len, op->sql, err, errnum);
     }
 
     op->base->sql.rc = NGX_ERROR;
@@ -1034,6 +1516,21 @@ ngx_http_chat_mysql_close(ngx_http_chat_mysql_conn_t *mc, ngx_uint_t abort)
             }
             break;
 
+        case NGX_HTTP_CHAT_MYSQL_PREPARE:
+            status = mysql_stmt_prepare_cont(&err, mc->stmt,
+                                             MYSQL_WAIT_TIMEOUT);
+            break;
+
+        case NGX_HTTP_CHAT_MYSQL_EXECUTE:
+            status = mysql_stmt_execute_cont(&err, mc->stmt,
+                                             MYSQL_WAIT_TIMEOUT);
+            break;
+
+        case NGX_HTTP_CHAT_MYSQL_STMT_STORE:
+            status = mysql_stmt_store_result_cont(&err, mc->stmt,
+                                                  MYSQL_WAIT_TIMEOUT);
+            break;
+
         default:
             status = 0;
         }
@@ -1067,6 +1564,8 @@ ngx_http_chat_mysql_close(ngx_http_chat_mysql_conn_t *mc, ngx_uint_t abort)
                       "chat mysql: connection #%ui could not be closed",
                       mc->index);
     }
+
+    ngx_http_chat_mysql_free_stmts(mc, status == 0);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pool->log, 0,
                    "chat mysql: connection #%ui closed", mc->index);
@@ -1272,6 +1771,24 @@ ngx_http_chat_mysql_resume(ngx_http_chat_mysql_conn_t *mc, int ready)
         res = NULL;
         status = mysql_store_result_cont(&res, mc->mysql, ready);
         ngx_http_chat_mysql_stored(mc, status, res);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_PREPARE:
+        err = 0;
+        status = mysql_stmt_prepare_cont(&err, mc->stmt, ready);
+        ngx_http_chat_mysql_prepared(mc, status, err);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_EXECUTE:
+        err = 0;
+        status = mysql_stmt_execute_cont(&err, mc->stmt, ready);
+        ngx_http_chat_mysql_executed(mc, status, err);
+        return;
+
+    case NGX_HTTP_CHAT_MYSQL_STMT_STORE:
+        err = 0;
+        status = mysql_stmt_store_result_cont(&err, mc->stmt, ready);
+        ngx_http_chat_mysql_stmt_stored(mc, status, err);
         return;
 
     default:
@@ -1605,6 +2122,249 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 }
 
 
+/*
+ * A prepared statement's stored rows into the operation's pool, as the
+ * text protocol's: each value is fetched as a string into a slot of the
+ * worker's fetch buffer, and one longer than its slot fetched once more
+ * into its cell.  Dates and times are fetched as MYSQL_TIME and printed
+ * here: the library would print them with sprintf(), a tenth of a read's
+ * instructions for the three datetimes of a user row.
+ */
+
+static ngx_int_t
+ngx_http_chat_mysql_stmt_copy(ngx_http_chat_mysql_op_t *op,
+    MYSQL_STMT *stmt)
+{
+    int                           rc;
+    u_char                       *p;
+    ngx_str_t                    *cell;
+    ngx_uint_t                    nrows, ncols, i, n;
+    MYSQL_BIND                    bind;
+    MYSQL_TIME                   *tm;
+    MYSQL_FIELD                  *fields;
+    unsigned long                 len;
+    ngx_http_chat_sql_res_t      *sql;
+    ngx_http_chat_mysql_fetch_t  *f;
+
+    sql = &op->base->sql;
+
+    nrows = (ngx_uint_t) mysql_stmt_num_rows(stmt);
+    ncols = mysql_stmt_field_count(stmt);
+
+    sql->nrows = nrows;
+    sql->ncols = ncols;
+    sql->cells = NULL;
+
+    if (nrows == 0 || ncols == 0) {
+        return NGX_OK;
+    }
+
+    if (nrows > NGX_MAX_SIZE_T_VALUE / sizeof(ngx_str_t) / ncols) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_chat_mysql_fetch_size(ncols) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    f = &ngx_http_chat_mysql_pool->fetch;
+
+    /* the metadata of this execution: a reprepared statement may differ */
+    fields = stmt->fields;
+
+    for (i = 0; i < ncols; i++) {
+        switch (fields[i].type) {
+
+        case MYSQL_TYPE_DATE:
+        case MYSQL_TYPE_DATETIME:
+        case MYSQL_TYPE_TIMESTAMP:
+            f->binds[i].buffer_type = MYSQL_TYPE_DATETIME;
+            break;
+
+        default:
+            f->binds[i].buffer_type = MYSQL_TYPE_STRING;
+        }
+    }
+
+    if (mysql_stmt_bind_result(stmt, f->binds) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, op->base->log, 0,
+                      "chat mysql: mysql_stmt_bind_result() failed: %s",
+                      mysql_stmt_error(stmt));
+        return NGX_ERROR;
+    }
+
+    sql->cells = ngx_palloc(op->base->pool,
+                            nrows * ncols * sizeof(ngx_str_t));
+    if (sql->cells == NULL) {
+        return NGX_ERROR;
+    }
+
+    cell = sql->cells;
+
+    for (n = 0; n < nrows; n++) {
+
+        rc = mysql_stmt_fetch(stmt);
+
+        if (rc != 0 && rc != MYSQL_DATA_TRUNCATED) {
+            ngx_log_error(NGX_LOG_ERR, op->base->log, 0,
+                          "chat mysql: mysql_stmt_fetch() of \"%*s\" "
+                          "failed: %d %s", op->sql_len, op->sql, rc,
+                          mysql_stmt_error(stmt));
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < ncols; i++, cell++) {
+
+            if (f->nulls[i]) {
+                cell->len = 0;
+                cell->data = NULL;
+                continue;
+            }
+
+            if (f->binds[i].buffer_type == MYSQL_TYPE_DATETIME) {
+                tm = f->binds[i].buffer;
+
+                if (ngx_http_chat_mysql_time(op->base->pool, tm, &fields[i],
+                                             cell)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                continue;
+            }
+
+            len = f->lengths[i];
+
+            /* NUL-terminated as a convenience for numeric conversions */
+
+            p = ngx_pnalloc(op->base->pool, len + 1);
+            if (p == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (len < NGX_HTTP_CHAT_MYSQL_CELL) {
+                ngx_memcpy(p, f->binds[i].buffer, len);
+
+            } else {
+                bind = f->binds[i];
+                bind.buffer = p;
+                bind.buffer_length = len + 1;
+
+                if (mysql_stmt_fetch_column(stmt, &bind, (unsigned int) i, 0)
+                    != 0)
+                {
+                    ngx_log_error(NGX_LOG_ERR, op->base->log, 0,
+                                  "chat mysql: mysql_stmt_fetch_column() "
+                                  "failed: %s", mysql_stmt_error(stmt));
+                    return NGX_ERROR;
+                }
+            }
+
+            p[len] = '\0';
+
+            cell->len = len;
+            cell->data = p;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a date or time as the text protocol writes it, NUL-terminated */
+
+static ngx_int_t
+ngx_http_chat_mysql_time(ngx_pool_t *pool, MYSQL_TIME *tm,
+    MYSQL_FIELD *field, ngx_str_t *cell)
+{
+    u_char      *p;
+    ngx_uint_t   digits;
+
+    p = ngx_pnalloc(pool, sizeof("YYYY-MM-DD HH:MM:SS.ffffff"));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    cell->data = p;
+
+    p = ngx_sprintf(p, "%04ud-%02ud-%02ud", tm->year, tm->month, tm->day);
+
+    if (field->type != MYSQL_TYPE_DATE) {
+        p = ngx_sprintf(p, " %02ud:%02ud:%02ud",
+                        tm->hour, tm->minute, tm->second);
+
+        /* the fraction has the column's digits, as the library prints it */
+
+        digits = ngx_min(field->decimals, 6);
+
+        if (digits) {
+            (void) ngx_sprintf(p, ".%06ul", tm->second_part);
+            p += 1 + digits;
+        }
+    }
+
+    *p = '\0';
+
+    cell->len = p - cell->data;
+
+    return NGX_OK;
+}
+
+
+/* the worker's fetch buffer, grown to ncols columns */
+
+static ngx_int_t
+ngx_http_chat_mysql_fetch_size(ngx_uint_t ncols)
+{
+    u_char                       *p;
+    size_t                        size;
+    ngx_uint_t                    i, n;
+    ngx_http_chat_mysql_fetch_t  *f;
+
+    f = &ngx_http_chat_mysql_pool->fetch;
+
+    if (f->ncols >= ncols) {
+        return NGX_OK;
+    }
+
+    n = ngx_max(ncols, 16);
+
+    size = n * (sizeof(MYSQL_BIND) + sizeof(unsigned long)
+                + sizeof(my_bool) + NGX_HTTP_CHAT_MYSQL_CELL);
+
+    p = ngx_alloc(size, ngx_http_chat_mysql_pool->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (f->binds) {
+        ngx_free(f->binds);
+    }
+
+    ngx_memzero(p, size);
+
+    f->binds = (MYSQL_BIND *) p;
+    p += n * sizeof(MYSQL_BIND);
+    f->lengths = (unsigned long *) p;
+    p += n * sizeof(unsigned long);
+    f->buf = p;
+    p += n * NGX_HTTP_CHAT_MYSQL_CELL;
+    f->nulls = (my_bool *) p;
+    f->ncols = n;
+
+    for (i = 0; i < n; i++) {
+        f->binds[i].buffer_type = MYSQL_TYPE_STRING;
+        f->binds[i].buffer = f->buf + i * NGX_HTTP_CHAT_MYSQL_CELL;
+        f->binds[i].buffer_length = NGX_HTTP_CHAT_MYSQL_CELL;
+        f->binds[i].length = &f->lengths[i];
+        f->binds[i].is_null = &f->nulls[i];
+    }
+
+    return NGX_OK;
+}
+
+
 /* answers an operation from the event loop, never from the caller's stack */
 
 static void
@@ -1727,6 +2487,9 @@ ngx_http_chat_mysql_available(void)
         case NGX_HTTP_CHAT_MYSQL_IDLE:
         case NGX_HTTP_CHAT_MYSQL_QUERY:
         case NGX_HTTP_CHAT_MYSQL_STORE:
+        case NGX_HTTP_CHAT_MYSQL_PREPARE:
+        case NGX_HTTP_CHAT_MYSQL_EXECUTE:
+        case NGX_HTTP_CHAT_MYSQL_STMT_STORE:
             return 1;
 
         case NGX_HTTP_CHAT_MYSQL_CONNECTING:
@@ -1755,6 +2518,9 @@ ngx_http_chat_mysql_lost(ngx_uint_t errnum)
     case 0:
     case ER_SERVER_SHUTDOWN:
     case ER_CONNECTION_KILLED:
+
+    /* the server forgot the connection's statements: a new one prepares */
+    case ER_UNKNOWN_STMT_HANDLER:
         return 1;
     }
 

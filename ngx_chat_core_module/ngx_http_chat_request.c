@@ -67,6 +67,13 @@ static void ngx_http_chat_request_op_done(ngx_http_chat_op_t *op);
 static ngx_int_t ngx_http_chat_request_continue(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_op_t *op);
 static void ngx_http_chat_request_cleanup(void *data);
+static ngx_int_t ngx_http_chat_request_sql(ngx_http_request_t *r,
+    const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next,
+    ngx_uint_t prepared);
+static void ngx_http_chat_forget(ngx_log_t *log, const char *what,
+    const char *sql, ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_uint_t prepared);
 static void ngx_http_chat_forgotten(ngx_http_chat_op_t *op);
 
 
@@ -139,7 +146,7 @@ ngx_http_chat_sql(ngx_http_request_t *r, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
     ngx_http_chat_sql_pt handler)
 {
-    return ngx_http_chat_sql_then(r, sql, args, nargs, handler, NULL);
+    return ngx_http_chat_request_sql(r, sql, args, nargs, handler, NULL, 0);
 }
 
 
@@ -148,6 +155,35 @@ ngx_http_chat_sql_then(ngx_http_request_t *r, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
     ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next)
 {
+    return ngx_http_chat_request_sql(r, sql, args, nargs, handler, next, 0);
+}
+
+
+ngx_int_t
+ngx_http_chat_stmt(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler)
+{
+    return ngx_http_chat_request_sql(r, sql, args, nargs, handler, NULL, 1);
+}
+
+
+ngx_int_t
+ngx_http_chat_stmt_then(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next)
+{
+    return ngx_http_chat_request_sql(r, sql, args, nargs, handler, next, 1);
+}
+
+
+static ngx_int_t
+ngx_http_chat_request_sql(ngx_http_request_t *r, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs,
+    ngx_http_chat_sql_pt handler, ngx_http_chat_handler_pt next,
+    ngx_uint_t prepared)
+{
+    ngx_int_t                    rc;
     ngx_http_chat_request_op_t  *rop;
 
     rop = ngx_http_chat_request_op(r, NGX_HTTP_CHAT_OP_SQL);
@@ -158,8 +194,10 @@ ngx_http_chat_sql_then(ngx_http_request_t *r, const char *sql,
     rop->handler.sql = handler;
     rop->next = next;
 
-    return ngx_http_chat_request_park(rop,
-                       ngx_http_chat_op_sql(&rop->op, sql, args, nargs));
+    rc = prepared ? ngx_http_chat_op_stmt(&rop->op, sql, args, nargs)
+                  : ngx_http_chat_op_sql(&rop->op, sql, args, nargs);
+
+    return ngx_http_chat_request_park(rop, rc);
 }
 
 
@@ -282,6 +320,23 @@ void
 ngx_http_chat_sql_forget(ngx_log_t *log, const char *what, const char *sql,
     ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
 {
+    ngx_http_chat_forget(log, what, sql, args, nargs, 0);
+}
+
+
+void
+ngx_http_chat_stmt_forget(ngx_log_t *log, const char *what, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs)
+{
+    ngx_http_chat_forget(log, what, sql, args, nargs, 1);
+}
+
+
+static void
+ngx_http_chat_forget(ngx_log_t *log, const char *what, const char *sql,
+    ngx_http_chat_sql_arg_t *args, ngx_uint_t nargs, ngx_uint_t prepared)
+{
+    ngx_int_t                rc;
     ngx_pool_t              *pool;
     ngx_http_chat_forget_t  *f;
 
@@ -302,7 +357,10 @@ ngx_http_chat_sql_forget(ngx_log_t *log, const char *what, const char *sql,
     f->op.handler = ngx_http_chat_forgotten;
     f->op.data = f;
 
-    if (ngx_http_chat_op_sql(&f->op, sql, args, nargs) == NGX_OK) {
+    rc = prepared ? ngx_http_chat_op_stmt(&f->op, sql, args, nargs)
+                  : ngx_http_chat_op_sql(&f->op, sql, args, nargs);
+
+    if (rc == NGX_OK) {
         return;
     }
 

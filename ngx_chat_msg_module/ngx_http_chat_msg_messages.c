@@ -266,9 +266,9 @@ ngx_http_chat_msg_send(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     /* a send is accepted only between members that are not blocked */
 
-    if (ngx_http_chat_op_sql(room,
-                             NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED "WHERE r.id = ?",
-                             &arg, 1)
+    if (ngx_http_chat_op_stmt(room,
+                              NGX_HTTP_CHAT_MSG_ROOMS_BLOCKED "WHERE r.id = ?",
+                              &arg, 1)
         != NGX_OK)
     {
         ngx_http_chat_op_fail(room);
@@ -485,9 +485,9 @@ ngx_http_chat_msg_inserted(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = m->room_id;
 
-    ngx_http_chat_sql_forget(r->connection->log, "room updated_at touch",
-                             "UPDATE chat_rooms SET updated_at = "
-                             "UTC_TIMESTAMP() WHERE id = ?", &arg, 1);
+    ngx_http_chat_stmt_forget(r->connection->log, "room updated_at touch",
+                              "UPDATE chat_rooms SET updated_at = "
+                              "UTC_TIMESTAMP() WHERE id = ?", &arg, 1);
 
     /* the answer follows the frame: a sender's next message, to any node,
      * reaches every stream after this one */

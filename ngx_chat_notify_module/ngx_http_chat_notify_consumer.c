@@ -962,7 +962,7 @@ ngx_http_chat_notify_lookup_start(ngx_http_chat_notify_batch_t *b,
     int64_t *rooms, ngx_uint_t n)
 {
     u_char                         *sql, *p;
-    ngx_uint_t                      i;
+    ngx_uint_t                      i, m;
     ngx_http_chat_op_t             *op;
     ngx_http_chat_sql_arg_t        *args;
     ngx_http_chat_notify_lookup_t  *lk;
@@ -970,11 +970,16 @@ ngx_http_chat_notify_lookup_start(ngx_http_chat_notify_batch_t *b,
     static u_char  head[] = "SELECT id, user_1_id, user_2_id FROM chat_rooms "
                             "WHERE id IN (?";
 
-    /* every "?" of the text is a placeholder: one per room, no other */
+    /*
+     * every "?" of the text is a placeholder: one per room, no other; the
+     * last room fills the list up to its prepared size
+     */
 
-    sql = ngx_pnalloc(b->pool, sizeof(head) + (n - 1) * sizeof(", ?") + 1);
+    m = ngx_http_chat_sql_list_size(n);
+
+    sql = ngx_pnalloc(b->pool, sizeof(head) + (m - 1) * sizeof(", ?") + 1);
     lk = ngx_palloc(b->pool, sizeof(ngx_http_chat_notify_lookup_t));
-    args = ngx_palloc(b->pool, n * sizeof(ngx_http_chat_sql_arg_t));
+    args = ngx_palloc(b->pool, m * sizeof(ngx_http_chat_sql_arg_t));
 
     if (sql == NULL || lk == NULL || args == NULL) {
         return NGX_ERROR;
@@ -982,13 +987,13 @@ ngx_http_chat_notify_lookup_start(ngx_http_chat_notify_batch_t *b,
 
     p = ngx_cpymem(sql, head, sizeof(head) - 1);
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < m; i++) {
         if (i) {
             p = ngx_cpymem(p, ", ?", sizeof(", ?") - 1);
         }
 
         args[i].type = NGX_HTTP_CHAT_SQL_INT;
-        args[i].num = rooms[i];
+        args[i].num = rooms[ngx_min(i, n - 1)];
     }
 
     *p++ = ')';
@@ -1004,7 +1009,7 @@ ngx_http_chat_notify_lookup_start(ngx_http_chat_notify_batch_t *b,
         return NGX_ERROR;
     }
 
-    if (ngx_http_chat_op_sql(op, (const char *) sql, args, n) != NGX_OK) {
+    if (ngx_http_chat_op_stmt(op, (const char *) sql, args, m) != NGX_OK) {
         ngx_http_chat_op_fail(op);
         return NGX_ERROR;
     }
@@ -1219,7 +1224,7 @@ ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
     ngx_http_chat_notify_job_t **jobs, ngx_uint_t n)
 {
     u_char                        *sql, *p;
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, m;
     ngx_http_chat_op_t            *op;
     ngx_http_chat_sql_arg_t       *args;
     ngx_http_chat_notify_pairs_t  *pairs;
@@ -1229,12 +1234,17 @@ ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
     static u_char  pair[] = "(user_id = ? AND blocked_user_id = ?)";
     static u_char  sep[] = " OR ";
 
-    /* each pair both ways: two conditions, four placeholders */
+    /*
+     * each pair both ways: two conditions, four placeholders; the last
+     * pair fills the list up to its prepared size
+     */
+
+    m = ngx_http_chat_sql_list_size(n);
 
     sql = ngx_pnalloc(b->pool, sizeof(head)
-                      + 2 * n * (sizeof(pair) - 1 + sizeof(sep) - 1));
+                      + 2 * m * (sizeof(pair) - 1 + sizeof(sep) - 1));
     pairs = ngx_palloc(b->pool, sizeof(ngx_http_chat_notify_pairs_t));
-    args = ngx_palloc(b->pool, 4 * n * sizeof(ngx_http_chat_sql_arg_t));
+    args = ngx_palloc(b->pool, 4 * m * sizeof(ngx_http_chat_sql_arg_t));
 
     if (sql == NULL || pairs == NULL || args == NULL) {
         return NGX_ERROR;
@@ -1242,7 +1252,7 @@ ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
 
     p = ngx_cpymem(sql, head, sizeof(head) - 1);
 
-    for (i = 0; i < 2 * n; i++) {
+    for (i = 0; i < 2 * m; i++) {
         if (i) {
             p = ngx_cpymem(p, sep, sizeof(sep) - 1);
         }
@@ -1252,11 +1262,11 @@ ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
 
     *p = '\0';
 
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < m; i++) {
         args[4 * i].type = NGX_HTTP_CHAT_SQL_INT;
-        args[4 * i].num = jobs[i]->user_id;
+        args[4 * i].num = jobs[ngx_min(i, n - 1)]->user_id;
         args[4 * i + 1].type = NGX_HTTP_CHAT_SQL_INT;
-        args[4 * i + 1].num = jobs[i]->sender_id;
+        args[4 * i + 1].num = jobs[ngx_min(i, n - 1)]->sender_id;
         args[4 * i + 2] = args[4 * i + 1];
         args[4 * i + 3] = args[4 * i];
     }
@@ -1271,7 +1281,8 @@ ngx_http_chat_notify_blocks_start(ngx_http_chat_notify_batch_t *b,
         return NGX_ERROR;
     }
 
-    if (ngx_http_chat_op_sql(op, (const char *) sql, args, 4 * n) != NGX_OK) {
+    if (ngx_http_chat_op_stmt(op, (const char *) sql, args, 4 * m) != NGX_OK)
+    {
         ngx_http_chat_op_fail(op);
     }
 

@@ -185,8 +185,8 @@ ngx_http_chat_notify_presence(ngx_http_chat_redis_entry_t *e, cJSON *event,
                    "chat notify: presence entry %V: user %L %s",
                    &e->id, p->user_id, p->online ? "online" : "offline");
 
-    if (ngx_http_chat_op_sql(&p->op, NGX_HTTP_CHAT_NOTIFY_PRESENCE_SQL,
-                             args, 3)
+    if (ngx_http_chat_op_stmt(&p->op, NGX_HTTP_CHAT_NOTIFY_PRESENCE_SQL,
+                              args, 3)
         != NGX_OK)
     {
         ngx_http_chat_op_fail(&p->op);

@@ -385,8 +385,7 @@ ngx_http_chat_user_register_inserted(ngx_http_request_t *r,
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = uctx->id;
 
-    return ngx_http_chat_sql(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
-                             " FROM users WHERE id = ?", &arg, 1,
+    return ngx_http_chat_sql(r, NGX_HTTP_CHAT_USER_BY_ID, &arg, 1,
                              ngx_http_chat_user_register_done);
 }
 

@@ -385,9 +385,8 @@ ngx_http_chat_user_load(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = ctx->user_id;
 
-    return ngx_http_chat_sql_then(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
-                                  " FROM users WHERE id = ?", &arg, 1,
-                                  ngx_http_chat_user_loaded, next);
+    return ngx_http_chat_stmt_then(r, NGX_HTTP_CHAT_USER_BY_ID, &arg, 1,
+                                   ngx_http_chat_user_loaded, next);
 }
 
 

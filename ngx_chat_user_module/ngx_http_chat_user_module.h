@@ -19,6 +19,11 @@
 
 #define NGX_HTTP_CHAT_USER_NCOLS    11
 
+/* a user's row by id: every authenticated request of the service reads it,
+ * so it runs prepared (ngx_http_chat_stmt) */
+#define NGX_HTTP_CHAT_USER_BY_ID                                             \
+    "SELECT " NGX_HTTP_CHAT_USER_COLUMNS " FROM users WHERE id = ?"
+
 #define NGX_HTTP_CHAT_USER_ID       0
 #define NGX_HTTP_CHAT_USER_EMAIL    1
 #define NGX_HTTP_CHAT_USER_NAME     2

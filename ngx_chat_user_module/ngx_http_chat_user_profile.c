@@ -139,8 +139,7 @@ ngx_http_chat_user_reread(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = ctx->user_id;
 
-    return ngx_http_chat_sql(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
-                             " FROM users WHERE id = ?", &arg, 1, handler);
+    return ngx_http_chat_stmt(r, NGX_HTTP_CHAT_USER_BY_ID, &arg, 1, handler);
 }
 
 

@@ -174,9 +174,8 @@ ngx_http_chat_user_get(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     arg.num = id;
 
-    return ngx_http_chat_sql(r, "SELECT " NGX_HTTP_CHAT_USER_COLUMNS
-                             " FROM users WHERE id = ?", &arg, 1,
-                             ngx_http_chat_user_get_done);
+    return ngx_http_chat_stmt(r, NGX_HTTP_CHAT_USER_BY_ID, &arg, 1,
+                              ngx_http_chat_user_get_done);
 }
 
 
@@ -468,8 +467,8 @@ ngx_http_chat_user_exists(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
     arg.type = NGX_HTTP_CHAT_SQL_INT;
     uctx->id = arg.num;
 
-    return ngx_http_chat_sql(r, "SELECT COUNT(*) FROM users WHERE id = ?",
-                             &arg, 1, ngx_http_chat_user_exists_done);
+    return ngx_http_chat_stmt(r, "SELECT COUNT(*) FROM users WHERE id = ?",
+                              &arg, 1, ngx_http_chat_user_exists_done);
 }
 
 

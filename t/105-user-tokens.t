@@ -183,4 +183,30 @@ redis_cmd('SET', 'chat:revoked:' . sha256_hex($t4), 1, 'EX', 60);
 ok(ends_within($s, time + 2.5),
    'a stream whose token was revoked unheard ends within its recheck');
 
+
+# ---- tokens a worker remembers: every check still holds on every use
+
+my $short = user_token($user->{id}, $user->{email}, exp => time() + 2,
+                       jti => unique_name('j'));
+is(me($short), 200, 'a token about to expire: 200');
+is(me($short), 200, '... again (remembered)');
+
+# the same tail (the slot a worker keeps it in), one byte of the claims
+# changed: not the remembered token
+my $forged = $short;
+my (undef, $payload) = split /\./, $forged;
+my $i = int(length($payload) / 2);
+my $ch = substr($payload, $i, 1);
+substr($payload, $i, 1) = $ch eq 'A' ? 'B' : 'A';
+$forged =~ s/\.[^.]+\./.$payload./;
+is(me($forged), 401, 'a remembered token with one byte changed: 401');
+
+my $t5 = login_user($user);
+is(me($t5), 200, 'a token in use');
+redis_cmd('SET', 'chat:revoked:' . sha256_hex($t5), 1, 'EX', 60);
+is(me($t5), 401, '... revoked: 401 at once, remembered or not');
+
+sleep 2.5;
+is(me($short), 401, 'the token about to expire, expired: 401');
+
 done_testing();
