@@ -171,6 +171,24 @@ my $traceparent = qr/^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
         . "X-Request-ID: two\r\nConnection: close\r\n\r\n");
     like($res->{headers}{'x-request-id'}, qr/^[0-9a-f]{32}$/,
          'two X-Request-IDs: a new id');
+
+    # new ids and traces never repeat, in one worker or across both
+    my (%ids, %traces, %parents);
+    for (1 .. 300) {
+        my $r = raw_request($stack->{port}{http},
+            "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        $ids{$r->{headers}{'x-request-id'} // ''}++;
+        my (undef, $trace, $parent) =
+            split /-/, $r->{headers}{traceparent} // '';
+        $traces{$trace // ''}++;
+        $parents{$parent // ''}++;
+    }
+    is(scalar(grep { /^[0-9a-f]{32}$/ } keys %ids), 300,
+       '300 requests: 300 different request ids');
+    is(scalar(grep { /^[0-9a-f]{32}$/ && !/^0+$/ } keys %traces), 300,
+       '... 300 different trace ids');
+    is(scalar(grep { /^[0-9a-f]{16}$/ && !/^0+$/ } keys %parents), 300,
+       '... and 300 different parent ids');
 }
 
 # user id and route of an authenticated request; none without a token
