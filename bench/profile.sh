@@ -25,40 +25,17 @@
 : "${BENCH_PROFILE_TOP:=25}"
 
 PREFIX=$WORK/bench-profile
-CONF=$WORK/nginx/conf/nginx.conf
 OFFSET=1000
-
-command -v valgrind >/dev/null || die "valgrind is not installed"
-[ -f "$CONF" ] || die "$CONF is missing (./build.sh run)"
 
 check_stack
 new_user
 
-# the stack's configuration, one process, its listeners moved by $OFFSET
-rm -rf "$PREFIX"
-mkdir -p "$PREFIX/conf" "$PREFIX/logs" "$PREFIX/tmp"
-cp "$WORK"/nginx/conf/*.conf "$PREFIX/conf/"
-
-perl -pi -e '
-    s{\Q'"$WORK"'/nginx/}{'"$PREFIX"'/}g;
-    s{^(\s*listen\s+127\.0\.0\.1:)(\d+)}{$1 . ($2 + '"$OFFSET"')}e;
-    s{^worker_processes\s.*}{worker_processes 1;\nmaster_process off;\ndaemon off;};
-' "$PREFIX/conf/nginx.conf"
+callgrind_nginx "$PREFIX" "$OFFSET"
+vg=$CG_PID
+trap 'kill "$vg" 2>/dev/null; wait "$vg" 2>/dev/null' EXIT
 
 gw=$(( ${CHAT_HTTP_PORT:-8080} + OFFSET ))
 user=$(( ${CHAT_USER_PORT:-8005} + OFFSET ))
-
-valgrind --tool=callgrind --callgrind-out-file="$PREFIX/callgrind.%p" \
-    --dump-instr=no --collect-atstart=yes \
-    /usr/sbin/nginx -p "$PREFIX/" -c conf/nginx.conf -e logs/error.log \
-    >"$PREFIX/valgrind.log" 2>&1 &
-vg=$!
-trap 'kill "$vg" 2>/dev/null; wait "$vg" 2>/dev/null' EXIT
-
-for _ in $(seq 1 300); do
-    curl -s -o /dev/null "http://127.0.0.1:$gw/ping" && break
-    sleep 0.2
-done
 
 # one keep-alive connection per phase: N URLs in one curl
 phase() {
@@ -88,19 +65,13 @@ kill "$vg" 2>/dev/null
 wait "$vg" 2>/dev/null
 trap - EXIT
 
-total() {
-    callgrind_annotate "$1" 2>/dev/null \
-        | sed -n 's/^ *\([0-9,]*\) *(100.0%) *PROGRAM TOTALS.*/\1/p' \
-        | tr -d ,
-}
-
 # the dumps are numbered in the order of the phases
 ping_file=$PREFIX/callgrind.$vg.1
 me_file=$PREFIX/callgrind.$vg.2
 [ -f "$ping_file" ] && [ -f "$me_file" ] || die "no callgrind dumps in $PREFIX"
 
-ping=$(( $(total "$ping_file") / BENCH_PROFILE_N ))
-me=$(( $(total "$me_file") / BENCH_PROFILE_N ))
+ping=$(( $(callgrind_total "$ping_file") / BENCH_PROFILE_N ))
+me=$(( $(callgrind_total "$me_file") / BENCH_PROFILE_N ))
 
 echo "instructions per request (nginx process, callgrind):"
 echo "  GET /ping                 $ping"
@@ -108,7 +79,4 @@ echo "  GET /api/profile/me       $me"
 echo "  the handler's share       $(( me - ping ))"
 echo
 echo "top functions of GET /api/profile/me (self, all $BENCH_PROFILE_N requests):"
-# (nginx has no symbols: what callgrind cannot place is counted at 100 %)
-callgrind_annotate --inclusive=no --threshold=100 "$me_file" 2>/dev/null \
-    | sed -n '/^Ir/,$p' | grep -v '(100.0%)' | grep '%)' \
-    | head -n "$BENCH_PROFILE_TOP"
+callgrind_top "$me_file" "$BENCH_PROFILE_TOP"
