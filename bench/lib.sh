@@ -413,5 +413,6 @@ callgrind_top() {
     callgrind_annotate --inclusive="${3:-no}" --threshold=100 "$1" \
         2>/dev/null \
         | sed -n '/^Ir/,$p' | grep -v '(100.0%)' | grep '%)' \
+        | grep -Ev '(below main)|:main |__libc_start_main|start_thread|clone\.S|ld-linux' \
         | head -n "$2"
 }
