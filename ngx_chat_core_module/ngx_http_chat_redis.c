@@ -1513,6 +1513,15 @@ ngx_http_chat_redis_cleanup(void *data)
 #define NGX_HTTP_CHAT_REDIS_STATS   5000
 
 
+/* an entry acknowledged, its XACK not sent yet */
+
+typedef struct {
+    ngx_uint_t                      stream;
+    size_t                          len;
+    u_char                          id[NGX_HTTP_CHAT_REDIS_ID_LEN];
+} ngx_http_chat_redis_ack_t;
+
+
 struct ngx_http_chat_redis_consumer_s {
     ngx_http_chat_redis_conn_t     *rconn;
     ngx_log_t                      *log;
@@ -1531,6 +1540,15 @@ struct ngx_http_chat_redis_consumer_s {
 
     ngx_queue_t                     entries;    /* handed out, unsettled */
     ngx_uint_t                      inflight;
+
+    /* the round's acknowledgements, sent as one XACK a stream when the
+     * round is settled (ngx_http_chat_redis_consumer_xack_all()); room
+     * for a round's entries, and the command's arguments */
+    ngx_http_chat_redis_ack_t      *acks;
+    ngx_uint_t                      nacks;
+    ngx_uint_t                      max_acks;
+    const char                    **ack_argv;
+    size_t                         *ack_argvlen;
     ngx_uint_t                      replies;    /* XGROUP CREATE awaited */
 
     ngx_event_t                     timeout;    /* the round's reply */
@@ -1585,6 +1603,8 @@ static ngx_http_chat_redis_entry_t *ngx_http_chat_redis_consumer_copy(
     redisReply *fields);
 static void ngx_http_chat_redis_consumer_xack(
     ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream, ngx_str_t *id);
+static void ngx_http_chat_redis_consumer_xack_all(
+    ngx_http_chat_redis_consumer_t *c);
 static void ngx_http_chat_redis_consumer_xack_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_chat_redis_consumer_settle(
@@ -1627,6 +1647,10 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
     /* the consumer and copies of its names, in one block */
 
     size = sizeof(ngx_http_chat_redis_consumer_t)
+           + conf->count * conf->nstreams
+             * (sizeof(ngx_http_chat_redis_ack_t) + sizeof(char *)
+                + sizeof(size_t))
+           + 3 * (sizeof(char *) + sizeof(size_t))
            + conf->nstreams * sizeof(ngx_str_t)
            + conf->group.len + conf->name.len;
 
@@ -1639,7 +1663,14 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
         return NULL;
     }
 
-    c->streams = (ngx_str_t *) &c[1];
+    /* a round: at most count entries of each stream */
+
+    c->max_acks = conf->count * conf->nstreams;
+    c->acks = (ngx_http_chat_redis_ack_t *) &c[1];
+    c->ack_argvlen = (size_t *) &c->acks[c->max_acks];
+    c->ack_argv = (const char **) &c->ack_argvlen[3 + c->max_acks];
+
+    c->streams = (ngx_str_t *) &c->ack_argv[3 + c->max_acks];
     p = (u_char *) &c->streams[conf->nstreams];
 
     for (i = 0; i < conf->nstreams; i++) {
@@ -1772,8 +1803,40 @@ ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c)
 void
 ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e)
 {
+    ngx_uint_t                       i;
+    ngx_http_chat_redis_ack_t       *a;
+    ngx_http_chat_redis_consumer_t  *c;
+
+    c = e->consumer;
+
     ngx_http_chat_metrics_consumed(&e->stream, &e->id);
-    ngx_http_chat_redis_consumer_xack(e->consumer, &e->stream, &e->id);
+
+    /* kept for the round's XACK */
+
+    for (i = 0; i < c->nstreams; i++) {
+        if (c->streams[i].len == e->stream.len
+            && ngx_strncmp(c->streams[i].data, e->stream.data,
+                           e->stream.len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (c->nacks == c->max_acks) {
+        ngx_http_chat_redis_consumer_xack_all(c);
+    }
+
+    if (i == c->nstreams || e->id.len > NGX_HTTP_CHAT_REDIS_ID_LEN) {
+        ngx_http_chat_redis_consumer_xack(c, &e->stream, &e->id);
+
+    } else {
+        a = &c->acks[c->nacks++];
+        a->stream = i;
+        a->len = e->id.len;
+        ngx_memcpy(a->id, e->id.data, e->id.len);
+    }
+
     ngx_http_chat_redis_consumer_settle(e);
 }
 
@@ -1811,6 +1874,10 @@ ngx_http_chat_redis_consumer_settle(ngx_http_chat_redis_entry_t *e)
 static void
 ngx_http_chat_redis_consumer_done(ngx_http_chat_redis_consumer_t *c)
 {
+    /* sent before the next round's command, which follows it */
+
+    ngx_http_chat_redis_consumer_xack_all(c);
+
     if (c->retried) {
         c->retried = 0;
         c->history = 1;
@@ -2402,6 +2469,59 @@ ngx_http_chat_redis_consumer_xack(ngx_http_chat_redis_consumer_t *c,
     (void) ngx_http_chat_redis_conn_command(c->rconn,
                                     ngx_http_chat_redis_consumer_xack_reply,
                                     c, 4, argv, argvlen);
+}
+
+
+/*
+ * The round's acknowledgements, one XACK a stream: Redis and the worker
+ * handle a command for a round rather than one for every entry.  An XACK
+ * not sent leaves its entries pending, to be delivered again, which
+ * delivery at least once allows.
+ */
+
+static void
+ngx_http_chat_redis_consumer_xack_all(ngx_http_chat_redis_consumer_t *c)
+{
+    int          argc;
+    ngx_uint_t   i, k;
+
+    if (c->nacks == 0) {
+        return;
+    }
+
+    if (c->rconn == NULL || c->destroying) {
+        c->nacks = 0;
+        return;
+    }
+
+    for (i = 0; i < c->nstreams; i++) {
+        argc = 3;
+
+        for (k = 0; k < c->nacks; k++) {
+            if (c->acks[k].stream == i) {
+                c->ack_argv[argc] = (const char *) c->acks[k].id;
+                c->ack_argvlen[argc] = c->acks[k].len;
+                argc++;
+            }
+        }
+
+        if (argc == 3) {
+            continue;
+        }
+
+        c->ack_argv[0] = "XACK";
+        c->ack_argvlen[0] = sizeof("XACK") - 1;
+        c->ack_argv[1] = (const char *) c->streams[i].data;
+        c->ack_argvlen[1] = c->streams[i].len;
+        c->ack_argv[2] = (const char *) c->group.data;
+        c->ack_argvlen[2] = c->group.len;
+
+        (void) ngx_http_chat_redis_conn_command(c->rconn,
+                                    ngx_http_chat_redis_consumer_xack_reply,
+                                    c, argc, c->ack_argv, c->ack_argvlen);
+    }
+
+    c->nacks = 0;
 }
 
 
