@@ -1489,10 +1489,11 @@ ngx_http_chat_redis_cleanup(void *data)
  * It works in rounds.  A round is one command: XREADGROUP, or XAUTOCLAIM
  * of one stream; every entry of the reply is copied and handed to the
  * handler, which settles each one later, with ack() once it is fully
- * processed (XACK is sent then, not before) or retry() to leave it pending
- * for another try.  The next round starts when every entry of the last one
- * is settled, so at most "count" entries per stream are in flight, and the
- * connection never has an XACK waiting behind a blocked read.
+ * processed (its XACK is sent with the round's others once the round is
+ * settled, never before) or retry() to leave it pending for another try.
+ * The next round starts when every entry of the last one is settled, so
+ * at most "count" entries per stream are in flight, and the connection
+ * never has an XACK waiting behind a blocked read.
  *
  *   - the group is created on every (re)connection, MKSTREAM, from "$":
  *     a new group sees what is published from then on; BUSYGROUP is fine;
@@ -1540,6 +1541,7 @@ struct ngx_http_chat_redis_consumer_s {
 
     ngx_queue_t                     entries;    /* handed out, unsettled */
     ngx_uint_t                      inflight;
+    ngx_uint_t                      replies;    /* XGROUP CREATE awaited */
 
     /* the round's acknowledgements, sent as one XACK a stream when the
      * round is settled (ngx_http_chat_redis_consumer_xack_all()); room
@@ -1549,7 +1551,6 @@ struct ngx_http_chat_redis_consumer_s {
     ngx_uint_t                      max_acks;
     const char                    **ack_argv;
     size_t                         *ack_argvlen;
-    ngx_uint_t                      replies;    /* XGROUP CREATE awaited */
 
     ngx_event_t                     timeout;    /* the round's reply */
     ngx_event_t                     wait;       /* backoff after trouble */
