@@ -1203,9 +1203,13 @@ ngx_http_chat_redis_conn_command(ngx_http_chat_redis_conn_t *rconn,
         return NGX_DECLINED;
     }
 
-    /* "*argc\r\n", then "$len\r\n" and the argument's bytes and "\r\n" */
+    /*
+     * "*argc\r\n", then "$len\r\n" and the argument's bytes and "\r\n";
+     * hiredis reads the names of (un)subscribed channels back with
+     * strchr(): a NUL ends it, as it ends hiredis's own
+     */
 
-    len = 1 + NGX_INT_T_LEN + 2;
+    len = 1 + NGX_INT_T_LEN + 2 + 1;
 
     for (i = 0; i < argc; i++) {
         len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
@@ -1228,6 +1232,8 @@ ngx_http_chat_redis_conn_command(ngx_http_chat_redis_conn_t *rconn,
         p = ngx_cpymem(p, argv[i], argvlen[i]);
         *p++ = CR; *p++ = LF;
     }
+
+    *p = '\0';
 
     /* refused while hiredis tears the context down after an error */
 
