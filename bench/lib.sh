@@ -368,3 +368,70 @@ finish() {
         exit 1
     fi
 }
+
+
+# callgrind_nginx PREFIX OFFSET: the stack's configuration (from
+# "./build.sh run") in one nginx process under callgrind, its listeners
+# moved by OFFSET, its files under PREFIX; sets CG_PID and waits until
+# its gateway answers.  Counters run from the start: zero them
+# (callgrind_control -z) before what is measured.
+callgrind_nginx() {
+    local prefix=$1 offset=$2 conf=$WORK/nginx/conf/nginx.conf
+
+    command -v valgrind >/dev/null || die "valgrind is not installed"
+    [ -f "$conf" ] || die "$conf is missing (./build.sh run)"
+
+    rm -rf "$prefix"
+    mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/tmp"
+    cp "$WORK"/nginx/conf/*.conf "$prefix/conf/"
+
+    perl -pi -e '
+        s{\Q'"$WORK"'/nginx/}{'"$prefix"'/}g;
+        s{^(\s*listen\s+127\.0\.0\.1:)(\d+)}{$1 . ($2 + '"$offset"')}e;
+        s{^worker_processes\s.*}{worker_processes 1;\nmaster_process off;\ndaemon off;};
+    ' "$prefix/conf/nginx.conf"
+
+    valgrind --tool=callgrind --callgrind-out-file="$prefix/callgrind.%p" \
+        --dump-instr=no --collect-atstart=yes \
+        /usr/sbin/nginx -p "$prefix/" -c conf/nginx.conf -e logs/error.log \
+        >"$prefix/valgrind.log" 2>&1 &
+    CG_PID=$!
+
+    # another nginx on these ports would be measured instead: ours must
+    # be up, and its listeners its own
+    for _ in $(seq 1 300); do
+        kill -0 "$CG_PID" 2>/dev/null \
+            || die "the nginx under callgrind exited (see $prefix/valgrind.log)"
+        grep -q emerg "$prefix/logs/error.log" 2>/dev/null \
+            && die "the nginx under callgrind failed: $(
+                   grep emerg "$prefix/logs/error.log" | head -1)"
+        # (its pid file follows the listeners: the port is its own)
+        [ -f "$prefix/logs/nginx.pid" ] && curl -s -o /dev/null \
+            "http://127.0.0.1:$(( ${CHAT_HTTP_PORT:-8080} + offset ))/ping" \
+            && return 0
+        sleep 0.2
+    done
+
+    die "the nginx under callgrind does not answer (see $prefix/logs)"
+}
+
+
+# callgrind_total FILE: the instructions of a callgrind dump
+callgrind_total() {
+    callgrind_annotate "$1" 2>/dev/null \
+        | sed -n 's/^ *\([0-9,]*\) *(100.0%) *PROGRAM TOTALS.*/\1/p' \
+        | tr -d ,
+}
+
+
+# callgrind_top FILE N [yes|no]: the N functions with most instructions,
+# self (no) or inclusive (yes)
+callgrind_top() {
+    # (nginx has no symbols: what callgrind cannot place is counted at
+    # 100 %)
+    callgrind_annotate --inclusive="${3:-no}" --threshold=100 "$1" \
+        2>/dev/null \
+        | sed -n '/^Ir/,$p' | grep -v '(100.0%)' | grep '%)' \
+        | grep -Ev '(below main)|:main |__libc_start_main|start_thread|clone\.S|ld-linux' \
+        | head -n "$2"
+}

@@ -11,7 +11,7 @@
 #          the access log)
 #
 # and prints instructions per request of each, their difference (the
-# handler's share), and the functions that take most of "me".
+# handler's share), and the functions that take most of "me",
 #
 # and one GOAL line (bench/run.sh gathers them): nginx's instructions per
 # authenticated read against the budget of 20 us of nginx CPU per read,
@@ -34,45 +34,17 @@
 : "${BENCH_PROFILE_TOP:=25}"
 
 PREFIX=$WORK/bench-profile
-CONF=$WORK/nginx/conf/nginx.conf
 OFFSET=${BENCH_PROFILE_OFFSET:-5000}
-
-command -v valgrind >/dev/null || die "valgrind is not installed"
-[ -f "$CONF" ] || die "$CONF is missing (./build.sh run)"
 
 check_stack
 new_user
 
-# the stack's configuration, one process, its listeners moved by $OFFSET
-rm -rf "$PREFIX"
-mkdir -p "$PREFIX/conf" "$PREFIX/logs" "$PREFIX/tmp"
-cp "$WORK"/nginx/conf/*.conf "$PREFIX/conf/"
-
-perl -pi -e '
-    s{\Q'"$WORK"'/nginx/}{'"$PREFIX"'/}g;
-    s{^(\s*listen\s+127\.0\.0\.1:)(\d+)}{$1 . ($2 + '"$OFFSET"')}e;
-    s{^worker_processes\s.*}{worker_processes 1;\nmaster_process off;\ndaemon off;};
-' "$PREFIX/conf/nginx.conf"
+callgrind_nginx "$PREFIX" "$OFFSET"
+vg=$CG_PID
+trap 'kill "$vg" 2>/dev/null; wait "$vg" 2>/dev/null' EXIT
 
 gw=$(( ${CHAT_HTTP_PORT:-8080} + OFFSET ))
 user=$(( ${CHAT_USER_PORT:-8005} + OFFSET ))
-
-valgrind --tool=callgrind --callgrind-out-file="$PREFIX/callgrind.%p" \
-    --dump-instr=no --collect-atstart=yes \
-    /usr/sbin/nginx -p "$PREFIX/" -c conf/nginx.conf -e logs/error.log \
-    >"$PREFIX/valgrind.log" 2>&1 &
-vg=$!
-trap 'kill "$vg" 2>/dev/null; wait "$vg" 2>/dev/null' EXIT
-
-# another nginx on these ports would be measured instead: ours must be up
-for _ in $(seq 1 300); do
-    kill -0 "$vg" 2>/dev/null \
-        || die "the profiled nginx exited: $PREFIX/logs/error.log"
-    grep -q emerg "$PREFIX/logs/error.log" 2>/dev/null \
-        && die "the profiled nginx failed: $(grep emerg "$PREFIX/logs/error.log" | head -1)"
-    curl -s -o /dev/null "http://127.0.0.1:$gw/ping" && break
-    sleep 0.2
-done
 
 # one keep-alive connection per phase: N URLs in one curl
 phase() {
@@ -102,19 +74,13 @@ kill "$vg" 2>/dev/null
 wait "$vg" 2>/dev/null
 trap - EXIT
 
-total() {
-    callgrind_annotate "$1" 2>/dev/null \
-        | sed -n 's/^ *\([0-9,]*\) *(100.0%) *PROGRAM TOTALS.*/\1/p' \
-        | tr -d ,
-}
-
 # the dumps are numbered in the order of the phases
 ping_file=$PREFIX/callgrind.$vg.1
 me_file=$PREFIX/callgrind.$vg.2
 [ -f "$ping_file" ] && [ -f "$me_file" ] || die "no callgrind dumps in $PREFIX"
 
-ping=$(( $(total "$ping_file") / BENCH_PROFILE_N ))
-me=$(( $(total "$me_file") / BENCH_PROFILE_N ))
+ping=$(( $(callgrind_total "$ping_file") / BENCH_PROFILE_N ))
+me=$(( $(callgrind_total "$me_file") / BENCH_PROFILE_N ))
 
 echo "instructions per request (nginx process, callgrind):"
 echo "  GET /ping                 $ping"
@@ -122,16 +88,10 @@ echo "  GET /api/profile/me       $me"
 echo "  the handler's share       $(( me - ping ))"
 echo
 echo "top functions of GET /api/profile/me (self, all $BENCH_PROFILE_N requests):"
-# (nginx has no symbols: what callgrind cannot place is counted at 100 %)
-callgrind_annotate --inclusive=no --threshold=100 "$me_file" 2>/dev/null \
-    | sed -n '/^Ir/,$p' | grep -v '(100.0%)' | grep '%)' \
-    | head -n "$BENCH_PROFILE_TOP"
+callgrind_top "$me_file" "$BENCH_PROFILE_TOP"
 
 # 20 us x 4,600 instructions a microsecond (see the head)
-budget=92000
-met=no
-[ "$me" -le "$budget" ] && met=yes
 echo
-echo "GOAL id=read_nginx_instr value=$me target=le:$budget met=$met" \
-     "what=\"nginx instructions per authenticated read (GET /api/profile/me," \
-     "callgrind; 20 us at 4,600 instructions/us)\""
+goal read_nginx_instr "$me" le 92000 \
+    "nginx instructions per authenticated read (GET /api/profile/me,\
+ callgrind; 20 us at 4,600 instructions/us)"

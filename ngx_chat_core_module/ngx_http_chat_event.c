@@ -18,9 +18,13 @@
 #include "ngx_http_chat_core_module.h"
 
 
+static size_t ngx_http_chat_py_size(cJSON *v);
 static u_char *ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v);
+static u_char *ngx_http_chat_py_members(u_char *p, u_char *last, cJSON *v);
 static u_char *ngx_http_chat_py_string(u_char *p, u_char *last,
-    const char *s);
+    const char *s, size_t len);
+static u_char *ngx_http_chat_py_literal(u_char *p, u_char *last,
+    const char *s, size_t len);
 
 
 ngx_int_t
@@ -61,34 +65,54 @@ ngx_http_chat_event_send_trace(ngx_pool_t *pool, ngx_log_t *log,
     int          argc;
     u_char       keybuf[NGX_INT64_LEN];
     u_char       maxbuf[NGX_INT_T_LEN];
-    cJSON       *envelope, *f;
-    ngx_int_t    rc;
+    u_char      *p, *last;
+    size_t       size, tlen;
     ngx_str_t    now, value;
     const char  *argv[12];
     size_t       argvlen[12];
 
-    envelope = cJSON_CreateObject();
+    /*
+     * The envelope written at once, without a copy of the fields:
+     * {"timestamp": ..., the fields..., "__event_type__": type}
+     */
 
-    if (envelope == NULL
-        || ngx_http_chat_iso_now(pool, &now) != NGX_OK
-        || ngx_http_chat_json_str(envelope, "timestamp", &now) == NULL)
-    {
-        cJSON_Delete(envelope);
+    if (ngx_http_chat_iso_now(pool, &now) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    for (f = fields ? fields->child : NULL; f; f = f->next) {
-        cJSON_AddItemToObject(envelope, f->string, cJSON_Duplicate(f, 1));
-    }
+    tlen = ngx_strlen(type);
 
-    rc = (cJSON_AddStringToObject(envelope, "__event_type__", type) == NULL)
-         ? NGX_ERROR : ngx_http_chat_py_json(pool, envelope, &value);
+    size = sizeof("{\"timestamp\": , \"__event_type__\": }") + 2
+           + 6 * (now.len + tlen) + 4
+           + (fields ? ngx_http_chat_py_size(fields) : 0);
 
-    cJSON_Delete(envelope);
-
-    if (rc != NGX_OK) {
+    p = ngx_pnalloc(pool, size);
+    if (p == NULL) {
         return NGX_ERROR;
     }
+
+    last = p + size;
+    value.data = p;
+
+    p = ngx_http_chat_py_literal(p, last, "{\"timestamp\": ",
+                                 sizeof("{\"timestamp\": ") - 1);
+    p = ngx_http_chat_py_string(p, last, (const char *) now.data, now.len);
+
+    if (fields && fields->child) {
+        p = ngx_http_chat_py_literal(p, last, ", ", 2);
+        p = ngx_http_chat_py_members(p, last, fields);
+    }
+
+    p = ngx_http_chat_py_literal(p, last, ", \"__event_type__\": ",
+                                 sizeof(", \"__event_type__\": ") - 1);
+    p = ngx_http_chat_py_string(p, last, type, tlen);
+    p = ngx_http_chat_py_literal(p, last, "}", 1);
+
+    if (p == last) {
+        return NGX_ERROR;
+    }
+
+    value.len = p - value.data;
 
     argv[0] = "XADD";
     argvlen[0] = 4;
@@ -162,22 +186,9 @@ ngx_int_t
 ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json, ngx_str_t *out)
 {
     u_char  *p, *last;
-    char    *compact;
     size_t   size;
 
-    /*
-     * escaping turns a byte into at most 6 ("\u00XX"; a 4-byte sequence
-     * into 12), separators add a space each: 6 times the compact form
-     * bounds it
-     */
-
-    compact = cJSON_PrintUnformatted(json);
-    if (compact == NULL) {
-        return NGX_ERROR;
-    }
-
-    size = 6 * ngx_strlen(compact) + 16;
-    cJSON_free(compact);
+    size = ngx_http_chat_py_size(json) + 1;
 
     p = ngx_pnalloc(pool, size);
     if (p == NULL) {
@@ -189,6 +200,8 @@ ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json, ngx_str_t *out)
 
     p = ngx_http_chat_py_value(p, last, json);
 
+    /* the size is a bound: the last byte is never written */
+
     if (p == last) {
         return NGX_ERROR;
     }
@@ -199,25 +212,70 @@ ngx_http_chat_py_json(ngx_pool_t *pool, cJSON *json, ngx_str_t *out)
 }
 
 
+/*
+ * At most what ngx_http_chat_py_value() writes: escaping turns a byte
+ * into at most 6 ("\u00XX"; a 4-byte sequence into 12), separators add
+ * a space each
+ */
+
+static size_t
+ngx_http_chat_py_size(cJSON *v)
+{
+    size_t  size;
+    cJSON  *item;
+
+    if (cJSON_IsString(v)) {
+        return 6 * ngx_strlen(v->valuestring) + 2;
+    }
+
+    if (cJSON_IsRaw(v)) {
+        return ngx_strlen(v->valuestring);
+    }
+
+    if (cJSON_IsNumber(v)) {
+        /* "%L", or "%.6f" of a 64-bit integral part */
+        return NGX_INT64_LEN + sizeof(".000000");
+    }
+
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        size = 2;
+
+        for (item = v->child; item; item = item->next) {
+            size += ngx_http_chat_py_size(item) + sizeof(", ") - 1;
+
+            if (cJSON_IsObject(v)) {
+                size += 6 * ngx_strlen(item->string) + 2 + sizeof(": ") - 1;
+            }
+        }
+
+        return size;
+    }
+
+    return sizeof("false") - 1;
+}
+
+
 static u_char *
 ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v)
 {
     cJSON  *item;
 
     if (cJSON_IsString(v)) {
-        return ngx_http_chat_py_string(p, last, v->valuestring);
+        return ngx_http_chat_py_string(p, last, v->valuestring,
+                                       ngx_strlen(v->valuestring));
     }
 
     if (cJSON_IsTrue(v)) {
-        return ngx_slprintf(p, last, "true");
+        return ngx_http_chat_py_literal(p, last, "true", 4);
     }
 
     if (cJSON_IsFalse(v)) {
-        return ngx_slprintf(p, last, "false");
+        return ngx_http_chat_py_literal(p, last, "false", 5);
     }
 
     if (cJSON_IsRaw(v)) {
-        return ngx_slprintf(p, last, "%s", v->valuestring);
+        return ngx_http_chat_py_literal(p, last, v->valuestring,
+                                        ngx_strlen(v->valuestring));
     }
 
     if (cJSON_IsNumber(v)) {
@@ -228,95 +286,154 @@ ngx_http_chat_py_value(u_char *p, u_char *last, cJSON *v)
         return ngx_slprintf(p, last, "%.6f", v->valuedouble);
     }
 
-    if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
-        p = ngx_slprintf(p, last, cJSON_IsArray(v) ? "[" : "{");
+    if (cJSON_IsObject(v)) {
+        p = ngx_http_chat_py_literal(p, last, "{", 1);
+        p = ngx_http_chat_py_members(p, last, v);
+        return ngx_http_chat_py_literal(p, last, "}", 1);
+    }
+
+    if (cJSON_IsArray(v)) {
+        p = ngx_http_chat_py_literal(p, last, "[", 1);
 
         for (item = v->child; item; item = item->next) {
             if (item != v->child) {
-                p = ngx_slprintf(p, last, ", ");
-            }
-
-            if (cJSON_IsObject(v)) {
-                p = ngx_http_chat_py_string(p, last, item->string);
-                p = ngx_slprintf(p, last, ": ");
+                p = ngx_http_chat_py_literal(p, last, ", ", 2);
             }
 
             p = ngx_http_chat_py_value(p, last, item);
         }
 
-        return ngx_slprintf(p, last, cJSON_IsArray(v) ? "]" : "}");
+        return ngx_http_chat_py_literal(p, last, "]", 1);
     }
 
-    return ngx_slprintf(p, last, "null");
+    return ngx_http_chat_py_literal(p, last, "null", 4);
+}
+
+
+/* an object's members without its braces */
+
+static u_char *
+ngx_http_chat_py_members(u_char *p, u_char *last, cJSON *v)
+{
+    cJSON  *item;
+
+    for (item = v->child; item; item = item->next) {
+        if (item != v->child) {
+            p = ngx_http_chat_py_literal(p, last, ", ", 2);
+        }
+
+        p = ngx_http_chat_py_string(p, last, item->string,
+                                    ngx_strlen(item->string));
+        p = ngx_http_chat_py_literal(p, last, ": ", 2);
+        p = ngx_http_chat_py_value(p, last, item);
+    }
+
+    return p;
+}
+
+
+/* as ngx_slprintf() does: what does not fit is cut at last */
+
+static u_char *
+ngx_http_chat_py_literal(u_char *p, u_char *last, const char *s, size_t len)
+{
+    len = ngx_min((size_t) (last - p), len);
+
+    return ngx_cpymem(p, s, len);
 }
 
 
 /* a JSON string with json.dumps()'s ensure_ascii escaping */
 
 static u_char *
-ngx_http_chat_py_string(u_char *p, u_char *last, const char *s)
+ngx_http_chat_py_string(u_char *p, u_char *last, const char *s, size_t len)
 {
     u_char    *c, *end;
     uint32_t   ch;
 
+    static u_char  hex[] = "0123456789abcdef";
+
     c = (u_char *) s;
-    end = c + ngx_strlen(s);
+    end = c + len;
 
-    p = ngx_slprintf(p, last, "\"");
+    p = ngx_http_chat_py_literal(p, last, "\"", 1);
 
-    while (c < end && p < last) {
+    /* out of room: last, as ngx_slprintf() would stop there */
+
+    while (c < end) {
+
+        if (*c >= 0x20 && *c < 0x7f && *c != '"' && *c != '\\') {
+            if (p == last) {
+                return last;
+            }
+
+            *p++ = *c++;
+            continue;
+        }
 
         if (*c >= 0x80) {
+
+            /* a surrogate pair takes 12 bytes, from a 4-byte sequence */
+
+            if (last - p < (end - c > 1 ? 12 : 6)) {
+                return last;
+            }
+
             ch = ngx_utf8_decode(&c, end - c);
 
             if (ch > 0x10ffff) {
-                p = ngx_slprintf(p, last, "\\ufffd");
+                ch = 0xfffd;
 
             } else if (ch >= 0x10000) {
                 ch -= 0x10000;
-                p = ngx_slprintf(p, last, "\\u%04xD\\u%04xD",
-                                 0xd800 + (ch >> 10), 0xdc00 + (ch & 0x3ff));
-
-            } else {
-                p = ngx_slprintf(p, last, "\\u%04xD", ch);
+                p = ngx_sprintf(p, "\\u%04xD", 0xd800 + (ch >> 10));
+                ch = 0xdc00 + (ch & 0x3ff);
             }
+
+            p = ngx_sprintf(p, "\\u%04xD", ch);
 
             continue;
         }
 
+        if (last - p < 6) {
+            return last;
+        }
+
+        *p++ = '\\';
+
         switch (*c) {
         case '"':
-            p = ngx_slprintf(p, last, "\\\"");
+            *p++ = '"';
             break;
         case '\\':
-            p = ngx_slprintf(p, last, "\\\\");
+            *p++ = '\\';
             break;
         case '\n':
-            p = ngx_slprintf(p, last, "\\n");
+            *p++ = 'n';
             break;
         case '\r':
-            p = ngx_slprintf(p, last, "\\r");
+            *p++ = 'r';
             break;
         case '\t':
-            p = ngx_slprintf(p, last, "\\t");
+            *p++ = 't';
             break;
         case '\b':
-            p = ngx_slprintf(p, last, "\\b");
+            *p++ = 'b';
             break;
         case '\f':
-            p = ngx_slprintf(p, last, "\\f");
+            *p++ = 'f';
             break;
         default:
-            if (*c < 0x20 || *c == 0x7f) {
-                p = ngx_slprintf(p, last, "\\u%04xD", (uint32_t) *c);
-
-            } else {
-                *p++ = *c;
-            }
+            /* the other control characters and DEL */
+            *p++ = 'u';
+            *p++ = '0';
+            *p++ = '0';
+            *p++ = hex[*c >> 4];
+            *p++ = hex[*c & 0xf];
         }
 
         c++;
     }
 
-    return ngx_slprintf(p, last, "\"");
+    return ngx_http_chat_py_literal(p, last, "\"", 1);
 }

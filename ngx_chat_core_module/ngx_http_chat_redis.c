@@ -107,6 +107,8 @@ static void ngx_http_chat_redis_conn_connect(ngx_http_chat_redis_conn_t *rconn);
 static ngx_int_t ngx_http_chat_redis_conn_command(
     ngx_http_chat_redis_conn_t *rconn, redisCallbackFn *fn, void *privdata,
     int argc, const char **argv, const size_t *argvlen);
+static u_char *ngx_http_chat_redis_resp_len(u_char *p, u_char type,
+    size_t n);
 static void ngx_http_chat_redis_conn_drop(ngx_http_chat_redis_conn_t *rconn);
 static void ngx_http_chat_redis_conn_error(ngx_http_chat_redis_conn_t *rconn,
     const char *what, const char *err, size_t len);
@@ -1179,24 +1181,93 @@ ngx_http_chat_redis_handshake_reply(redisAsyncContext *ac, void *data,
 }
 
 
+/*
+ * The command in the protocol's form, made here rather than by
+ * redisAsyncCommandArgv(): hiredis grows its string argument by argument
+ * through a printf of its own, which cost more than anything else of a
+ * command on this side (a message's commands spent some 40000
+ * instructions there).  hiredis copies it into its output buffer.
+ */
+
 static ngx_int_t
 ngx_http_chat_redis_conn_command(ngx_http_chat_redis_conn_t *rconn,
     redisCallbackFn *fn, void *privdata, int argc, const char **argv,
     const size_t *argvlen)
 {
+    int      i, rc;
+    u_char  *cmd, *p;
+    size_t   len;
+    u_char   buf[2048];
+
     if (!rconn->open) {
         return NGX_DECLINED;
     }
 
-    /* refused while hiredis tears the context down after an error */
+    /*
+     * "*argc\r\n", then "$len\r\n" and the argument's bytes and "\r\n";
+     * hiredis reads the names of (un)subscribed channels back with
+     * strchr(): a NUL ends it, as it ends hiredis's own
+     */
 
-    if (redisAsyncCommandArgv(rconn->ac, fn, privdata, argc, argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_DECLINED;
+    len = 1 + NGX_INT_T_LEN + 2 + 1;
+
+    for (i = 0; i < argc; i++) {
+        len += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
     }
 
-    return NGX_OK;
+    if (len <= sizeof(buf)) {
+        cmd = buf;
+
+    } else {
+        cmd = ngx_alloc(len, rconn->log);
+        if (cmd == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    p = ngx_http_chat_redis_resp_len(cmd, '*', argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_http_chat_redis_resp_len(p, '$', argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR; *p++ = LF;
+    }
+
+    *p = '\0';
+
+    /* refused while hiredis tears the context down after an error */
+
+    rc = redisAsyncFormattedCommand(rconn->ac, fn, privdata,
+                                    (const char *) cmd, p - cmd);
+
+    if (cmd != buf) {
+        ngx_free(cmd);
+    }
+
+    return (rc == REDIS_OK) ? NGX_OK : NGX_DECLINED;
+}
+
+
+/* a type byte, a length in decimal, CRLF */
+
+static u_char *
+ngx_http_chat_redis_resp_len(u_char *p, u_char type, size_t n)
+{
+    u_char   digits[NGX_SIZE_T_LEN];
+    u_char  *d;
+
+    d = digits + NGX_SIZE_T_LEN;
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    *p++ = type;
+    p = ngx_cpymem(p, d, digits + NGX_SIZE_T_LEN - d);
+    *p++ = CR; *p++ = LF;
+
+    return p;
 }
 
 
@@ -1424,10 +1495,11 @@ ngx_http_chat_redis_cleanup(void *data)
  * It works in rounds.  A round is one command: XREADGROUP, or XAUTOCLAIM
  * of one stream; every entry of the reply is copied and handed to the
  * handler, which settles each one later, with ack() once it is fully
- * processed (XACK is sent then, not before) or retry() to leave it pending
- * for another try.  The next round starts when every entry of the last one
- * is settled, so at most "count" entries per stream are in flight, and the
- * connection never has an XACK waiting behind a blocked read.
+ * processed (its XACK is sent with the round's others once the round is
+ * settled, never before) or retry() to leave it pending for another try.
+ * The next round starts when every entry of the last one is settled, so
+ * at most "count" entries per stream are in flight, and the connection
+ * never has an XACK waiting behind a blocked read.
  *
  *   - the group is created on every (re)connection, MKSTREAM, from "$":
  *     a new group sees what is published from then on; BUSYGROUP is fine;
@@ -1446,6 +1518,15 @@ ngx_http_chat_redis_cleanup(void *data)
 
 /* how often a consumer asks Redis about its group, for /metrics */
 #define NGX_HTTP_CHAT_REDIS_STATS   5000
+
+
+/* an entry acknowledged, its XACK not sent yet */
+
+typedef struct {
+    ngx_uint_t                      stream;
+    size_t                          len;
+    u_char                          id[NGX_HTTP_CHAT_REDIS_ID_LEN];
+} ngx_http_chat_redis_ack_t;
 
 
 struct ngx_http_chat_redis_consumer_s {
@@ -1467,6 +1548,15 @@ struct ngx_http_chat_redis_consumer_s {
     ngx_queue_t                     entries;    /* handed out, unsettled */
     ngx_uint_t                      inflight;
     ngx_uint_t                      replies;    /* XGROUP CREATE awaited */
+
+    /* the round's acknowledgements, sent as one XACK a stream when the
+     * round is settled (ngx_http_chat_redis_consumer_xack_all()); room
+     * for a round's entries, and the command's arguments */
+    ngx_http_chat_redis_ack_t      *acks;
+    ngx_uint_t                      nacks;
+    ngx_uint_t                      max_acks;
+    const char                    **ack_argv;
+    size_t                         *ack_argvlen;
 
     ngx_event_t                     timeout;    /* the round's reply */
     ngx_event_t                     wait;       /* backoff after trouble */
@@ -1520,6 +1610,8 @@ static ngx_http_chat_redis_entry_t *ngx_http_chat_redis_consumer_copy(
     redisReply *fields);
 static void ngx_http_chat_redis_consumer_xack(
     ngx_http_chat_redis_consumer_t *c, ngx_str_t *stream, ngx_str_t *id);
+static void ngx_http_chat_redis_consumer_xack_all(
+    ngx_http_chat_redis_consumer_t *c);
 static void ngx_http_chat_redis_consumer_xack_reply(redisAsyncContext *ac,
     void *data, void *privdata);
 static void ngx_http_chat_redis_consumer_settle(
@@ -1562,6 +1654,10 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
     /* the consumer and copies of its names, in one block */
 
     size = sizeof(ngx_http_chat_redis_consumer_t)
+           + conf->count * conf->nstreams
+             * (sizeof(ngx_http_chat_redis_ack_t) + sizeof(char *)
+                + sizeof(size_t))
+           + 3 * (sizeof(char *) + sizeof(size_t))
            + conf->nstreams * sizeof(ngx_str_t)
            + conf->group.len + conf->name.len;
 
@@ -1574,7 +1670,14 @@ ngx_http_chat_redis_consumer_create(ngx_cycle_t *cycle,
         return NULL;
     }
 
-    c->streams = (ngx_str_t *) &c[1];
+    /* a round: at most count entries of each stream */
+
+    c->max_acks = conf->count * conf->nstreams;
+    c->acks = (ngx_http_chat_redis_ack_t *) &c[1];
+    c->ack_argvlen = (size_t *) &c->acks[c->max_acks];
+    c->ack_argv = (const char **) &c->ack_argvlen[3 + c->max_acks];
+
+    c->streams = (ngx_str_t *) &c->ack_argv[3 + c->max_acks];
     p = (u_char *) &c->streams[conf->nstreams];
 
     for (i = 0; i < conf->nstreams; i++) {
@@ -1707,8 +1810,40 @@ ngx_http_chat_redis_consumer_destroy(ngx_http_chat_redis_consumer_t *c)
 void
 ngx_http_chat_redis_consumer_ack(ngx_http_chat_redis_entry_t *e)
 {
+    ngx_uint_t                       i;
+    ngx_http_chat_redis_ack_t       *a;
+    ngx_http_chat_redis_consumer_t  *c;
+
+    c = e->consumer;
+
     ngx_http_chat_metrics_consumed(&e->stream, &e->id);
-    ngx_http_chat_redis_consumer_xack(e->consumer, &e->stream, &e->id);
+
+    /* kept for the round's XACK */
+
+    for (i = 0; i < c->nstreams; i++) {
+        if (c->streams[i].len == e->stream.len
+            && ngx_strncmp(c->streams[i].data, e->stream.data,
+                           e->stream.len)
+               == 0)
+        {
+            break;
+        }
+    }
+
+    if (c->nacks == c->max_acks) {
+        ngx_http_chat_redis_consumer_xack_all(c);
+    }
+
+    if (i == c->nstreams || e->id.len > NGX_HTTP_CHAT_REDIS_ID_LEN) {
+        ngx_http_chat_redis_consumer_xack(c, &e->stream, &e->id);
+
+    } else {
+        a = &c->acks[c->nacks++];
+        a->stream = i;
+        a->len = e->id.len;
+        ngx_memcpy(a->id, e->id.data, e->id.len);
+    }
+
     ngx_http_chat_redis_consumer_settle(e);
 }
 
@@ -1746,6 +1881,10 @@ ngx_http_chat_redis_consumer_settle(ngx_http_chat_redis_entry_t *e)
 static void
 ngx_http_chat_redis_consumer_done(ngx_http_chat_redis_consumer_t *c)
 {
+    /* sent before the next round's command, which follows it */
+
+    ngx_http_chat_redis_consumer_xack_all(c);
+
     if (c->retried) {
         c->retried = 0;
         c->history = 1;
@@ -2337,6 +2476,59 @@ ngx_http_chat_redis_consumer_xack(ngx_http_chat_redis_consumer_t *c,
     (void) ngx_http_chat_redis_conn_command(c->rconn,
                                     ngx_http_chat_redis_consumer_xack_reply,
                                     c, 4, argv, argvlen);
+}
+
+
+/*
+ * The round's acknowledgements, one XACK a stream: Redis and the worker
+ * handle a command for a round rather than one for every entry.  An XACK
+ * not sent leaves its entries pending, to be delivered again, which
+ * delivery at least once allows.
+ */
+
+static void
+ngx_http_chat_redis_consumer_xack_all(ngx_http_chat_redis_consumer_t *c)
+{
+    int          argc;
+    ngx_uint_t   i, k;
+
+    if (c->nacks == 0) {
+        return;
+    }
+
+    if (c->rconn == NULL || c->destroying) {
+        c->nacks = 0;
+        return;
+    }
+
+    for (i = 0; i < c->nstreams; i++) {
+        argc = 3;
+
+        for (k = 0; k < c->nacks; k++) {
+            if (c->acks[k].stream == i) {
+                c->ack_argv[argc] = (const char *) c->acks[k].id;
+                c->ack_argvlen[argc] = c->acks[k].len;
+                argc++;
+            }
+        }
+
+        if (argc == 3) {
+            continue;
+        }
+
+        c->ack_argv[0] = "XACK";
+        c->ack_argvlen[0] = sizeof("XACK") - 1;
+        c->ack_argv[1] = (const char *) c->streams[i].data;
+        c->ack_argvlen[1] = c->streams[i].len;
+        c->ack_argv[2] = (const char *) c->group.data;
+        c->ack_argvlen[2] = c->group.len;
+
+        (void) ngx_http_chat_redis_conn_command(c->rconn,
+                                    ngx_http_chat_redis_consumer_xack_reply,
+                                    c, argc, c->ack_argv, c->ack_argvlen);
+    }
+
+    c->nacks = 0;
 }
 
 

@@ -181,6 +181,12 @@ static void ngx_http_chat_notify_create_indexes(
     mongoc_collection_t *coll, ngx_http_chat_notify_batch_t *b);
 static ngx_uint_t ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t *job);
+static void ngx_http_chat_notify_upsert_bulk(mongoc_collection_t *coll,
+    ngx_http_chat_notify_batch_t *b, ngx_uint_t n);
+static void ngx_http_chat_notify_upsert_args(ngx_http_chat_notify_job_t *job,
+    bson_t *filter, bson_t *update);
+static bson_t *ngx_http_chat_notify_stored_doc(
+    ngx_http_chat_notify_job_t *job);
 static void ngx_http_chat_notify_stored(ngx_http_chat_op_t *op);
 static void ngx_http_chat_notify_done(ngx_http_chat_notify_batch_t *b);
 static void ngx_http_chat_notify_publish(ngx_http_chat_notify_consumer_t *nc,
@@ -1419,7 +1425,7 @@ ngx_http_chat_notify_store_task(mongoc_database_t *db, void *data)
 {
     ngx_http_chat_notify_batch_t *b = data;
 
-    ngx_uint_t                   i;
+    ngx_uint_t                   i, n;
     mongoc_collection_t         *coll;
     ngx_http_chat_notify_job_t  *job;
 
@@ -1432,7 +1438,21 @@ ngx_http_chat_notify_store_task(mongoc_database_t *db, void *data)
 
     job = b->jobs->elts;
 
+    n = 0;
+
     for (i = 0; i < b->jobs->nelts; i++) {
+        if (job[i].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
+            n++;
+        }
+    }
+
+    if (n > 1) {
+        ngx_http_chat_notify_upsert_bulk(coll, b, n);
+    }
+
+    /* one alone, or those the bulk write left undecided */
+
+    for (i = 0; b->rc != NGX_DECLINED && i < b->jobs->nelts; i++) {
         if (job[i].state != NGX_HTTP_CHAT_NOTIFY_STORE) {
             continue;
         }
@@ -1530,7 +1550,7 @@ static ngx_uint_t
 ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     ngx_http_chat_notify_batch_t *b, ngx_http_chat_notify_job_t *job)
 {
-    bson_t            filter, update, set, opts, reply, *doc;
+    bson_t            filter, update, opts, reply;
     int64_t           upserted;
     ngx_int_t         rc;
     ngx_uint_t        state;
@@ -1539,14 +1559,7 @@ ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     bson_error_t      error;
     mongoc_cursor_t  *cursor;
 
-    bson_init(&filter);
-    BSON_APPEND_OID(&filter, "_id", &job->oid);
-
-    bson_init(&update);
-    BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &set);
-    BSON_APPEND_INT64(&set, "user_id", job->user_id);
-    bson_concat(&set, job->fields);
-    bson_append_document_end(&update, &set);
+    ngx_http_chat_notify_upsert_args(job, &filter, &update);
 
     bson_init(&opts);
     BSON_APPEND_BOOL(&opts, "upsert", true);
@@ -1594,11 +1607,7 @@ ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     }
 
     if (state == NGX_HTTP_CHAT_NOTIFY_STORED) {
-        doc = bson_new();
-        BSON_APPEND_OID(doc, "_id", &job->oid);
-        BSON_APPEND_INT64(doc, "user_id", job->user_id);
-        bson_concat(doc, job->fields);
-        job->doc = doc;
+        job->doc = ngx_http_chat_notify_stored_doc(job);
     }
 
     bson_destroy(&reply);
@@ -1607,6 +1616,156 @@ ngx_http_chat_notify_upsert(mongoc_collection_t *coll,
     bson_destroy(&filter);
 
     return state;
+}
+
+
+/*
+ * The n notifications of a batch to store in one write: the upserts as
+ * one unordered bulk, one round trip and one server selection instead of
+ * n.  The reply lists the upserted ones by index: stored now; the others
+ * matched an _id that was there: stored before.  When the write fails,
+ * the jobs not known to be upserted stay to store, one by one, as a
+ * batch of one is (ngx_http_chat_notify_upsert() tells a failure of the
+ * server from a job's own).
+ */
+
+static void
+ngx_http_chat_notify_upsert_bulk(mongoc_collection_t *coll,
+    ngx_http_chat_notify_batch_t *b, ngx_uint_t n)
+{
+    bool                         ok;
+    bson_t                       opts, upsert, filter, update, reply;
+    int64_t                      k;
+    ngx_uint_t                   i, m, *index;
+    bson_iter_t                  it, up, field;
+    bson_error_t                 error;
+    mongoc_bulk_operation_t     *bulk;
+    ngx_http_chat_notify_job_t  *job;
+
+    job = b->jobs->elts;
+
+    /* the job of each operation of the bulk */
+
+    index = bson_malloc(n * sizeof(ngx_uint_t));
+
+    bson_init(&opts);
+    BSON_APPEND_BOOL(&opts, "ordered", false);
+    bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+    bson_destroy(&opts);
+
+    bson_init(&upsert);
+    BSON_APPEND_BOOL(&upsert, "upsert", true);
+
+    m = 0;
+    ok = true;
+
+    for (i = 0; ok && i < b->jobs->nelts; i++) {
+        if (job[i].state != NGX_HTTP_CHAT_NOTIFY_STORE) {
+            continue;
+        }
+
+        ngx_http_chat_notify_upsert_args(&job[i], &filter, &update);
+
+        ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter,
+                                                        &update, &upsert,
+                                                        &error);
+        bson_destroy(&update);
+        bson_destroy(&filter);
+
+        index[m++] = i;
+    }
+
+    bson_destroy(&upsert);
+
+    if (!ok) {
+        /* not sent: one by one */
+        goto done;
+    }
+
+    ok = mongoc_bulk_operation_execute(bulk, &reply, &error);
+
+    if (bson_iter_init_find(&it, &reply, "upserted")
+        && BSON_ITER_HOLDS_ARRAY(&it)
+        && bson_iter_recurse(&it, &up))
+    {
+        while (bson_iter_next(&up)) {
+            if (!BSON_ITER_HOLDS_DOCUMENT(&up)
+                || !bson_iter_recurse(&up, &field)
+                || !bson_iter_find(&field, "index")
+                || !BSON_ITER_HOLDS_NUMBER(&field))
+            {
+                continue;
+            }
+
+            k = bson_iter_as_int64(&field);
+
+            if (k < 0 || (ngx_uint_t) k >= m) {
+                continue;
+            }
+
+            job[index[k]].state = NGX_HTTP_CHAT_NOTIFY_STORED;
+            job[index[k]].doc = ngx_http_chat_notify_stored_doc(
+                                                           &job[index[k]]);
+        }
+    }
+
+    if (ok) {
+        for (k = 0; (ngx_uint_t) k < m; k++) {
+            if (job[index[k]].state == NGX_HTTP_CHAT_NOTIFY_STORE) {
+                job[index[k]].state = NGX_HTTP_CHAT_NOTIFY_EXISTED;
+            }
+        }
+
+    } else if (ngx_http_chat_mongo_error(&error) == NGX_DECLINED) {
+
+        /* the server is unreachable: one by one would wait as long */
+
+        b->rc = NGX_DECLINED;
+        ngx_snprintf((u_char *) b->error, sizeof(b->error) - 1,
+                     "MongoDB: %s%Z", error.message);
+    }
+
+    bson_destroy(&reply);
+
+done:
+
+    mongoc_bulk_operation_destroy(bulk);
+    bson_free(index);
+}
+
+
+/* an upsert that only ever inserts: the filter by _id, $setOnInsert */
+
+static void
+ngx_http_chat_notify_upsert_args(ngx_http_chat_notify_job_t *job,
+    bson_t *filter, bson_t *update)
+{
+    bson_t  set;
+
+    bson_init(filter);
+    BSON_APPEND_OID(filter, "_id", &job->oid);
+
+    bson_init(update);
+    BSON_APPEND_DOCUMENT_BEGIN(update, "$setOnInsert", &set);
+    BSON_APPEND_INT64(&set, "user_id", job->user_id);
+    bson_concat(&set, job->fields);
+    bson_append_document_end(update, &set);
+}
+
+
+/* the document as stored, for its publication */
+
+static bson_t *
+ngx_http_chat_notify_stored_doc(ngx_http_chat_notify_job_t *job)
+{
+    bson_t  *doc;
+
+    doc = bson_new();
+    BSON_APPEND_OID(doc, "_id", &job->oid);
+    BSON_APPEND_INT64(doc, "user_id", job->user_id);
+    bson_concat(doc, job->fields);
+
+    return doc;
 }
 
 

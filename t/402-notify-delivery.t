@@ -8,6 +8,8 @@
 #   - an entry taken by a consumer that never acknowledges it is claimed,
 #     and an entry handed out again by hand (XCLAIM) after it was
 #     processed gives no second notification and no second frame;
+#   - entries claimed together are stored with one write, and claimed
+#     again, none is notified twice;
 #   - with MongoDB unreachable nothing is acknowledged, and another node
 #     takes the entries over;
 #   - two nginx instances on the same datastores: each event is processed
@@ -313,6 +315,57 @@ unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
     is(pending_of($entry), 0, 'a redelivery of a processed entry settles');
     ok(!defined $s->read_event(0.5), 'no frame');
     is(scalar @{ all_of($node, $user) }, 1, 'and stays one notification');
+
+    $s->close;
+    stop_nginx($node);
+}
+
+
+# --- entries claimed together are stored together (one bulk write):
+# each a notification of its own; claimed again after they were
+# processed, each is recognised as stored and none is notified twice
+
+{
+    my $node = node();
+    wait_group();
+
+    my $user = $base + 6;
+    my $s = sse_open('/api/notifications/stream',
+                     { Authorization => 'Bearer ' . user_token($user) },
+                     $node->port);
+    is($s->read_event(2)->{event}, 'connected', 'stream open');
+
+    my $reply = redis_raw('EVAL',
+        "local ids = {} "
+        . "for i = 1, 3 do ids[i] = redis.call('XADD', KEYS[1], '*', "
+        . "'key', '1', 'value', ARGV[i]) end "
+        . "redis.call('XREADGROUP', 'GROUP', ARGV[4], 'ghost', "
+        . "'COUNT', '100000', 'STREAMS', KEYS[1], '>') return ids",
+        1, 'friend.events', (map { request_value($user) } 1 .. 3), $group);
+    my @entries = $reply =~ /(\d+-\d+)/g;
+    is(scalar @entries, 3, 'three entries taken by a consumer that never acks');
+
+    my %want = map { notification_id('friend.events', $_) => 1 } @entries;
+    my %got;
+    for (1 .. 3) {
+        my $ev = $s->read_event(5) // last;
+        $got{ $ev->{id} }++;
+    }
+    is(scalar(grep { $got{$_} } keys %want), 3,
+       'claimed together, each notified');
+    like($node->read_error_log(0), qr/batch done: 3 stored/,
+         '... stored in one batch');
+    check_exactly($node, $user, \@entries, 'a batch of three');
+    is(wait_not_pending(@entries), 0, 'all three acknowledged');
+
+    like(redis_cmd('XCLAIM', 'friend.events', $group, 'ghost', '0',
+                   @entries, 'FORCE', 'JUSTID'), qr/\Q$entries[2]\E/,
+         'XCLAIM ... FORCE: all three pending again');
+    is(wait_not_pending(@entries), 0, 'claimed and acknowledged again');
+    like($node->read_error_log(0), qr/batch done: 0 stored, 3 existed/,
+         '... in one batch, each recognised as stored');
+    ok(!defined $s->read_event(1), 'no second frame on the stream');
+    check_exactly($node, $user, \@entries, 'delivered again');
 
     $s->close;
     stop_nginx($node);
