@@ -535,6 +535,8 @@ ngx_int_t ngx_http_chat_redis_subscribe(ngx_str_t *channel,
 ngx_int_t ngx_http_chat_redis_unsubscribe(ngx_str_t *channel, void *data);
 ngx_int_t ngx_http_chat_redis_subscribed(ngx_str_t *channel, void *data,
     ngx_http_chat_ready_pt ready);
+/* the number of the pub/sub message being dispatched */
+ngx_uint_t ngx_http_chat_redis_message(void);
 ngx_int_t ngx_http_chat_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_core_main_conf_t *cmcf);
 void ngx_http_chat_redis_exit_process(ngx_cycle_t *cycle);

@@ -7,12 +7,16 @@
  * subscriber connection (ngx_http_chat_redis.c) and hands every message of
  * a channel to the streams of that channel, so a PUBLISH from any worker
  * of any node reaches every open stream.  Frames are published already
- * formatted; a stream only copies bytes.
+ * formatted, and a message is copied once per worker: every stream's
+ * output refers to that one copy (ngx_http_chat_sse_shared_t), which is
+ * freed when the last stream has sent it or gone.
  *
- * Output buffers are recycled, so a long-lived stream does not grow its
- * pool; a client that does not read falls behind until its unsent output
- * passes chat_sse_max_queue, and then it is cut off alone (it reconnects
- * and replays with Last-Event-ID).
+ * An idle stream holds no output buffer: chain links and their buffers
+ * come from a free list of the worker while a frame is queued and go back
+ * once it is sent, so a long-lived stream does not grow its pool.  A
+ * client that does not read falls behind until its unsent output passes
+ * chat_sse_max_queue, and then it is cut off alone (it reconnects and
+ * replays with Last-Event-ID).
  *
  * A worker that shuts down (reload, graceful stop) ends its streams as
  * streams end: the terminating chunk, an access log line.  nginx has no
@@ -37,14 +41,22 @@
 #define NGX_HTTP_CHAT_SSE_RECHECK   1000
 
 
+/* a frame as sent, shared by the streams that have it queued */
+
+typedef struct {
+    ngx_uint_t                  refs;
+    size_t                      len;
+    u_char                      data[1];
+} ngx_http_chat_sse_shared_t;
+
+
 struct ngx_http_chat_sse_s {
     ngx_http_request_t         *request;
     ngx_str_t                   channel;
 
-    ngx_chain_t                *free;
-    ngx_chain_t                *busy;
+    ngx_chain_t                *busy;       /* queued, the worker's links */
 
-    ngx_array_t                *held;       /* of ngx_str_t */
+    ngx_array_t                *held;       /* of shared frames */
     ngx_array_t                *replayed;   /* the last replayed ids */
     size_t                      held_size;
 
@@ -68,6 +80,12 @@ static void ngx_http_chat_sse_reading(ngx_http_request_t *r);
 static void ngx_http_chat_sse_writer(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_sse_output(ngx_http_chat_sse_t *s,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s,
+    ngx_http_chat_sse_shared_t *f);
+static ngx_http_chat_sse_shared_t *ngx_http_chat_sse_shared(u_char *data,
+    size_t len);
+static void ngx_http_chat_sse_unref(ngx_http_chat_sse_shared_t *f);
+static void ngx_http_chat_sse_sent(ngx_chain_t *cl);
 static void ngx_http_chat_sse_ping(ngx_event_t *ev);
 static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
@@ -97,6 +115,13 @@ static ngx_uint_t        ngx_http_chat_sse_nstreams;
 static ngx_queue_t       ngx_http_chat_sse_streams;
 static ngx_event_t       ngx_http_chat_sse_watcher;
 static ngx_connection_t  ngx_http_chat_sse_dummy;
+
+/* chain links with their buffers, not queued anywhere */
+static ngx_chain_t      *ngx_http_chat_sse_links;
+
+/* the frame of the pub/sub message being dispatched, and its number */
+static ngx_http_chat_sse_shared_t  *ngx_http_chat_sse_last;
+static ngx_uint_t                   ngx_http_chat_sse_last_message;
 
 
 ngx_int_t
@@ -446,13 +471,24 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
+    ngx_chain_t                    **ll;
+
     r = s->request;
     c = r->connection;
 
     rc = ngx_http_output_filter(r, in);
 
-    ngx_chain_update_chains(r->pool, &s->free, &s->busy, &in,
-                            (ngx_buf_tag_t) &ngx_http_chat_core_module);
+    for (ll = &s->busy; *ll; ll = &(*ll)->next) { /* void */ }
+
+    *ll = in;
+
+    /* what is sent goes back to the worker; frames go out in order */
+
+    while (s->busy && ngx_buf_size(s->busy->buf) == 0) {
+        cl = s->busy;
+        s->busy = cl->next;
+        ngx_http_chat_sse_sent(cl);
+    }
 
     if (rc == NGX_ERROR || c->error) {
         return NGX_ERROR;
@@ -493,49 +529,76 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
 }
 
 
+/* a frame of this stream alone ("connected", a replay, a ping) */
+
 ngx_int_t
 ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame)
 {
-    size_t               size;
-    ngx_buf_t           *b;
-    ngx_chain_t         *cl;
-    ngx_http_request_t  *r;
+    ngx_int_t                    rc;
+    ngx_http_chat_sse_shared_t  *f;
 
     if (s->closed) {
         return NGX_ERROR;
     }
 
-    r = s->request;
-
-    cl = ngx_chain_get_free_buf(r->pool, &s->free);
-    if (cl == NULL) {
+    f = ngx_http_chat_sse_shared(frame->data, frame->len);
+    if (f == NULL) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
         return NGX_ERROR;
     }
 
-    b = cl->buf;
+    rc = ngx_http_chat_sse_queue(s, f);
 
-    /* a recycled buffer is reused when the frame fits */
+    ngx_http_chat_sse_unref(f);
 
-    if (b->start == NULL || (size_t) (b->end - b->start) < frame->len) {
-        if (b->start) {
-            ngx_pfree(r->pool, b->start);
-        }
+    return rc;
+}
 
-        size = ngx_max(frame->len, 1024);
 
-        b->start = ngx_palloc(r->pool, size);
-        if (b->start == NULL) {
+/* the frame goes to the stream's output with a link of the worker's */
+
+static ngx_int_t
+ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s, ngx_http_chat_sse_shared_t *f)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (s->closed) {
+        return NGX_ERROR;
+    }
+
+    cl = ngx_http_chat_sse_links;
+
+    if (cl) {
+        ngx_http_chat_sse_links = cl->next;
+
+    } else {
+        cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t),
+                       s->request->connection->log);
+        if (cl == NULL) {
+            ngx_http_chat_sse_close(s, NGX_ERROR);
             return NGX_ERROR;
         }
 
-        b->end = b->start + size;
+        cl->buf = (ngx_buf_t *) (cl + 1);
     }
 
-    b->pos = b->start;
-    b->last = ngx_cpymem(b->pos, frame->data, frame->len);
-    b->temporary = 1;
+    cl->next = NULL;
+
+    b = cl->buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    /* shared: no filter may write to it (memory, not temporary) */
+
+    b->start = f->data;
+    b->pos = f->data;
+    b->last = f->data + f->len;
+    b->end = b->last;
+    b->memory = 1;
     b->flush = 1;
     b->tag = (ngx_buf_tag_t) &ngx_http_chat_core_module;
+
+    f->refs++;
 
     if (ngx_http_chat_sse_output(s, cl) != NGX_OK) {
         ngx_http_chat_sse_close(s, NGX_ERROR);
@@ -543,6 +606,58 @@ ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame)
     }
 
     return NGX_OK;
+}
+
+
+/* a new frame with one reference, the caller's */
+
+static ngx_http_chat_sse_shared_t *
+ngx_http_chat_sse_shared(u_char *data, size_t len)
+{
+    ngx_http_chat_sse_shared_t  *f;
+
+    f = ngx_alloc(offsetof(ngx_http_chat_sse_shared_t, data) + len,
+                  ngx_cycle->log);
+    if (f == NULL) {
+        return NULL;
+    }
+
+    f->refs = 1;
+    f->len = len;
+    ngx_memcpy(f->data, data, len);
+
+    return f;
+}
+
+
+static void
+ngx_http_chat_sse_unref(ngx_http_chat_sse_shared_t *f)
+{
+    if (--f->refs == 0) {
+        ngx_free(f);
+    }
+}
+
+
+/*
+ * A link whose frame is sent or dropped: the frame loses a reference and
+ * the link goes back to the worker.  Links are never freed: the chunked
+ * filter of a stream may still look at a buffer it has passed on.
+ */
+
+static void
+ngx_http_chat_sse_sent(ngx_chain_t *cl)
+{
+    ngx_http_chat_sse_unref((ngx_http_chat_sse_shared_t *)
+                 (cl->buf->start - offsetof(ngx_http_chat_sse_shared_t, data)));
+
+    cl->buf->start = NULL;
+    cl->buf->pos = NULL;
+    cl->buf->last = NULL;
+    cl->buf->end = NULL;
+
+    cl->next = ngx_http_chat_sse_links;
+    ngx_http_chat_sse_links = cl;
 }
 
 
@@ -606,7 +721,8 @@ ngx_http_chat_sse_subscribe(ngx_http_chat_sse_t *s, ngx_str_t *channel,
     s->hold = hold;
 
     if (hold) {
-        s->held = ngx_array_create(r->pool, 8, sizeof(ngx_str_t));
+        s->held = ngx_array_create(r->pool, 8,
+                                   sizeof(ngx_http_chat_sse_shared_t *));
         if (s->held == NULL) {
             return NGX_ERROR;
         }
@@ -686,13 +802,20 @@ ngx_http_chat_sse_confirmed(void *data)
 }
 
 
+/*
+ * The streams of a channel get the message one after the other: the
+ * first makes the frame, the others take a reference to it.  The worker
+ * keeps one reference until the next message.
+ */
+
 static void
 ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 {
     ngx_http_chat_sse_t *s = data;
 
-    ngx_str_t                       *f;
+    ngx_uint_t                       n;
     ngx_connection_t                *c;
+    ngx_http_chat_sse_shared_t     **h, *f;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     if (s->closed) {
@@ -701,12 +824,35 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 
     c = s->request->connection;
 
-    if (!s->hold) {
-        if (!ngx_http_chat_sse_replayed(s->replayed, payload)) {
-            (void) ngx_http_chat_sse_send(s, payload);
-            ngx_http_run_posted_requests(c);
+    if (!s->hold && ngx_http_chat_sse_replayed(s->replayed, payload)) {
+        return;
+    }
+
+    n = ngx_http_chat_redis_message();
+
+    if (ngx_http_chat_sse_last == NULL
+        || ngx_http_chat_sse_last_message != n)
+    {
+        if (ngx_http_chat_sse_last) {
+            ngx_http_chat_sse_unref(ngx_http_chat_sse_last);
         }
 
+        ngx_http_chat_sse_last = ngx_http_chat_sse_shared(payload->data,
+                                                          payload->len);
+        ngx_http_chat_sse_last_message = n;
+
+        if (ngx_http_chat_sse_last == NULL) {
+            ngx_http_chat_sse_close(s, NGX_ERROR);
+            ngx_http_run_posted_requests(c);
+            return;
+        }
+    }
+
+    f = ngx_http_chat_sse_last;
+
+    if (!s->hold) {
+        (void) ngx_http_chat_sse_queue(s, f);
+        ngx_http_run_posted_requests(c);
         return;
     }
 
@@ -714,24 +860,19 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 
     cmcf = ngx_http_get_module_main_conf(s->request, ngx_http_chat_core_module);
 
-    s->held_size += payload->len;
+    s->held_size += f->len;
 
-    f = ngx_array_push(s->held);
+    h = ngx_array_push(s->held);
 
-    if (f == NULL || s->held_size > cmcf->sse_max_queue) {
+    if (h == NULL || s->held_size > cmcf->sse_max_queue) {
         ngx_http_chat_metrics_stream_dropped(ngx_http_chat_sse_route(s));
         ngx_http_chat_sse_close(s, NGX_ERROR);
         ngx_http_run_posted_requests(c);
         return;
     }
 
-    f->data = ngx_pstrdup(s->request->pool, payload);
-    f->len = payload->len;
-
-    if (f->data == NULL) {
-        ngx_http_chat_sse_close(s, NGX_ERROR);
-        ngx_http_run_posted_requests(c);
-    }
+    f->refs++;
+    *h = f;
 }
 
 
@@ -780,8 +921,10 @@ ngx_http_chat_sse_replayed(ngx_array_t *ids, ngx_str_t *frame)
 ngx_int_t
 ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 {
-    ngx_str_t   *f, *id;
-    ngx_uint_t   i, first;
+    ngx_int_t                     rc;
+    ngx_str_t                    *f, *id, frame;
+    ngx_uint_t                    i, first;
+    ngx_http_chat_sse_shared_t  **h;
 
     s->hold = 0;
 
@@ -813,25 +956,27 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
         return NGX_OK;
     }
 
-    f = s->held->elts;
+    h = s->held->elts;
+    rc = NGX_OK;
 
     for (i = 0; i < s->held->nelts; i++) {
 
         /* held frames are checked against every replayed id */
 
-        if (ngx_http_chat_sse_replayed(ids, &f[i])) {
-            continue;
+        frame.data = h[i]->data;
+        frame.len = h[i]->len;
+
+        if (rc == NGX_OK && !ngx_http_chat_sse_replayed(ids, &frame)) {
+            rc = ngx_http_chat_sse_queue(s, h[i]);
         }
 
-        if (ngx_http_chat_sse_send(s, &f[i]) != NGX_OK) {
-            return NGX_ERROR;
-        }
+        ngx_http_chat_sse_unref(h[i]);
     }
 
     s->held->nelts = 0;
     s->held_size = 0;
 
-    return NGX_OK;
+    return rc;
 }
 
 
@@ -859,7 +1004,29 @@ ngx_http_chat_sse_cleanup(void *data)
 {
     ngx_http_chat_sse_t *s = data;
 
+    ngx_uint_t                    i;
+    ngx_chain_t                  *cl;
+    ngx_http_chat_sse_shared_t  **h;
+
     s->closed = 1;
+
+    /* the connection goes: what was not sent is dropped */
+
+    while (s->busy) {
+        cl = s->busy;
+        s->busy = cl->next;
+        ngx_http_chat_sse_sent(cl);
+    }
+
+    if (s->held) {
+        h = s->held->elts;
+
+        for (i = 0; i < s->held->nelts; i++) {
+            ngx_http_chat_sse_unref(h[i]);
+        }
+
+        s->held->nelts = 0;
+    }
 
     if (s->subscribed) {
         s->subscribed = 0;
