@@ -11,6 +11,11 @@
  * output refers to that one copy (ngx_http_chat_sse_shared_t), which is
  * freed when the last stream has sent it or gone.
  *
+ * A frame is kept as a chunk of the chunked transfer coding, made with
+ * it, and goes to nginx's write filter directly: the body filters would
+ * only add the chunk's head and tail for every stream, and allocate them.
+ * A response without chunks (HTTP/1.0) is sent the frame alone.
+ *
  * An idle stream holds no output buffer: chain links and their buffers
  * come from a free list of the worker while a frame is queued and go back
  * once it is sent, so a long-lived stream does not grow its pool.  A
@@ -41,11 +46,13 @@
 #define NGX_HTTP_CHAT_SSE_RECHECK   1000
 
 
-/* a frame as sent, shared by the streams that have it queued */
+/* a frame as a chunk, shared by the streams that have it queued:
+ * "<hex length>\r\n", the frame, "\r\n" */
 
 typedef struct {
     ngx_uint_t                  refs;
-    size_t                      len;
+    size_t                      len;        /* of the frame */
+    size_t                      head;       /* of the chunk's head */
     u_char                      data[1];
 } ngx_http_chat_sse_shared_t;
 
@@ -476,7 +483,7 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
     r = s->request;
     c = r->connection;
 
-    rc = ngx_http_output_filter(r, in);
+    rc = ngx_http_write_filter(r, in);
 
     for (ll = &s->busy; *ll; ll = &(*ll)->next) { /* void */ }
 
@@ -588,12 +595,20 @@ ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s, ngx_http_chat_sse_shared_t *f)
     b = cl->buf;
     ngx_memzero(b, sizeof(ngx_buf_t));
 
-    /* shared: no filter may write to it (memory, not temporary) */
+    /* shared: nothing may write to it (memory, not temporary) */
 
     b->start = f->data;
-    b->pos = f->data;
-    b->last = f->data + f->len;
-    b->end = b->last;
+    b->end = f->data + f->head + f->len + 2;
+
+    if (s->request->chunked) {
+        b->pos = b->start;
+        b->last = b->end;
+
+    } else {
+        b->pos = f->data + f->head;
+        b->last = b->pos + f->len;
+    }
+
     b->memory = 1;
     b->flush = 1;
     b->tag = (ngx_buf_tag_t) &ngx_http_chat_core_module;
@@ -614,9 +629,11 @@ ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s, ngx_http_chat_sse_shared_t *f)
 static ngx_http_chat_sse_shared_t *
 ngx_http_chat_sse_shared(u_char *data, size_t len)
 {
+    u_char                      *p;
     ngx_http_chat_sse_shared_t  *f;
 
-    f = ngx_alloc(offsetof(ngx_http_chat_sse_shared_t, data) + len,
+    f = ngx_alloc(offsetof(ngx_http_chat_sse_shared_t, data)
+                  + NGX_SIZE_T_LEN + len + 2 * (sizeof(CRLF) - 1),
                   ngx_cycle->log);
     if (f == NULL) {
         return NULL;
@@ -624,7 +641,12 @@ ngx_http_chat_sse_shared(u_char *data, size_t len)
 
     f->refs = 1;
     f->len = len;
-    ngx_memcpy(f->data, data, len);
+
+    p = ngx_sprintf(f->data, "%xz" CRLF, len);
+    f->head = p - f->data;
+
+    p = ngx_cpymem(p, data, len);
+    *p++ = CR; *p = LF;
 
     return f;
 }
@@ -963,7 +985,7 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 
         /* held frames are checked against every replayed id */
 
-        frame.data = h[i]->data;
+        frame.data = h[i]->data + h[i]->head;
         frame.len = h[i]->len;
 
         if (rc == NGX_OK && !ngx_http_chat_sse_replayed(ids, &frame)) {
