@@ -964,13 +964,20 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
         first = ids->nelts > NGX_HTTP_CHAT_SSE_REPLAYED
                 ? ids->nelts - NGX_HTTP_CHAT_SSE_REPLAYED : 0;
 
+        /* the ids may be the caller's, gone after the replay */
+
         for (i = first; i < ids->nelts; i++) {
             f = ngx_array_push(s->replayed);
             if (f == NULL) {
                 return NGX_ERROR;
             }
 
-            *f = id[i];
+            f->data = ngx_pstrdup(s->request->pool, &id[i]);
+            if (f->data == NULL) {
+                return NGX_ERROR;
+            }
+
+            f->len = id[i].len;
         }
     }
 
