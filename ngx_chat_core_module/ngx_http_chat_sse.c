@@ -35,6 +35,11 @@
  * moment Redis serves its SUBSCRIBE would go unheard, so
  * NGX_HTTP_CHAT_SSE_RECHECK ms after opening, the stream looks at the key
  * once more: by then the subscription is long in place.
+ *
+ * What a stream keeps lives outside the request's pool (the stream's own
+ * allocation, freed with that pool, and the recheck's pool): the pool
+ * holds what nginx and the steps before the stream left in it, and an
+ * idle stream should cost as few of its blocks as possible.
  */
 
 
@@ -71,7 +76,8 @@ struct ngx_http_chat_sse_s {
     ngx_queue_t                 queue;      /* the worker's streams */
 
     ngx_str_t                   revoked;    /* the token's revocation key */
-    ngx_event_t                *recheck;
+    ngx_event_t                 recheck;
+    ngx_http_chat_op_t         *check;      /* the recheck in flight */
 
     ngx_http_chat_handler_pt    next;       /* once subscribed */
 
@@ -106,16 +112,8 @@ static void ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload,
 static void ngx_http_chat_sse_recheck(ngx_event_t *ev);
 static ngx_http_chat_route_t *ngx_http_chat_sse_route(ngx_http_chat_sse_t *s);
 static void ngx_http_chat_sse_confirmed(void *data);
-static ngx_int_t ngx_http_chat_sse_rechecked(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, redisReply *reply);
-
-
-/* the one-time look at the revocation key, for authenticated streams */
-
-typedef struct {
-    ngx_event_t                 event;      /* first: the timer's handler */
-    ngx_http_chat_sse_t        *stream;
-} ngx_http_chat_sse_recheck_t;
+static void ngx_http_chat_sse_rechecked(ngx_http_chat_op_t *op);
+static void ngx_http_chat_sse_free(void *data);
 
 
 static ngx_uint_t        ngx_http_chat_sse_nstreams;
@@ -190,6 +188,7 @@ ngx_http_chat_sse_t *
 ngx_http_chat_sse_open(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
+    ngx_pool_cleanup_t              *pcln;
     ngx_http_cleanup_t              *cln;
     ngx_http_chat_ctx_t             *ctx;
     ngx_http_chat_sse_t             *s;
@@ -202,10 +201,21 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
         return NULL;
     }
 
-    s = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_t));
+    /* the stream outlives its end as long as the request's pool does:
+     * its callers look at it after closing it */
+
+    pcln = ngx_pool_cleanup_add(r->pool, 0);
+    if (pcln == NULL) {
+        return NULL;
+    }
+
+    s = ngx_calloc(sizeof(ngx_http_chat_sse_t), r->connection->log);
     if (s == NULL) {
         return NULL;
     }
+
+    pcln->handler = ngx_http_chat_sse_free;
+    pcln->data = s;
 
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
@@ -283,9 +293,8 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s, ngx_str_t *token)
 {
-    ngx_int_t                     rc;
-    ngx_http_request_t           *r;
-    ngx_http_chat_sse_recheck_t  *rk;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
 
     r = s->request;
 
@@ -306,19 +315,12 @@ ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s, ngx_str_t *token)
 
     s->watching = 1;
 
-    rk = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_recheck_t));
-    if (rk == NULL) {
-        return NGX_ERROR;
-    }
+    s->recheck.handler = ngx_http_chat_sse_recheck;
+    s->recheck.data = r->connection;
+    s->recheck.log = r->connection->log;
+    s->recheck.cancelable = 1;
 
-    rk->stream = s;
-    rk->event.handler = ngx_http_chat_sse_recheck;
-    rk->event.data = r->connection;
-    rk->event.log = r->connection->log;
-    rk->event.cancelable = 1;
-
-    s->recheck = &rk->event;
-    ngx_add_timer(s->recheck, NGX_HTTP_CHAT_SSE_RECHECK);
+    ngx_add_timer(&s->recheck, NGX_HTTP_CHAT_SSE_RECHECK);
 
     return NGX_OK;
 }
@@ -347,53 +349,76 @@ ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload, void *data)
 }
 
 
+/*
+ * The look at the key is an operation of its own, in a pool of its own:
+ * it may outlive the stream, which then only lets go of it.
+ */
+
 static void
 ngx_http_chat_sse_recheck(ngx_event_t *ev)
 {
-    ngx_http_chat_sse_recheck_t *rk = (ngx_http_chat_sse_recheck_t *) ev;
-
     const char           *argv[2];
     size_t                argvlen[2];
-    ngx_connection_t     *c;
+    ngx_pool_t           *pool;
+    ngx_http_chat_op_t   *op;
     ngx_http_chat_sse_t  *s;
 
-    s = rk->stream;
+    s = (ngx_http_chat_sse_t *) ((u_char *) ev
+                                 - offsetof(ngx_http_chat_sse_t, recheck));
 
     if (s->closed) {
         return;
     }
 
-    c = s->request->connection;
+    /* if Redis cannot take it, the subscription still listens */
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    op = ngx_pcalloc(pool, sizeof(ngx_http_chat_op_t));
+    if (op == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    op->pool = pool;
+    op->log = ngx_cycle->log;
+    op->handler = ngx_http_chat_sse_rechecked;
+    op->data = s;
+
+    s->check = op;
 
     argv[0] = "EXISTS";
     argvlen[0] = sizeof("EXISTS") - 1;
     argv[1] = (const char *) s->revoked.data;
     argvlen[1] = s->revoked.len;
 
-    /* if Redis cannot take it, the subscription still listens */
-
-    (void) ngx_http_chat_redis(s->request, ngx_http_chat_sse_rechecked, 2,
-                               argv, argvlen);
-
-    ngx_http_run_posted_requests(c);
+    if (ngx_http_chat_op_redis(op, 2, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
 }
 
 
-static ngx_int_t
-ngx_http_chat_sse_rechecked(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    redisReply *reply)
+static void
+ngx_http_chat_sse_rechecked(ngx_http_chat_op_t *op)
 {
     ngx_http_chat_sse_t  *s;
 
-    s = ctx->sse;
+    s = op->data;
 
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer != 0)
-    {
-        ngx_http_chat_sse_revoked(&s->revoked, NULL, s);
+    if (s) {
+        s->check = NULL;
+
+        if (op->rc == NGX_OK && op->reply->type == REDIS_REPLY_INTEGER
+            && op->reply->integer != 0)
+        {
+            ngx_http_chat_sse_revoked(&s->revoked, NULL, s);
+        }
     }
 
-    return NGX_DONE;
+    ngx_destroy_pool(op->pool);
 }
 
 
@@ -1071,8 +1096,13 @@ ngx_http_chat_sse_cleanup(void *data)
         ngx_del_timer(&s->ping);
     }
 
-    if (s->recheck && s->recheck->timer_set) {
-        ngx_del_timer(s->recheck);
+    if (s->recheck.timer_set) {
+        ngx_del_timer(&s->recheck);
+    }
+
+    if (s->check) {
+        s->check->data = NULL;
+        s->check = NULL;
     }
 
     if (ngx_queue_next(&s->queue) != &s->queue) {
@@ -1081,6 +1111,13 @@ ngx_http_chat_sse_cleanup(void *data)
 
     ngx_http_chat_sse_nstreams--;
     ngx_http_chat_metrics_stream(ngx_http_chat_sse_route(s), -1);
+}
+
+
+static void
+ngx_http_chat_sse_free(void *data)
+{
+    ngx_free(data);
 }
 
 
