@@ -592,6 +592,8 @@ ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
     ngx_array_t *ids);
 void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
+/* frees what the worker keeps for its streams' output */
+void ngx_http_chat_sse_exit_process(ngx_cycle_t *cycle);
 /* next(r, ctx) once the stream's subscription is in place in Redis */
 ngx_int_t ngx_http_chat_sse_subscribed(ngx_http_chat_sse_t *s,
     ngx_http_chat_handler_pt next);

@@ -1166,3 +1166,23 @@ ngx_http_chat_sse_count(void)
 {
     return ngx_http_chat_sse_nstreams;
 }
+
+
+/* streams still open keep the links and frames they have queued */
+
+void
+ngx_http_chat_sse_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_chain_t  *cl;
+
+    if (ngx_http_chat_sse_last) {
+        ngx_http_chat_sse_unref(ngx_http_chat_sse_last);
+        ngx_http_chat_sse_last = NULL;
+    }
+
+    while (ngx_http_chat_sse_links) {
+        cl = ngx_http_chat_sse_links;
+        ngx_http_chat_sse_links = cl->next;
+        ngx_free(cl);
+    }
+}
