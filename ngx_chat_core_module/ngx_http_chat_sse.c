@@ -50,6 +50,9 @@
 #define NGX_HTTP_CHAT_SSE_WATCH     250
 #define NGX_HTTP_CHAT_SSE_RECHECK   1000
 
+/* free links a worker keeps for the next frames, the rest are freed */
+#define NGX_HTTP_CHAT_SSE_LINKS     1024
+
 
 /* a frame as a chunk, shared by the streams that have it queued:
  * "<hex length>\r\n", the frame, "\r\n" */
@@ -123,6 +126,7 @@ static ngx_connection_t  ngx_http_chat_sse_dummy;
 
 /* chain links with their buffers, not queued anywhere */
 static ngx_chain_t      *ngx_http_chat_sse_links;
+static ngx_uint_t        ngx_http_chat_sse_nlinks;
 
 /* the frame of the pub/sub message being dispatched, and its number */
 static ngx_http_chat_sse_shared_t  *ngx_http_chat_sse_last;
@@ -500,10 +504,9 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
     ngx_chain_t                     *cl;
     ngx_connection_t                *c;
     ngx_http_request_t              *r;
+    ngx_chain_t                    **ll;
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_chat_core_main_conf_t  *cmcf;
-
-    ngx_chain_t                    **ll;
 
     r = s->request;
     c = r->connection;
@@ -603,6 +606,7 @@ ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s, ngx_http_chat_sse_shared_t *f)
 
     if (cl) {
         ngx_http_chat_sse_links = cl->next;
+        ngx_http_chat_sse_nlinks--;
 
     } else {
         cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t),
@@ -688,8 +692,9 @@ ngx_http_chat_sse_unref(ngx_http_chat_sse_shared_t *f)
 
 /*
  * A link whose frame is sent or dropped: the frame loses a reference and
- * the link goes back to the worker.  Links are never freed: the chunked
- * filter of a stream may still look at a buffer it has passed on.
+ * the link goes back to the worker.  The write filter keeps links of its
+ * own, and lets go of them once their buffers are sent: nothing refers to
+ * ours by then.
  */
 
 static void
@@ -698,13 +703,14 @@ ngx_http_chat_sse_sent(ngx_chain_t *cl)
     ngx_http_chat_sse_unref((ngx_http_chat_sse_shared_t *)
                  (cl->buf->start - offsetof(ngx_http_chat_sse_shared_t, data)));
 
-    cl->buf->start = NULL;
-    cl->buf->pos = NULL;
-    cl->buf->last = NULL;
-    cl->buf->end = NULL;
+    if (ngx_http_chat_sse_nlinks >= NGX_HTTP_CHAT_SSE_LINKS) {
+        ngx_free(cl);
+        return;
+    }
 
     cl->next = ngx_http_chat_sse_links;
     ngx_http_chat_sse_links = cl;
+    ngx_http_chat_sse_nlinks++;
 }
 
 
@@ -970,7 +976,7 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 {
     ngx_int_t                     rc;
     ngx_str_t                    *f, *id, frame;
-    ngx_uint_t                    i, first;
+    ngx_uint_t                    i, n, first;
     ngx_http_chat_sse_shared_t  **h;
 
     s->hold = 0;
@@ -1010,10 +1016,18 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
         return NGX_OK;
     }
 
+    /* taken out first: a stream that ends on the way lets go of the rest
+     * here, not in its cleanup */
+
     h = s->held->elts;
+    n = s->held->nelts;
+
+    s->held->nelts = 0;
+    s->held_size = 0;
+
     rc = NGX_OK;
 
-    for (i = 0; i < s->held->nelts; i++) {
+    for (i = 0; i < n; i++) {
 
         /* held frames are checked against every replayed id */
 
@@ -1026,9 +1040,6 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 
         ngx_http_chat_sse_unref(h[i]);
     }
-
-    s->held->nelts = 0;
-    s->held_size = 0;
 
     return rc;
 }
@@ -1185,4 +1196,6 @@ ngx_http_chat_sse_exit_process(ngx_cycle_t *cycle)
         ngx_http_chat_sse_links = cl->next;
         ngx_free(cl);
     }
+
+    ngx_http_chat_sse_nlinks = 0;
 }
