@@ -83,6 +83,36 @@ cmp_ok(time() - $t0, '<', 1, 'every stream got both within a second');
          'the original ping format');
 }
 
+# an HTTP/1.0 client: no chunked coding, the frames as they are
+{
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                     PeerPort => $a->port, Timeout => 2)
+        or die "connect: $!";
+    syswrite($sock, "GET /diag/stream/$chan HTTP/1.0\r\n\r\n");
+    sleep 0.3;
+
+    is(publish($a, 'plain', 'p1', { n => 1 }), 200, 'published for HTTP/1.0');
+
+    my ($raw, $buf) = ('', '');
+    my $until = time() + 5;
+
+    while (time() < $until && $raw !~ /event: plain\r\ndata: [^\r]*\r\n\r\n/) {
+        my $n = sysread($sock, $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    like($head // '', qr{^HTTP/1\.1 200 }, 'HTTP/1.0 stream open');
+    unlike($head // '', qr{transfer-encoding}i, '... not chunked');
+    like($body // '', qr/^event: connected\r\ndata: [^\r]*\r\n\r\n/,
+         '... "connected" as it is');
+    like($body // '',
+         qr/\r\n\r\nid: p1\r\nevent: plain\r\ndata: \{"n": 1\}\r\n\r\n/,
+         '... and the frame, without chunk sizes');
+    close $sock;
+}
+
 # a client that reads late: its frames wait in nginx, shared with the
 # streams that already sent them, and still come whole and in order
 {
