@@ -374,21 +374,21 @@ ngx_http_chat_hmac_sha256(u_char *data, size_t len, u_char *mac)
 }
 
 
-/* a base64url part of a token, decoded into the request's pool */
+/*
+ * A base64url part of a token, decoded into buf: it is read at once, and
+ * the request's pool, which an event stream keeps for hours, need not
+ * hold it
+ */
 
 static ngx_int_t
-ngx_http_chat_jwt_part(ngx_http_request_t *r, u_char *p, u_char *last,
-    ngx_str_t *out)
+ngx_http_chat_jwt_part(u_char *p, u_char *last, u_char *buf, ngx_str_t *out)
 {
     ngx_str_t  src;
 
     src.data = p;
     src.len = last - p;
 
-    out->data = ngx_pnalloc(r->pool, ngx_base64_decoded_length(src.len));
-    if (out->data == NULL) {
-        return NGX_ERROR;
-    }
+    out->data = buf;
 
     return ngx_decode_base64url(out, &src) == NGX_OK ? NGX_OK : NGX_DECLINED;
 }
@@ -401,6 +401,8 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
     u_char                          *p, *dot1, *dot2, *last;
     u_char                           mac[SHA256_DIGEST_LENGTH];
     u_char                           sig[48];
+    u_char                           buf[NGX_HTTP_CHAT_TOKEN_MAX / 4 * 3
+                                         + 3];
     cJSON                           *json, *item;
     int64_t                          exp, id;
     ngx_str_t                        part, src, dst;
@@ -453,7 +455,7 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
     if ((size_t) (dot1 - p) != sizeof(NGX_HTTP_CHAT_JWT_HS256) - 1
         || ngx_strncmp(p, NGX_HTTP_CHAT_JWT_HS256, dot1 - p) != 0)
     {
-        rc = ngx_http_chat_jwt_part(r, p, dot1, &part);
+        rc = ngx_http_chat_jwt_part(p, dot1, buf, &part);
         if (rc != NGX_OK) {
             return rc;
         }
@@ -474,7 +476,7 @@ ngx_http_chat_jwt_verify(ngx_http_request_t *r, ngx_str_t *token,
 
     /* the claims */
 
-    rc = ngx_http_chat_jwt_part(r, dot1 + 1, dot2, &part);
+    rc = ngx_http_chat_jwt_part(dot1 + 1, dot2, buf, &part);
     if (rc != NGX_OK) {
         return rc;
     }

@@ -1278,4 +1278,5 @@ ngx_http_chat_core_exit_process(ngx_cycle_t *cycle)
     ngx_http_chat_mysql_exit_process(cycle);
     ngx_http_chat_redis_exit_process(cycle);
     ngx_http_chat_mongo_exit_process(cycle);
+    ngx_http_chat_sse_exit_process(cycle);
 }

@@ -553,6 +553,8 @@ ngx_int_t ngx_http_chat_redis_subscribe(ngx_str_t *channel,
 ngx_int_t ngx_http_chat_redis_unsubscribe(ngx_str_t *channel, void *data);
 ngx_int_t ngx_http_chat_redis_subscribed(ngx_str_t *channel, void *data,
     ngx_http_chat_ready_pt ready);
+/* the number of the pub/sub message being dispatched */
+ngx_uint_t ngx_http_chat_redis_message(void);
 ngx_int_t ngx_http_chat_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_chat_core_main_conf_t *cmcf);
 void ngx_http_chat_redis_exit_process(ngx_cycle_t *cycle);
@@ -608,6 +610,8 @@ ngx_int_t ngx_http_chat_sse_release(ngx_http_chat_sse_t *s,
     ngx_array_t *ids);
 void ngx_http_chat_sse_close(ngx_http_chat_sse_t *s, ngx_int_t rc);
 ngx_uint_t ngx_http_chat_sse_count(void);
+/* frees what the worker keeps for its streams' output */
+void ngx_http_chat_sse_exit_process(ngx_cycle_t *cycle);
 /* next(r, ctx) once the stream's subscription is in place in Redis */
 ngx_int_t ngx_http_chat_sse_subscribed(ngx_http_chat_sse_t *s,
     ngx_http_chat_handler_pt next);

@@ -157,6 +157,9 @@ static ngx_rbtree_t                 ngx_http_chat_redis_channels;
 static ngx_rbtree_node_t            ngx_http_chat_redis_sentinel;
 static ngx_uint_t                   ngx_http_chat_redis_nchannels;
 
+/* pub/sub messages dispatched so far: the number of the current one */
+static ngx_uint_t                   ngx_http_chat_redis_messages;
+
 /* set in exit_process: callbacks run by hiredis from then on only clean up */
 static ngx_uint_t                   ngx_http_chat_redis_exiting;
 
@@ -601,6 +604,7 @@ ngx_http_chat_redis_dispatch(ngx_http_chat_redis_channel_t *ch,
     }
 
     ch->dispatching++;
+    ngx_http_chat_redis_messages++;
 
     last = ngx_queue_last(&ch->subscribers);
 
@@ -621,6 +625,19 @@ ngx_http_chat_redis_dispatch(ngx_http_chat_redis_channel_t *ch,
     if (--ch->dispatching == 0) {
         ngx_http_chat_redis_channel_sweep(ch);
     }
+}
+
+
+/*
+ * Which message the handlers are given: the subscribers of one channel
+ * get the same number, so that what one of them makes of the payload
+ * (a stream's frame) is made once and shared by the others.
+ */
+
+ngx_uint_t
+ngx_http_chat_redis_message(void)
+{
+    return ngx_http_chat_redis_messages;
 }
 
 

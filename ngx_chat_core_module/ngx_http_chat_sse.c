@@ -7,12 +7,21 @@
  * subscriber connection (ngx_http_chat_redis.c) and hands every message of
  * a channel to the streams of that channel, so a PUBLISH from any worker
  * of any node reaches every open stream.  Frames are published already
- * formatted; a stream only copies bytes.
+ * formatted, and a message is copied once per worker: every stream's
+ * output refers to that one copy (ngx_http_chat_sse_shared_t), which is
+ * freed when the last stream has sent it or gone.
  *
- * Output buffers are recycled, so a long-lived stream does not grow its
- * pool; a client that does not read falls behind until its unsent output
- * passes chat_sse_max_queue, and then it is cut off alone (it reconnects
- * and replays with Last-Event-ID).
+ * A frame is kept as a chunk of the chunked transfer coding, made with
+ * it, and goes to nginx's write filter directly: the body filters would
+ * only add the chunk's head and tail for every stream, and allocate them.
+ * A response without chunks (HTTP/1.0) is sent the frame alone.
+ *
+ * An idle stream holds no output buffer: chain links and their buffers
+ * come from a free list of the worker while a frame is queued and go back
+ * once it is sent, so a long-lived stream does not grow its pool.  A
+ * client that does not read falls behind until its unsent output passes
+ * chat_sse_max_queue, and then it is cut off alone (it reconnects and
+ * replays with Last-Event-ID).
  *
  * A worker that shuts down (reload, graceful stop) ends its streams as
  * streams end: the terminating chunk, an access log line.  nginx has no
@@ -26,6 +35,11 @@
  * moment Redis serves its SUBSCRIBE would go unheard, so
  * NGX_HTTP_CHAT_SSE_RECHECK ms after opening, the stream looks at the key
  * once more: by then the subscription is long in place.
+ *
+ * What a stream keeps lives outside the request's pool (the stream's own
+ * allocation, freed with that pool, and the recheck's pool): the pool
+ * holds what nginx and the steps before the stream left in it, and an
+ * idle stream should cost as few of its blocks as possible.
  */
 
 
@@ -36,15 +50,28 @@
 #define NGX_HTTP_CHAT_SSE_WATCH     250
 #define NGX_HTTP_CHAT_SSE_RECHECK   1000
 
+/* free links a worker keeps for the next frames, the rest are freed */
+#define NGX_HTTP_CHAT_SSE_LINKS     1024
+
+
+/* a frame as a chunk, shared by the streams that have it queued:
+ * "<hex length>\r\n", the frame, "\r\n" */
+
+typedef struct {
+    ngx_uint_t                  refs;
+    size_t                      len;        /* of the frame */
+    size_t                      head;       /* of the chunk's head */
+    u_char                      data[1];
+} ngx_http_chat_sse_shared_t;
+
 
 struct ngx_http_chat_sse_s {
     ngx_http_request_t         *request;
     ngx_str_t                   channel;
 
-    ngx_chain_t                *free;
-    ngx_chain_t                *busy;
+    ngx_chain_t                *busy;       /* queued, the worker's links */
 
-    ngx_array_t                *held;       /* of ngx_str_t */
+    ngx_array_t                *held;       /* of shared frames */
     ngx_array_t                *replayed;   /* the last replayed ids */
     size_t                      held_size;
 
@@ -52,7 +79,8 @@ struct ngx_http_chat_sse_s {
     ngx_queue_t                 queue;      /* the worker's streams */
 
     ngx_str_t                   revoked;    /* the token's revocation key */
-    ngx_event_t                *recheck;
+    ngx_event_t                 recheck;
+    ngx_http_chat_op_t         *check;      /* the recheck in flight */
 
     ngx_http_chat_handler_pt    next;       /* once subscribed */
 
@@ -68,6 +96,12 @@ static void ngx_http_chat_sse_reading(ngx_http_request_t *r);
 static void ngx_http_chat_sse_writer(ngx_http_request_t *r);
 static ngx_int_t ngx_http_chat_sse_output(ngx_http_chat_sse_t *s,
     ngx_chain_t *in);
+static ngx_int_t ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s,
+    ngx_http_chat_sse_shared_t *f);
+static ngx_http_chat_sse_shared_t *ngx_http_chat_sse_shared(u_char *data,
+    size_t len);
+static void ngx_http_chat_sse_unref(ngx_http_chat_sse_shared_t *f);
+static void ngx_http_chat_sse_sent(ngx_chain_t *cl);
 static void ngx_http_chat_sse_ping(ngx_event_t *ev);
 static void ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload,
     void *data);
@@ -81,22 +115,22 @@ static void ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload,
 static void ngx_http_chat_sse_recheck(ngx_event_t *ev);
 static ngx_http_chat_route_t *ngx_http_chat_sse_route(ngx_http_chat_sse_t *s);
 static void ngx_http_chat_sse_confirmed(void *data);
-static ngx_int_t ngx_http_chat_sse_rechecked(ngx_http_request_t *r,
-    ngx_http_chat_ctx_t *ctx, redisReply *reply);
-
-
-/* the one-time look at the revocation key, for authenticated streams */
-
-typedef struct {
-    ngx_event_t                 event;      /* first: the timer's handler */
-    ngx_http_chat_sse_t        *stream;
-} ngx_http_chat_sse_recheck_t;
+static void ngx_http_chat_sse_rechecked(ngx_http_chat_op_t *op);
+static void ngx_http_chat_sse_free(void *data);
 
 
 static ngx_uint_t        ngx_http_chat_sse_nstreams;
 static ngx_queue_t       ngx_http_chat_sse_streams;
 static ngx_event_t       ngx_http_chat_sse_watcher;
 static ngx_connection_t  ngx_http_chat_sse_dummy;
+
+/* chain links with their buffers, not queued anywhere */
+static ngx_chain_t      *ngx_http_chat_sse_links;
+static ngx_uint_t        ngx_http_chat_sse_nlinks;
+
+/* the frame of the pub/sub message being dispatched, and its number */
+static ngx_http_chat_sse_shared_t  *ngx_http_chat_sse_last;
+static ngx_uint_t                   ngx_http_chat_sse_last_message;
 
 
 ngx_int_t
@@ -158,6 +192,7 @@ ngx_http_chat_sse_t *
 ngx_http_chat_sse_open(ngx_http_request_t *r)
 {
     ngx_int_t                        rc;
+    ngx_pool_cleanup_t              *pcln;
     ngx_http_cleanup_t              *cln;
     ngx_http_chat_ctx_t             *ctx;
     ngx_http_chat_sse_t             *s;
@@ -170,10 +205,21 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
         return NULL;
     }
 
-    s = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_t));
+    /* the stream outlives its end as long as the request's pool does:
+     * its callers look at it after closing it */
+
+    pcln = ngx_pool_cleanup_add(r->pool, 0);
+    if (pcln == NULL) {
+        return NULL;
+    }
+
+    s = ngx_calloc(sizeof(ngx_http_chat_sse_t), r->connection->log);
     if (s == NULL) {
         return NULL;
     }
+
+    pcln->handler = ngx_http_chat_sse_free;
+    pcln->data = s;
 
     cln = ngx_http_cleanup_add(r, 0);
     if (cln == NULL) {
@@ -251,9 +297,8 @@ ngx_http_chat_sse_open(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s, ngx_str_t *token)
 {
-    ngx_int_t                     rc;
-    ngx_http_request_t           *r;
-    ngx_http_chat_sse_recheck_t  *rk;
+    ngx_int_t            rc;
+    ngx_http_request_t  *r;
 
     r = s->request;
 
@@ -274,19 +319,12 @@ ngx_http_chat_sse_watch_token(ngx_http_chat_sse_t *s, ngx_str_t *token)
 
     s->watching = 1;
 
-    rk = ngx_pcalloc(r->pool, sizeof(ngx_http_chat_sse_recheck_t));
-    if (rk == NULL) {
-        return NGX_ERROR;
-    }
+    s->recheck.handler = ngx_http_chat_sse_recheck;
+    s->recheck.data = r->connection;
+    s->recheck.log = r->connection->log;
+    s->recheck.cancelable = 1;
 
-    rk->stream = s;
-    rk->event.handler = ngx_http_chat_sse_recheck;
-    rk->event.data = r->connection;
-    rk->event.log = r->connection->log;
-    rk->event.cancelable = 1;
-
-    s->recheck = &rk->event;
-    ngx_add_timer(s->recheck, NGX_HTTP_CHAT_SSE_RECHECK);
+    ngx_add_timer(&s->recheck, NGX_HTTP_CHAT_SSE_RECHECK);
 
     return NGX_OK;
 }
@@ -315,53 +353,76 @@ ngx_http_chat_sse_revoked(ngx_str_t *channel, ngx_str_t *payload, void *data)
 }
 
 
+/*
+ * The look at the key is an operation of its own, in a pool of its own:
+ * it may outlive the stream, which then only lets go of it.
+ */
+
 static void
 ngx_http_chat_sse_recheck(ngx_event_t *ev)
 {
-    ngx_http_chat_sse_recheck_t *rk = (ngx_http_chat_sse_recheck_t *) ev;
-
     const char           *argv[2];
     size_t                argvlen[2];
-    ngx_connection_t     *c;
+    ngx_pool_t           *pool;
+    ngx_http_chat_op_t   *op;
     ngx_http_chat_sse_t  *s;
 
-    s = rk->stream;
+    s = (ngx_http_chat_sse_t *) ((u_char *) ev
+                                 - offsetof(ngx_http_chat_sse_t, recheck));
 
     if (s->closed) {
         return;
     }
 
-    c = s->request->connection;
+    /* if Redis cannot take it, the subscription still listens */
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    op = ngx_pcalloc(pool, sizeof(ngx_http_chat_op_t));
+    if (op == NULL) {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    op->pool = pool;
+    op->log = ngx_cycle->log;
+    op->handler = ngx_http_chat_sse_rechecked;
+    op->data = s;
+
+    s->check = op;
 
     argv[0] = "EXISTS";
     argvlen[0] = sizeof("EXISTS") - 1;
     argv[1] = (const char *) s->revoked.data;
     argvlen[1] = s->revoked.len;
 
-    /* if Redis cannot take it, the subscription still listens */
-
-    (void) ngx_http_chat_redis(s->request, ngx_http_chat_sse_rechecked, 2,
-                               argv, argvlen);
-
-    ngx_http_run_posted_requests(c);
+    if (ngx_http_chat_op_redis(op, 2, argv, argvlen) != NGX_OK) {
+        ngx_http_chat_op_fail(op);
+    }
 }
 
 
-static ngx_int_t
-ngx_http_chat_sse_rechecked(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx,
-    redisReply *reply)
+static void
+ngx_http_chat_sse_rechecked(ngx_http_chat_op_t *op)
 {
     ngx_http_chat_sse_t  *s;
 
-    s = ctx->sse;
+    s = op->data;
 
-    if (reply != NULL && reply->type == REDIS_REPLY_INTEGER
-        && reply->integer != 0)
-    {
-        ngx_http_chat_sse_revoked(&s->revoked, NULL, s);
+    if (s) {
+        s->check = NULL;
+
+        if (op->rc == NGX_OK && op->reply->type == REDIS_REPLY_INTEGER
+            && op->reply->integer != 0)
+        {
+            ngx_http_chat_sse_revoked(&s->revoked, NULL, s);
+        }
     }
 
-    return NGX_DONE;
+    ngx_destroy_pool(op->pool);
 }
 
 
@@ -443,16 +504,26 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
     ngx_chain_t                     *cl;
     ngx_connection_t                *c;
     ngx_http_request_t              *r;
+    ngx_chain_t                    **ll;
     ngx_http_core_loc_conf_t        *clcf;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     r = s->request;
     c = r->connection;
 
-    rc = ngx_http_output_filter(r, in);
+    rc = ngx_http_write_filter(r, in);
 
-    ngx_chain_update_chains(r->pool, &s->free, &s->busy, &in,
-                            (ngx_buf_tag_t) &ngx_http_chat_core_module);
+    for (ll = &s->busy; *ll; ll = &(*ll)->next) { /* void */ }
+
+    *ll = in;
+
+    /* what is sent goes back to the worker; frames go out in order */
+
+    while (s->busy && ngx_buf_size(s->busy->buf) == 0) {
+        cl = s->busy;
+        s->busy = cl->next;
+        ngx_http_chat_sse_sent(cl);
+    }
 
     if (rc == NGX_ERROR || c->error) {
         return NGX_ERROR;
@@ -493,49 +564,85 @@ ngx_http_chat_sse_output(ngx_http_chat_sse_t *s, ngx_chain_t *in)
 }
 
 
+/* a frame of this stream alone ("connected", a replay, a ping) */
+
 ngx_int_t
 ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame)
 {
-    size_t               size;
-    ngx_buf_t           *b;
-    ngx_chain_t         *cl;
-    ngx_http_request_t  *r;
+    ngx_int_t                    rc;
+    ngx_http_chat_sse_shared_t  *f;
 
     if (s->closed) {
         return NGX_ERROR;
     }
 
-    r = s->request;
-
-    cl = ngx_chain_get_free_buf(r->pool, &s->free);
-    if (cl == NULL) {
+    f = ngx_http_chat_sse_shared(frame->data, frame->len);
+    if (f == NULL) {
+        ngx_http_chat_sse_close(s, NGX_ERROR);
         return NGX_ERROR;
     }
 
-    b = cl->buf;
+    rc = ngx_http_chat_sse_queue(s, f);
 
-    /* a recycled buffer is reused when the frame fits */
+    ngx_http_chat_sse_unref(f);
 
-    if (b->start == NULL || (size_t) (b->end - b->start) < frame->len) {
-        if (b->start) {
-            ngx_pfree(r->pool, b->start);
-        }
+    return rc;
+}
 
-        size = ngx_max(frame->len, 1024);
 
-        b->start = ngx_palloc(r->pool, size);
-        if (b->start == NULL) {
+/* the frame goes to the stream's output with a link of the worker's */
+
+static ngx_int_t
+ngx_http_chat_sse_queue(ngx_http_chat_sse_t *s, ngx_http_chat_sse_shared_t *f)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (s->closed) {
+        return NGX_ERROR;
+    }
+
+    cl = ngx_http_chat_sse_links;
+
+    if (cl) {
+        ngx_http_chat_sse_links = cl->next;
+        ngx_http_chat_sse_nlinks--;
+
+    } else {
+        cl = ngx_alloc(sizeof(ngx_chain_t) + sizeof(ngx_buf_t),
+                       s->request->connection->log);
+        if (cl == NULL) {
+            ngx_http_chat_sse_close(s, NGX_ERROR);
             return NGX_ERROR;
         }
 
-        b->end = b->start + size;
+        cl->buf = (ngx_buf_t *) (cl + 1);
     }
 
-    b->pos = b->start;
-    b->last = ngx_cpymem(b->pos, frame->data, frame->len);
-    b->temporary = 1;
+    cl->next = NULL;
+
+    b = cl->buf;
+    ngx_memzero(b, sizeof(ngx_buf_t));
+
+    /* shared: nothing may write to it (memory, not temporary) */
+
+    b->start = f->data;
+    b->end = f->data + f->head + f->len + 2;
+
+    if (s->request->chunked) {
+        b->pos = b->start;
+        b->last = b->end;
+
+    } else {
+        b->pos = f->data + f->head;
+        b->last = b->pos + f->len;
+    }
+
+    b->memory = 1;
     b->flush = 1;
     b->tag = (ngx_buf_tag_t) &ngx_http_chat_core_module;
+
+    f->refs++;
 
     if (ngx_http_chat_sse_output(s, cl) != NGX_OK) {
         ngx_http_chat_sse_close(s, NGX_ERROR);
@@ -543,6 +650,67 @@ ngx_http_chat_sse_send(ngx_http_chat_sse_t *s, ngx_str_t *frame)
     }
 
     return NGX_OK;
+}
+
+
+/* a new frame with one reference, the caller's */
+
+static ngx_http_chat_sse_shared_t *
+ngx_http_chat_sse_shared(u_char *data, size_t len)
+{
+    u_char                      *p;
+    ngx_http_chat_sse_shared_t  *f;
+
+    f = ngx_alloc(offsetof(ngx_http_chat_sse_shared_t, data)
+                  + NGX_SIZE_T_LEN + len + 2 * (sizeof(CRLF) - 1),
+                  ngx_cycle->log);
+    if (f == NULL) {
+        return NULL;
+    }
+
+    f->refs = 1;
+    f->len = len;
+
+    p = ngx_sprintf(f->data, "%xz" CRLF, len);
+    f->head = p - f->data;
+
+    p = ngx_cpymem(p, data, len);
+    *p++ = CR; *p = LF;
+
+    return f;
+}
+
+
+static void
+ngx_http_chat_sse_unref(ngx_http_chat_sse_shared_t *f)
+{
+    if (--f->refs == 0) {
+        ngx_free(f);
+    }
+}
+
+
+/*
+ * A link whose frame is sent or dropped: the frame loses a reference and
+ * the link goes back to the worker.  The write filter keeps links of its
+ * own, and lets go of them once their buffers are sent: nothing refers to
+ * ours by then.
+ */
+
+static void
+ngx_http_chat_sse_sent(ngx_chain_t *cl)
+{
+    ngx_http_chat_sse_unref((ngx_http_chat_sse_shared_t *)
+                 (cl->buf->start - offsetof(ngx_http_chat_sse_shared_t, data)));
+
+    if (ngx_http_chat_sse_nlinks >= NGX_HTTP_CHAT_SSE_LINKS) {
+        ngx_free(cl);
+        return;
+    }
+
+    cl->next = ngx_http_chat_sse_links;
+    ngx_http_chat_sse_links = cl;
+    ngx_http_chat_sse_nlinks++;
 }
 
 
@@ -606,7 +774,8 @@ ngx_http_chat_sse_subscribe(ngx_http_chat_sse_t *s, ngx_str_t *channel,
     s->hold = hold;
 
     if (hold) {
-        s->held = ngx_array_create(r->pool, 8, sizeof(ngx_str_t));
+        s->held = ngx_array_create(r->pool, 8,
+                                   sizeof(ngx_http_chat_sse_shared_t *));
         if (s->held == NULL) {
             return NGX_ERROR;
         }
@@ -686,13 +855,20 @@ ngx_http_chat_sse_confirmed(void *data)
 }
 
 
+/*
+ * The streams of a channel get the message one after the other: the
+ * first makes the frame, the others take a reference to it.  The worker
+ * keeps one reference until the next message.
+ */
+
 static void
 ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 {
     ngx_http_chat_sse_t *s = data;
 
-    ngx_str_t                       *f;
+    ngx_uint_t                       n;
     ngx_connection_t                *c;
+    ngx_http_chat_sse_shared_t     **h, *f;
     ngx_http_chat_core_main_conf_t  *cmcf;
 
     if (s->closed) {
@@ -701,12 +877,35 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 
     c = s->request->connection;
 
-    if (!s->hold) {
-        if (!ngx_http_chat_sse_replayed(s->replayed, payload)) {
-            (void) ngx_http_chat_sse_send(s, payload);
-            ngx_http_run_posted_requests(c);
+    if (!s->hold && ngx_http_chat_sse_replayed(s->replayed, payload)) {
+        return;
+    }
+
+    n = ngx_http_chat_redis_message();
+
+    if (ngx_http_chat_sse_last == NULL
+        || ngx_http_chat_sse_last_message != n)
+    {
+        if (ngx_http_chat_sse_last) {
+            ngx_http_chat_sse_unref(ngx_http_chat_sse_last);
         }
 
+        ngx_http_chat_sse_last = ngx_http_chat_sse_shared(payload->data,
+                                                          payload->len);
+        ngx_http_chat_sse_last_message = n;
+
+        if (ngx_http_chat_sse_last == NULL) {
+            ngx_http_chat_sse_close(s, NGX_ERROR);
+            ngx_http_run_posted_requests(c);
+            return;
+        }
+    }
+
+    f = ngx_http_chat_sse_last;
+
+    if (!s->hold) {
+        (void) ngx_http_chat_sse_queue(s, f);
+        ngx_http_run_posted_requests(c);
         return;
     }
 
@@ -714,24 +913,19 @@ ngx_http_chat_sse_message(ngx_str_t *channel, ngx_str_t *payload, void *data)
 
     cmcf = ngx_http_get_module_main_conf(s->request, ngx_http_chat_core_module);
 
-    s->held_size += payload->len;
+    s->held_size += f->len;
 
-    f = ngx_array_push(s->held);
+    h = ngx_array_push(s->held);
 
-    if (f == NULL || s->held_size > cmcf->sse_max_queue) {
+    if (h == NULL || s->held_size > cmcf->sse_max_queue) {
         ngx_http_chat_metrics_stream_dropped(ngx_http_chat_sse_route(s));
         ngx_http_chat_sse_close(s, NGX_ERROR);
         ngx_http_run_posted_requests(c);
         return;
     }
 
-    f->data = ngx_pstrdup(s->request->pool, payload);
-    f->len = payload->len;
-
-    if (f->data == NULL) {
-        ngx_http_chat_sse_close(s, NGX_ERROR);
-        ngx_http_run_posted_requests(c);
-    }
+    f->refs++;
+    *h = f;
 }
 
 
@@ -780,8 +974,10 @@ ngx_http_chat_sse_replayed(ngx_array_t *ids, ngx_str_t *frame)
 ngx_int_t
 ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
 {
-    ngx_str_t   *f, *id;
-    ngx_uint_t   i, first;
+    ngx_int_t                     rc;
+    ngx_str_t                    *f, *id, frame;
+    ngx_uint_t                    i, n, first;
+    ngx_http_chat_sse_shared_t  **h;
 
     s->hold = 0;
 
@@ -799,13 +995,20 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
         first = ids->nelts > NGX_HTTP_CHAT_SSE_REPLAYED
                 ? ids->nelts - NGX_HTTP_CHAT_SSE_REPLAYED : 0;
 
+        /* the ids may be the caller's, gone after the replay */
+
         for (i = first; i < ids->nelts; i++) {
             f = ngx_array_push(s->replayed);
             if (f == NULL) {
                 return NGX_ERROR;
             }
 
-            *f = id[i];
+            f->data = ngx_pstrdup(s->request->pool, &id[i]);
+            if (f->data == NULL) {
+                return NGX_ERROR;
+            }
+
+            f->len = id[i].len;
         }
     }
 
@@ -813,25 +1016,32 @@ ngx_http_chat_sse_release(ngx_http_chat_sse_t *s, ngx_array_t *ids)
         return NGX_OK;
     }
 
-    f = s->held->elts;
+    /* taken out first: a stream that ends on the way lets go of the rest
+     * here, not in its cleanup */
 
-    for (i = 0; i < s->held->nelts; i++) {
-
-        /* held frames are checked against every replayed id */
-
-        if (ngx_http_chat_sse_replayed(ids, &f[i])) {
-            continue;
-        }
-
-        if (ngx_http_chat_sse_send(s, &f[i]) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
+    h = s->held->elts;
+    n = s->held->nelts;
 
     s->held->nelts = 0;
     s->held_size = 0;
 
-    return NGX_OK;
+    rc = NGX_OK;
+
+    for (i = 0; i < n; i++) {
+
+        /* held frames are checked against every replayed id */
+
+        frame.data = h[i]->data + h[i]->head;
+        frame.len = h[i]->len;
+
+        if (rc == NGX_OK && !ngx_http_chat_sse_replayed(ids, &frame)) {
+            rc = ngx_http_chat_sse_queue(s, h[i]);
+        }
+
+        ngx_http_chat_sse_unref(h[i]);
+    }
+
+    return rc;
 }
 
 
@@ -859,7 +1069,29 @@ ngx_http_chat_sse_cleanup(void *data)
 {
     ngx_http_chat_sse_t *s = data;
 
+    ngx_uint_t                    i;
+    ngx_chain_t                  *cl;
+    ngx_http_chat_sse_shared_t  **h;
+
     s->closed = 1;
+
+    /* the connection goes: what was not sent is dropped */
+
+    while (s->busy) {
+        cl = s->busy;
+        s->busy = cl->next;
+        ngx_http_chat_sse_sent(cl);
+    }
+
+    if (s->held) {
+        h = s->held->elts;
+
+        for (i = 0; i < s->held->nelts; i++) {
+            ngx_http_chat_sse_unref(h[i]);
+        }
+
+        s->held->nelts = 0;
+    }
 
     if (s->subscribed) {
         s->subscribed = 0;
@@ -875,8 +1107,13 @@ ngx_http_chat_sse_cleanup(void *data)
         ngx_del_timer(&s->ping);
     }
 
-    if (s->recheck && s->recheck->timer_set) {
-        ngx_del_timer(s->recheck);
+    if (s->recheck.timer_set) {
+        ngx_del_timer(&s->recheck);
+    }
+
+    if (s->check) {
+        s->check->data = NULL;
+        s->check = NULL;
     }
 
     if (ngx_queue_next(&s->queue) != &s->queue) {
@@ -885,6 +1122,13 @@ ngx_http_chat_sse_cleanup(void *data)
 
     ngx_http_chat_sse_nstreams--;
     ngx_http_chat_metrics_stream(ngx_http_chat_sse_route(s), -1);
+}
+
+
+static void
+ngx_http_chat_sse_free(void *data)
+{
+    ngx_free(data);
 }
 
 
@@ -932,4 +1176,26 @@ ngx_uint_t
 ngx_http_chat_sse_count(void)
 {
     return ngx_http_chat_sse_nstreams;
+}
+
+
+/* streams still open keep the links and frames they have queued */
+
+void
+ngx_http_chat_sse_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_chain_t  *cl;
+
+    if (ngx_http_chat_sse_last) {
+        ngx_http_chat_sse_unref(ngx_http_chat_sse_last);
+        ngx_http_chat_sse_last = NULL;
+    }
+
+    while (ngx_http_chat_sse_links) {
+        cl = ngx_http_chat_sse_links;
+        ngx_http_chat_sse_links = cl->next;
+        ngx_free(cl);
+    }
+
+    ngx_http_chat_sse_nlinks = 0;
 }

@@ -9,6 +9,10 @@
  * room's stored messages after it before going live.  Live frames that
  * arrive during the replay wait, and those the replay already sent are
  * dropped, so a client that reconnects gets every message exactly once.
+ *
+ * What is made only to be sent ("connected", the replayed messages and
+ * their JSON) is made in a pool of its own, destroyed once the frames are
+ * queued: the request's pool lives as long as the stream.
  */
 
 
@@ -31,7 +35,7 @@ static ngx_int_t ngx_http_chat_msg_stream_mark(ngx_http_request_t *r,
 static ngx_int_t ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
 static ngx_int_t ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
-    ngx_http_chat_msg_ctx_t *mctx, ngx_array_t *ids);
+    ngx_http_chat_msg_ctx_t *mctx, ngx_pool_t *pool, ngx_array_t *ids);
 
 
 ngx_int_t
@@ -69,9 +73,12 @@ ngx_http_chat_msg_stream_auth(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 static ngx_int_t
 ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 {
-    u_char                   *p;
+    u_char                    text[sizeof("Connected to room ")
+                                   + NGX_INT64_LEN];
     cJSON                    *data;
+    ngx_int_t                 rc;
     ngx_str_t                 channel, frame, message;
+    ngx_pool_t               *pool;
     bson_oid_t                last;
     ngx_uint_t                replay;
     ngx_http_chat_sse_t      *sse;
@@ -81,30 +88,37 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     replay = (ngx_http_chat_msg_stream_last(r, &last) == NGX_OK);
 
-    p = ngx_pnalloc(r->pool, sizeof("Connected to room ") + NGX_INT64_LEN);
-    if (p == NULL) {
+    message.data = text;
+    message.len = ngx_sprintf(text, "Connected to room %L", mctx->room.id)
+                  - text;
+
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, r->connection->log);
+    if (pool == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    message.data = p;
-    message.len = ngx_sprintf(p, "Connected to room %L", mctx->room.id) - p;
+    data = cJSON_CreateObject();
 
-    data = ngx_http_chat_json_object(r);
+    rc = (data == NULL
+          || ngx_http_chat_json_str(data, "message", &message) == NULL
+          || ngx_http_chat_json_num(data, "room_id", mctx->room.id) == NULL
+          || ngx_http_chat_json_num(data, "user_id", ctx->user_id) == NULL
+          || ngx_http_chat_sse_frame(pool, "connected", NULL, data, &frame)
+             != NGX_OK
+          || ngx_http_chat_msg_channel(pool, mctx->room.id, &channel)
+             != NGX_OK)
+         ? NGX_HTTP_INTERNAL_SERVER_ERROR : NGX_OK;
 
-    if (data == NULL
-        || ngx_http_chat_json_str(data, "message", &message) == NULL
-        || ngx_http_chat_json_num(data, "room_id", mctx->room.id) == NULL
-        || ngx_http_chat_json_num(data, "user_id", ctx->user_id) == NULL
-        || ngx_http_chat_sse_frame(r->pool, "connected", NULL, data, &frame)
-           != NGX_OK
-        || ngx_http_chat_msg_channel(r->pool, mctx->room.id, &channel)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    cJSON_Delete(data);
+
+    if (rc != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return rc;
     }
 
     sse = ngx_http_chat_sse_open(r);
     if (sse == NULL) {
+        ngx_destroy_pool(pool);
         return NGX_ERROR;
     }
 
@@ -112,9 +126,13 @@ ngx_http_chat_msg_stream_room(ngx_http_request_t *r, ngx_http_chat_ctx_t *ctx)
 
     /* subscribed before the replay reads: nothing falls in between */
 
-    if (ngx_http_chat_sse_subscribe(sse, &channel, replay) != NGX_OK
-        || ngx_http_chat_sse_send(sse, &frame) != NGX_OK)
-    {
+    rc = (ngx_http_chat_sse_subscribe(sse, &channel, replay) != NGX_OK
+          || ngx_http_chat_sse_send(sse, &frame) != NGX_OK)
+         ? NGX_ERROR : NGX_OK;
+
+    ngx_destroy_pool(pool);
+
+    if (rc != NGX_OK) {
         ngx_http_chat_sse_close(sse, NGX_ERROR);
         return NGX_DONE;
     }
@@ -242,6 +260,7 @@ static ngx_int_t
 ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc)
 {
+    ngx_pool_t               *pool;
     ngx_array_t              *ids;
     ngx_http_chat_msg_ctx_t  *mctx;
 
@@ -254,29 +273,43 @@ ngx_http_chat_msg_stream_replayed(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    ids = ngx_array_create(r->pool, 16, sizeof(ngx_str_t));
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, r->connection->log);
+    if (pool == NULL) {
+        ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
+        return NGX_DONE;
+    }
+
+    ids = ngx_array_create(pool, 16, sizeof(ngx_str_t));
 
     if (ids == NULL
-        || ngx_http_chat_msg_stream_send(r, mctx, ids) != NGX_OK
+        || ngx_http_chat_msg_stream_send(r, mctx, pool, ids) != NGX_OK
         || ngx_http_chat_sse_release(mctx->stream, ids) != NGX_OK)
     {
         ngx_http_chat_sse_close(mctx->stream, NGX_ERROR);
     }
 
+    ngx_destroy_pool(pool);
+
     return NGX_DONE;
 }
 
 
-/* the replayed messages as the live "new_message" frames */
+/*
+ * The replayed messages as the live "new_message" frames.  The message,
+ * its JSON and its frame are made in pool: while they are, it stands in
+ * for the request's (nothing but that making runs meanwhile).
+ */
 
 static ngx_int_t
 ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
-    ngx_http_chat_msg_ctx_t *mctx, ngx_array_t *ids)
+    ngx_http_chat_msg_ctx_t *mctx, ngx_pool_t *pool, ngx_array_t *ids)
 {
     cJSON                   *data;
     bson_t                   doc;
     uint32_t                 len;
+    ngx_int_t                rc;
     ngx_str_t                frame, *id;
+    ngx_pool_t              *saved;
     bson_iter_t              it;
     const uint8_t           *buf;
     ngx_http_chat_msg_t      m;
@@ -301,22 +334,31 @@ ngx_http_chat_msg_stream_send(ngx_http_request_t *r,
 
         bson_iter_document(&it, &len, &buf);
 
-        if (!bson_init_static(&doc, buf, len)
-            || ngx_http_chat_msg_parse(r, &doc, &m) != NGX_OK)
-        {
+        if (!bson_init_static(&doc, buf, len)) {
             return NGX_ERROR;
         }
 
-        data = ngx_http_chat_msg_new_message(r, &m,
+        saved = r->pool;
+        r->pool = pool;
+
+        rc = NGX_ERROR;
+
+        if (ngx_http_chat_msg_parse(r, &doc, &m) == NGX_OK) {
+            data = ngx_http_chat_msg_new_message(r, &m,
                          ngx_http_chat_msg_username(&mctx->room, m.user_id),
                          NULL);
 
+            if (data) {
+                rc = ngx_http_chat_sse_frame(pool, "new_message", &m.id,
+                                             data, &frame);
+            }
+        }
+
+        r->pool = saved;
+
         id = ngx_array_push(ids);
 
-        if (data == NULL || id == NULL
-            || ngx_http_chat_sse_frame(r->pool, "new_message", &m.id, data,
-                                       &frame)
-               != NGX_OK
+        if (rc != NGX_OK || id == NULL
             || ngx_http_chat_sse_send(mctx->stream, &frame) != NGX_OK)
         {
             return NGX_ERROR;

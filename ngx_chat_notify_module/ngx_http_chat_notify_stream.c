@@ -8,6 +8,10 @@
  * last_event_id argument), fetches the newer ones.  "connected" goes out,
  * then the replay, then the held frames except those replayed: nothing is
  * lost between the query and the subscription, nothing comes twice.
+ *
+ * The frames, their JSON and the replayed ids are made in a pool of their
+ * own, destroyed once the frames are queued: the request's pool lives as
+ * long as the stream.
  */
 
 
@@ -35,7 +39,7 @@ static ngx_int_t ngx_http_chat_notify_stream_run(mongoc_database_t *db,
     void *data);
 static ngx_int_t ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc);
-static ngx_int_t ngx_http_chat_notify_stream_send(ngx_http_request_t *r,
+static ngx_int_t ngx_http_chat_notify_stream_send(ngx_pool_t *pool,
     ngx_http_chat_notify_stream_t *st, const char *event, ngx_str_t *id,
     cJSON *data);
 static void ngx_http_chat_notify_stream_free(
@@ -253,17 +257,24 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
     size_t                          i;
     cJSON                          *data;
     ngx_str_t                      *id, msg;
+    ngx_pool_t                     *pool;
     ngx_array_t                    *ids;
     ngx_http_chat_notify_stream_t  *st;
 
     st = ctx->data;
+    pool = NULL;
 
     if (rc != NGX_OK) {
         /* the client reconnects and tries again */
         goto failed;
     }
 
-    data = ngx_http_chat_json_object(r);
+    pool = ngx_create_pool(NGX_DEFAULT_POOL_SIZE, r->connection->log);
+    if (pool == NULL) {
+        goto failed;
+    }
+
+    data = cJSON_CreateObject();
     if (data == NULL) {
         goto failed;
     }
@@ -273,13 +284,16 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
     if (ngx_http_chat_json_str(data, "message", &msg) == NULL
         || ngx_http_chat_json_num(data, "user_id", st->user_id) == NULL
         || ngx_http_chat_json_num(data, "unread_count", st->unread) == NULL
-        || ngx_http_chat_notify_stream_send(r, st, "connected", NULL, data)
+        || ngx_http_chat_notify_stream_send(pool, st, "connected", NULL, data)
            != NGX_OK)
     {
+        cJSON_Delete(data);
         goto failed;
     }
 
-    ids = ngx_array_create(r->pool, st->ndocs + 1, sizeof(ngx_str_t));
+    cJSON_Delete(data);
+
+    ids = ngx_array_create(pool, st->ndocs + 1, sizeof(ngx_str_t));
     if (ids == NULL) {
         goto failed;
     }
@@ -292,7 +306,7 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
             goto failed;
         }
 
-        id->data = ngx_pnalloc(r->pool, 25);
+        id->data = ngx_pnalloc(pool, 25);
         if (id->data == NULL) {
             goto failed;
         }
@@ -307,7 +321,7 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
             goto failed;
         }
 
-        id->data = ngx_pnalloc(r->pool, 24);
+        id->data = ngx_pnalloc(pool, 24);
         if (id->data == NULL) {
             goto failed;
         }
@@ -315,8 +329,8 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
         data = ngx_http_chat_notify_json(st->docs[i], id);
 
         if (data == NULL
-            || ngx_http_chat_notify_stream_send(r, st, "notification", id,
-                                                data)
+            || ngx_http_chat_notify_stream_send(pool, st, "notification",
+                                                id, data)
                != NGX_OK)
         {
             cJSON_Delete(data);
@@ -332,9 +346,15 @@ ngx_http_chat_notify_stream_ready(ngx_http_request_t *r,
         ngx_http_chat_sse_close(st->sse, NGX_ERROR);
     }
 
+    ngx_destroy_pool(pool);
+
     return NGX_DONE;
 
 failed:
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 
     ngx_http_chat_notify_stream_free(st);
     ngx_http_chat_sse_close(st->sse, NGX_ERROR);
@@ -344,13 +364,13 @@ failed:
 
 
 static ngx_int_t
-ngx_http_chat_notify_stream_send(ngx_http_request_t *r,
+ngx_http_chat_notify_stream_send(ngx_pool_t *pool,
     ngx_http_chat_notify_stream_t *st, const char *event, ngx_str_t *id,
     cJSON *data)
 {
     ngx_str_t  frame;
 
-    if (ngx_http_chat_sse_frame(r->pool, event, id, data, &frame) != NGX_OK) {
+    if (ngx_http_chat_sse_frame(pool, event, id, data, &frame) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -83,6 +83,103 @@ cmp_ok(time() - $t0, '<', 1, 'every stream got both within a second');
          'the original ping format');
 }
 
+# an HTTP/1.0 client: no chunked coding, the frames as they are
+{
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                     PeerPort => $a->port, Timeout => 2)
+        or die "connect: $!";
+    syswrite($sock, "GET /diag/stream/$chan HTTP/1.0\r\n\r\n");
+    sleep 0.3;
+
+    is(publish($a, 'plain', 'p1', { n => 1 }), 200, 'published for HTTP/1.0');
+
+    my ($raw, $buf) = ('', '');
+    my $until = time() + 5;
+
+    while (time() < $until && $raw !~ /event: plain\r\ndata: [^\r]*\r\n\r\n/) {
+        my $n = sysread($sock, $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    like($head // '', qr{^HTTP/1\.1 200 }, 'HTTP/1.0 stream open');
+    unlike($head // '', qr{transfer-encoding}i, '... not chunked');
+    like($body // '', qr/^event: connected\r\ndata: [^\r]*\r\n\r\n/,
+         '... "connected" as it is');
+    like($body // '',
+         qr/\r\n\r\nid: p1\r\nevent: plain\r\ndata: \{"n": 1\}\r\n\r\n/,
+         '... and the frame, without chunk sizes');
+    close $sock;
+}
+
+# a client that reads late: its frames wait in nginx, shared with the
+# streams that already sent them, and still come whole and in order
+{
+    socket(my $sock, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
+        or die "socket: $!";
+    setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048);
+    connect($sock, Socket::pack_sockaddr_in($a->port,
+                                            Socket::inet_aton('127.0.0.1')))
+        or die "connect: $!";
+    syswrite($sock, "GET /diag/stream/$chan HTTP/1.1\r\nHost: x\r\n\r\n");
+    sleep 0.3;
+
+    # 40 frames of about 1.2 kB: more than the sockets hold, less than
+    # chat_sse_max_queue (64k)
+    my $pad = join '', map { chr(ord('a') + $_ % 26) } 1 .. 1200;
+    my @got = (0, 0, 0, 0);
+
+    for my $n (1 .. 40) {
+        publish($a, 'late', "l$n", { n => $n, pad => $pad }) == 200
+            or last;
+
+        # four streams, two on each node
+        for my $i (0 .. 3) {
+            while (my $ev = $streams[$i]->read_event(2)) {
+                next unless $ev->{event} eq 'late';
+                my $d = json_decode($ev->{data});
+                $got[$i]++ if $d->{n} == $got[$i] + 1 && $d->{pad} eq $pad;
+                last;
+            }
+        }
+    }
+
+    is_deeply(\@got, [40, 40, 40, 40], 'the readers got all 40 in order');
+
+    # now it reads: everything, whole, in order
+    my ($raw, $buf, $head, @late) = ('', '');
+    my $until = time() + 10;
+
+    while (time() < $until && @late < 40) {
+        my $n = sysread($sock, $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+
+        # the complete chunks so far
+        (my $h, my $chunks) = split /\r\n\r\n/, $raw, 2;
+        $head = $h;
+        my $body = '';
+        while (($chunks // '') =~ /^([0-9a-f]+)\r\n/i) {
+            my ($at, $len) = (length($1) + 2, hex $1);
+            last if $len == 0 || length($chunks) < $at + $len + 2;
+            $body .= substr($chunks, $at, $len);
+            substr($chunks, 0, $at + $len + 2, '');
+        }
+        @late = map { json_decode($_) }
+                $body =~ /^event: late\r\ndata: (.*?)\r\n/mg;
+    }
+
+    like($head // '', qr{^HTTP/1\.1 200 .*\r\ntransfer-encoding: chunked}si,
+         'the late reader: a chunked stream');
+    is(scalar(@late), 40, 'the late reader got all 40 frames');
+    is_deeply([ map { $_->{n} } @late ], [ 1 .. 40 ], '... in order');
+    is(scalar(grep { $_->{pad} eq $pad } @late), 40, '... each whole');
+    unlike($a->read_error_log(0), qr/client too slow/,
+           '... and it was not cut off');
+    close $sock;
+}
+
 # a client that never reads, with a tiny receive window
 {
     socket(my $sock, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
