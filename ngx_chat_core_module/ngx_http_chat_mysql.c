@@ -194,6 +194,8 @@ static void ngx_http_chat_mysql_close(ngx_http_chat_mysql_conn_t *mc,
 static ngx_int_t ngx_http_chat_mysql_attach(ngx_http_chat_mysql_conn_t *mc);
 static void ngx_http_chat_mysql_release(ngx_http_chat_mysql_conn_t *mc,
     ngx_uint_t closed);
+static ngx_uint_t ngx_http_chat_mysql_busy(ngx_http_chat_mysql_conn_t *mc,
+    int status);
 static ngx_int_t ngx_http_chat_mysql_wait(ngx_http_chat_mysql_conn_t *mc,
     int status);
 static ngx_int_t ngx_http_chat_mysql_watch_idle(
@@ -964,15 +966,9 @@ ngx_http_chat_mysql_prepared(ngx_http_chat_mysql_conn_t *mc, int status,
     MYSQL_STMT                  *stmt;
     ngx_http_chat_mysql_stmt_t  *ps;
 
-    if (status) {
-        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
-            ngx_http_chat_mysql_fail(mc, 0);
-        }
-
+    if (ngx_http_chat_mysql_busy(mc, status)) {
         return;
     }
-
-    mc->wait = 0;
 
     ps = &mc->stmts[mc->nstmts];
 
@@ -1089,15 +1085,9 @@ ngx_http_chat_mysql_executed(ngx_http_chat_mysql_conn_t *mc, int status,
 {
     ngx_http_chat_mysql_op_t  *op;
 
-    if (status) {
-        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
-            ngx_http_chat_mysql_fail(mc, 0);
-        }
-
+    if (ngx_http_chat_mysql_busy(mc, status)) {
         return;
     }
-
-    mc->wait = 0;
 
     if (err) {
         ngx_http_chat_mysql_stmt_error(mc);
@@ -1132,15 +1122,9 @@ ngx_http_chat_mysql_stmt_stored(ngx_http_chat_mysql_conn_t *mc, int status,
     ngx_int_t                  rc;
     ngx_http_chat_mysql_op_t  *op;
 
-    if (status) {
-        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
-            ngx_http_chat_mysql_fail(mc, 0);
-        }
-
+    if (ngx_http_chat_mysql_busy(mc, status)) {
         return;
     }
-
-    mc->wait = 0;
 
     if (err) {
         ngx_http_chat_mysql_stmt_error(mc);
@@ -1221,15 +1205,9 @@ ngx_http_chat_mysql_queried(ngx_http_chat_mysql_conn_t *mc, int status,
     MYSQL_RES                 *res;
     ngx_http_chat_mysql_op_t  *op;
 
-    if (status) {
-        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
-            ngx_http_chat_mysql_fail(mc, 0);
-        }
-
+    if (ngx_http_chat_mysql_busy(mc, status)) {
         return;
     }
-
-    mc->wait = 0;
 
     if (err) {
         ngx_http_chat_mysql_error(mc, mysql_errno(mc->mysql),
@@ -1266,15 +1244,9 @@ ngx_http_chat_mysql_stored(ngx_http_chat_mysql_conn_t *mc, int status,
     ngx_http_chat_mysql_op_t    *op;
     ngx_http_chat_mysql_pool_t  *pool;
 
-    if (status) {
-        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
-            ngx_http_chat_mysql_fail(mc, 0);
-        }
-
+    if (ngx_http_chat_mysql_busy(mc, status)) {
         return;
     }
-
-    mc->wait = 0;
 
     if (res == NULL) {
         ngx_http_chat_mysql_error(mc, mysql_errno(mc->mysql),
@@ -1670,6 +1642,28 @@ ngx_http_chat_mysql_release(ngx_http_chat_mysql_conn_t *mc,
 
 
 /* maps the library's wait bits onto events of its socket */
+
+
+/*
+ * After a call of the library's non-blocking API: while the call waits
+ * for the socket, the connection waits with it (1); 0 once it is done.
+ */
+
+static ngx_uint_t
+ngx_http_chat_mysql_busy(ngx_http_chat_mysql_conn_t *mc, int status)
+{
+    if (status) {
+        if (ngx_http_chat_mysql_wait(mc, status) != NGX_OK) {
+            ngx_http_chat_mysql_fail(mc, 0);
+        }
+
+        return 1;
+    }
+
+    mc->wait = 0;
+
+    return 0;
+}
 
 static ngx_int_t
 ngx_http_chat_mysql_wait(ngx_http_chat_mysql_conn_t *mc, int status)

@@ -113,17 +113,24 @@ cmp_ok(time() - $t0, '<', 1, 'every stream got both within a second');
     close $sock;
 }
 
-# a client that reads late: its frames wait in nginx, shared with the
-# streams that already sent them, and still come whole and in order
-{
+# a stream opened by hand with a tiny receive window, not read yet
+sub slow_stream {
+    my ($port, $chan) = @_;
     socket(my $sock, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
         or die "socket: $!";
     setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048);
-    connect($sock, Socket::pack_sockaddr_in($a->port,
+    connect($sock, Socket::pack_sockaddr_in($port,
                                             Socket::inet_aton('127.0.0.1')))
         or die "connect: $!";
     syswrite($sock, "GET /diag/stream/$chan HTTP/1.1\r\nHost: x\r\n\r\n");
     sleep 0.3;
+    return $sock;
+}
+
+# a client that reads late: its frames wait in nginx, shared with the
+# streams that already sent them, and still come whole and in order
+{
+    my $sock = slow_stream($a->port, $chan);
 
     # 40 frames of about 1.2 kB: more than the sockets hold, less than
     # chat_sse_max_queue (64k)
@@ -182,14 +189,7 @@ cmp_ok(time() - $t0, '<', 1, 'every stream got both within a second');
 
 # a client that never reads, with a tiny receive window
 {
-    socket(my $sock, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
-        or die "socket: $!";
-    setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), 2048);
-    connect($sock, Socket::pack_sockaddr_in($a->port,
-                                            Socket::inet_aton('127.0.0.1')))
-        or die "connect: $!";
-    syswrite($sock, "GET /diag/stream/$chan HTTP/1.1\r\nHost: x\r\n\r\n");
-    sleep 0.3;
+    my $sock = slow_stream($a->port, $chan);
 
     # the readers keep up with a burst of large frames, in order
     my $big = 'x' x 16000;
