@@ -214,6 +214,8 @@ static ngx_int_t ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
     ngx_http_chat_mysql_op_t *op);
 static ngx_int_t ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op,
     MYSQL_RES *res);
+static ngx_int_t ngx_http_chat_mysql_shape(ngx_http_chat_sql_res_t *sql,
+    ngx_uint_t nrows, ngx_uint_t ncols);
 static ngx_int_t ngx_http_chat_mysql_stmt_copy(ngx_http_chat_mysql_op_t *op,
     MYSQL_STMT *stmt);
 static ngx_int_t ngx_http_chat_mysql_time(ngx_pool_t *pool, MYSQL_TIME *tm,
@@ -1665,6 +1667,7 @@ ngx_http_chat_mysql_busy(ngx_http_chat_mysql_conn_t *mc, int status)
     return 0;
 }
 
+
 static ngx_int_t
 ngx_http_chat_mysql_wait(ngx_http_chat_mysql_conn_t *mc, int status)
 {
@@ -2026,11 +2029,35 @@ ngx_http_chat_mysql_build(ngx_http_chat_mysql_conn_t *mc,
 
 /* the result set into the operation's pool: cells[row * ncols + col] */
 
+
+/* a result's rows and columns; NGX_DECLINED when it has no cells */
+
+static ngx_int_t
+ngx_http_chat_mysql_shape(ngx_http_chat_sql_res_t *sql, ngx_uint_t nrows,
+    ngx_uint_t ncols)
+{
+    sql->nrows = nrows;
+    sql->ncols = ncols;
+    sql->cells = NULL;
+
+    if (nrows == 0 || ncols == 0) {
+        return NGX_DECLINED;
+    }
+
+    if (nrows > NGX_MAX_SIZE_T_VALUE / sizeof(ngx_str_t) / ncols) {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
 {
     u_char                   *buf;
     size_t                    size;
+    ngx_int_t                 rc;
     ngx_str_t                *cell, *last;
     ngx_uint_t                nrows, ncols, i;
     MYSQL_ROW                 row;
@@ -2042,16 +2069,9 @@ ngx_http_chat_mysql_copy(ngx_http_chat_mysql_op_t *op, MYSQL_RES *res)
     nrows = (ngx_uint_t) mysql_num_rows(res);
     ncols = mysql_num_fields(res);
 
-    sql->nrows = nrows;
-    sql->ncols = ncols;
-    sql->cells = NULL;
-
-    if (nrows == 0 || ncols == 0) {
-        return NGX_OK;
-    }
-
-    if (nrows > NGX_MAX_SIZE_T_VALUE / sizeof(ngx_str_t) / ncols) {
-        return NGX_ERROR;
+    rc = ngx_http_chat_mysql_shape(sql, nrows, ncols);
+    if (rc != NGX_OK) {
+        return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
     }
 
     sql->cells = ngx_palloc(op->base->pool,
@@ -2145,16 +2165,9 @@ ngx_http_chat_mysql_stmt_copy(ngx_http_chat_mysql_op_t *op,
     nrows = (ngx_uint_t) mysql_stmt_num_rows(stmt);
     ncols = mysql_stmt_field_count(stmt);
 
-    sql->nrows = nrows;
-    sql->ncols = ncols;
-    sql->cells = NULL;
-
-    if (nrows == 0 || ncols == 0) {
-        return NGX_OK;
-    }
-
-    if (nrows > NGX_MAX_SIZE_T_VALUE / sizeof(ngx_str_t) / ncols) {
-        return NGX_ERROR;
+    rc = ngx_http_chat_mysql_shape(sql, nrows, ncols);
+    if (rc != NGX_OK) {
+        return rc == NGX_DECLINED ? NGX_OK : NGX_ERROR;
     }
 
     if (ngx_http_chat_mysql_fetch_size(ncols) != NGX_OK) {
