@@ -1905,7 +1905,7 @@ static ngx_int_t
 ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_int_t rc)
 {
-    cJSON                    *json, *fields;
+    cJSON                    *fields;
     ngx_http_chat_msg_t      *m;
     ngx_http_chat_msg_ctx_t  *mctx;
 
@@ -1935,14 +1935,7 @@ ngx_http_chat_msg_delete_done(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    json = ngx_http_chat_json_object(r);
-    if (json == NULL
-        || cJSON_AddStringToObject(json, "message", "Message deleted") == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+    return ngx_http_chat_send_message(r, "Message deleted", NULL, 0);
 }
 
 

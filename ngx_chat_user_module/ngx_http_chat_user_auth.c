@@ -921,8 +921,6 @@ static ngx_int_t
 ngx_http_chat_user_logout_done(ngx_http_request_t *r,
     ngx_http_chat_ctx_t *ctx, ngx_http_chat_sql_res_t *res)
 {
-    cJSON  *json;
-
     if (res->rc != NGX_OK) {
         return ngx_http_chat_send_unavailable(r);
     }
@@ -931,14 +929,6 @@ ngx_http_chat_user_logout_done(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    json = ngx_http_chat_json_object(r);
-    if (json == NULL
-        || cJSON_AddStringToObject(json, "message", "Successfully logged out")
-           == NULL
-        || ngx_http_chat_json_num(json, "user_id", ctx->user_id) == NULL)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    return ngx_http_chat_send_json(r, NGX_HTTP_OK, json);
+    return ngx_http_chat_send_message(r, "Successfully logged out",
+                                      "user_id", ctx->user_id);
 }
