@@ -54,6 +54,8 @@ static ngx_uint_t ngx_http_chat_log_id_char(u_char c);
 static ngx_uint_t ngx_http_chat_log_trace_valid(ngx_str_t *s);
 static ngx_uint_t ngx_http_chat_log_hex(u_char *p, size_t n);
 static size_t ngx_http_chat_log_utf8(u_char *p, u_char *last);
+static ngx_int_t ngx_http_chat_log_escaped(ngx_http_request_t *r,
+    ngx_str_t *in, ngx_uint_t how, ngx_str_t *value);
 static u_char *ngx_http_chat_log_escape(u_char *dst, u_char *p, u_char *last,
     ngx_uint_t how);
 
@@ -598,7 +600,6 @@ ngx_http_chat_log_method(ngx_http_request_t *r, ngx_str_t *value)
 static ngx_int_t
 ngx_http_chat_log_user_agent(ngx_http_request_t *r, ngx_str_t *value)
 {
-    u_char           *p;
     ngx_table_elt_t  *h;
 
     h = r->headers_in.user_agent;
@@ -607,18 +608,8 @@ ngx_http_chat_log_user_agent(ngx_http_request_t *r, ngx_str_t *value)
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, 4 * h->value.len);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    value->data = p;
-    value->len = ngx_http_chat_log_escape(p, h->value.data,
-                                          h->value.data + h->value.len,
-                                          NGX_HTTP_CHAT_ESCAPE_TEXT)
-                 - p;
-
-    return NGX_OK;
+    return ngx_http_chat_log_escaped(r, &h->value, NGX_HTTP_CHAT_ESCAPE_TEXT,
+                                     value);
 }
 
 
@@ -630,17 +621,29 @@ ngx_http_chat_log_user_agent(ngx_http_request_t *r, ngx_str_t *value)
 static ngx_int_t
 ngx_http_chat_log_uri_json(ngx_http_request_t *r, ngx_str_t *value)
 {
+    return ngx_http_chat_log_escaped(r, &r->uri, NGX_HTTP_CHAT_ESCAPE_JSON,
+                                     value);
+}
+
+
+/* a copy of "in" in the request's pool, escaped "how" */
+
+static ngx_int_t
+ngx_http_chat_log_escaped(ngx_http_request_t *r, ngx_str_t *in,
+    ngx_uint_t how, ngx_str_t *value)
+{
     u_char  *p;
 
-    p = ngx_pnalloc(r->pool, 6 * r->uri.len);
+    /* the most a byte becomes: "\u00XX" in JSON, "\xHH" in text */
+
+    p = ngx_pnalloc(r->pool, (how == NGX_HTTP_CHAT_ESCAPE_JSON ? 6 : 4)
+                             * in->len);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
     value->data = p;
-    value->len = ngx_http_chat_log_escape(p, r->uri.data,
-                                          r->uri.data + r->uri.len,
-                                          NGX_HTTP_CHAT_ESCAPE_JSON)
+    value->len = ngx_http_chat_log_escape(p, in->data, in->data + in->len, how)
                  - p;
 
     return NGX_OK;

@@ -113,29 +113,6 @@ sub add_event {
     return notification_id($stream, $id);
 }
 
-# has the file's group read everything of both streams, and settled it?
-sub consumer_idle {
-    for (1 .. 100) {
-        my $idle = 1;
-        for my $stream ('friend.events', 'message.events') {
-            my $last = (split /\n/, redis_cmd('XREVRANGE', $stream, '+', '-',
-                                              'COUNT', '1'))[0] // '0-0';
-            # redis-cli --raw: name, <name>, consumers, <n>, ... per group
-            my @lines = split /\n/, redis_cmd('XINFO', 'GROUPS', $stream);
-            my (%ours, $in);
-            for (my $i = 0; $i + 1 < @lines; $i += 2) {
-                $in = $lines[$i + 1] eq $group if $lines[$i] eq 'name';
-                $ours{$lines[$i]} = $lines[$i + 1] if $in;
-            }
-            $idle = 0 unless ($ours{'last-delivered-id'} // '') eq $last
-                             && ($ours{pending} // 1) == 0;
-        }
-        return 1 if $idle;
-        sleep 0.1;
-    }
-    return 0;
-}
-
 
 my @all = map { user() } 1 .. 5;
 my ($a, $b, $c, $d, $e) = @all;
@@ -389,7 +366,7 @@ my @quiet = (
               __event_type__ => 'FriendRequestAccepted'),
 );
 
-ok(consumer_idle(), 'the consumer has settled every event');
+ok(group_settled($group), 'the consumer has settled every event');
 my %made = map { $_->{id} => 1 }
            (notifications_from($a, $b), notifications_from($b, $a));
 is(scalar(grep { $made{$_} } @quiet), 0,

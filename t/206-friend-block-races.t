@@ -95,28 +95,6 @@ sub at_once {
     return @results;
 }
 
-# has the file's group read everything of both streams, and settled it?
-sub consumer_idle {
-    for (1 .. 200) {
-        my $idle = 1;
-        for my $stream ('friend.events', 'message.events') {
-            my $last = (split /\n/, redis_cmd('XREVRANGE', $stream, '+', '-',
-                                              'COUNT', '1'))[0] // '0-0';
-            my @lines = split /\n/, redis_cmd('XINFO', 'GROUPS', $stream);
-            my (%ours, $in);
-            for (my $i = 0; $i + 1 < @lines; $i += 2) {
-                $in = $lines[$i + 1] eq $group if $lines[$i] eq 'name';
-                $ours{$lines[$i]} = $lines[$i + 1] if $in;
-            }
-            $idle = 0 unless ($ours{'last-delivered-id'} // '') eq $last
-                             && ($ours{pending} // 1) == 0;
-        }
-        return 1 if $idle;
-        sleep 0.1;
-    }
-    return 0;
-}
-
 # "2026-12-06T00:18:41.123000" (UTC) in epoch seconds
 sub epoch {
     my ($iso) = @_;
@@ -204,7 +182,7 @@ is(scalar(grep { $_->[3]{status} != 201 && $_->[3]{status} != 403 }
     is($st, 403, 'a message after the block\'s answer: 403');
 }
 
-ok(consumer_idle(), 'the consumer has settled every event');
+ok(group_settled($group), 'the consumer has settled every event');
 
 my ($late, $kept, $refused_notified) = (0, 0, 0);
 

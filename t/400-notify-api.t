@@ -62,9 +62,7 @@ die "room: $room\n" unless $room =~ /^\d+$/;
         config      => 'location /api/ { chat_notify; }');
 
     # the group exists once the consumer is up
-    my $until = time() + 5;
-    sleep 0.1 until time() > $until
-        || redis_cmd('XINFO', 'GROUPS', 'message.events') =~ /^\Q$Group\E$/m;
+    wait_group($Group, 'message.events');
 
     # one at a time: created_at is when a notification was stored
     my ($ta, $tb) = (user_token($A), user_token($B));

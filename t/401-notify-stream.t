@@ -89,11 +89,7 @@ sub list {
 }
 
 # the group exists once a consumer is up
-{
-    my $until = time() + 5;
-    sleep 0.1 until time() > $until
-        || redis_cmd('XINFO', 'GROUPS', 'friend.events') =~ /^\Q$group\E$/m;
-}
+wait_group($group, 'friend.events');
 
 
 # --- connected, then live notifications on every stream of the user

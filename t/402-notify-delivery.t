@@ -135,12 +135,6 @@ sub wait_not_pending {
     return $n;
 }
 
-sub wait_group {
-    my $until = time() + 5;
-    sleep 0.1 until time() > $until
-        || redis_cmd('XINFO', 'GROUPS', 'friend.events') =~ /^\Q$group\E$/m;
-}
-
 sub workers_of {
     my ($node) = @_;
     my @kids;
@@ -175,7 +169,7 @@ sub redis_raw {
 
 {
     my $node = node();
-    wait_group();
+    wait_group($group, 'friend.events');
     $node->stop;
 
     my $user = $base + 1;
@@ -219,7 +213,7 @@ sub redis_raw {
 
 unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
     my $node = node();
-    wait_group();
+    wait_group($group, 'friend.events');
 
     my $user = $base + 2;
     my (@entries, $kills);
@@ -252,7 +246,7 @@ unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
 
 {
     my $node = node();
-    wait_group();
+    wait_group($group, 'friend.events');
 
     my $user = $base + 3;
     my $s = sse_open('/api/notifications/stream',
@@ -327,7 +321,7 @@ unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
 
 {
     my $node = node();
-    wait_group();
+    wait_group($group, 'friend.events');
 
     my $user = $base + 6;
     my $s = sse_open('/api/notifications/stream',
@@ -382,7 +376,7 @@ unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
         or die "no chat_mongo line\n";
     my $bad = start_nginx_with(main_config => chat_main_config(),
                                http_config => $bad_http, config => $config);
-    wait_group();
+    wait_group($group, 'friend.events');
 
     my $user = $base + 5;
     my $reply = redis_raw('EVAL',
@@ -416,7 +410,7 @@ unless (Test::Nginx::Chat::Process::valgrind_enabled()) {
 
 {
     my ($x, $y) = (node(), node());
-    wait_group();
+    wait_group($group, 'friend.events');
 
     my $user = $base + 4;
     my $tok = user_token($user);

@@ -49,9 +49,7 @@ my $ngx = start_nginx_with(
 
 $ChatStack::Base = $ngx->url('');
 
-my $until = time() + 10;
-sleep 0.1 until time() > $until
-    || redis_cmd('XINFO', 'GROUPS', 'friend.events') =~ /^\Q$group\E$/m;
+wait_group($group, 'friend.events', 10);
 
 
 # --- the people: a friend request recipient, a room, presence users
@@ -182,13 +180,7 @@ sub unacked_of {
         $pending{$_} = 1
             for split /\n/, redis_cmd('XPENDING', $s, $group, '-', '+',
                                       '100000');
-        my @info = split /\n/, redis_cmd('XINFO', 'GROUPS', $s);
-        my $mine = 0;
-        for my $i (0 .. $#info - 1) {
-            $mine = $info[$i + 1] eq $group if $info[$i] eq 'name';
-            $last{$s} = $info[$i + 1]
-                if $mine && $info[$i] eq 'last-delivered-id';
-        }
+        $last{$s} = group_info($s, $group)->{'last-delivered-id'};
     }
     return scalar grep {
         my ($ms, $seq) = split /-/, $_->[1];

@@ -25,7 +25,8 @@ our @EXPORT = qw(chat_http_config chat_main_config chat_block
                  can_restart_servers stop_server start_server
                  server_keeps_data sql sql_user token_user env_users
                  notification_id upload_png
-                 stream_entries event_with
+                 stream_entries event_with group_info wait_group
+                 group_settled
                  stream_mark events_since
                  chat_nodes
                  stack_start stack_stop raw_request);
@@ -565,6 +566,47 @@ sub env_users {
         $ENV{"TEST_NGINX_${x}_NAME"} = $u->{name};
         $ENV{"TEST_NGINX_${x}_TOKEN"} = $u->{token};
     }
+}
+
+# a consumer group's fields in XINFO GROUPS of a stream (redis-cli --raw:
+# name, <name>, consumers, <n>, ... for each group); {} without it
+sub group_info {
+    my ($stream, $group) = @_;
+    my @lines = split /\n/, redis_cmd('XINFO', 'GROUPS', $stream);
+    my (%info, $in);
+    for (my $i = 0; $i + 1 < @lines; $i += 2) {
+        $in = $lines[$i + 1] eq $group if $lines[$i] eq 'name';
+        $info{$lines[$i]} = $lines[$i + 1] if $in;
+    }
+    return \%info;
+}
+
+# wait (at most $secs, 5) until a consumer has made its group on a stream
+sub wait_group {
+    my ($group, $stream, $secs) = @_;
+    my $until = Time::HiRes::time() + ($secs // 5);
+    Time::HiRes::sleep(0.1)
+        until Time::HiRes::time() > $until
+              || defined group_info($stream, $group)->{name};
+}
+
+# has the group read everything of both event streams, and settled it?
+# (waits at most 20 s)
+sub group_settled {
+    my ($group) = @_;
+    for (1 .. 200) {
+        my $idle = 1;
+        for my $stream ('friend.events', 'message.events') {
+            my $last = (split /\n/, redis_cmd('XREVRANGE', $stream, '+', '-',
+                                              'COUNT', '1'))[0] // '0-0';
+            my $info = group_info($stream, $group);
+            $idle = 0 unless ($info->{'last-delivered-id'} // '') eq $last
+                             && ($info->{pending} // 1) == 0;
+        }
+        return 1 if $idle;
+        Time::HiRes::sleep(0.1);
+    }
+    return 0;
 }
 
 # a notification's id, derived from its stream entry "<ms>-<seq>" as the
