@@ -167,20 +167,27 @@ store_pid() {
 }
 
 
-# stack_processes: "<name> <pid>" for every process of the stack in
-# CHAT_WORK: nginx's master and each of its workers (not old ones still
-# shutting down after a reload), MariaDB, Redis, the MongoDB server
-stack_processes() {
+# nginx_processes PIDFILE: "<name> <pid>" for the nginx master of the
+# pid file and each of its workers (not old ones still shutting down
+# after a reload)
+nginx_processes() {
     local master pid args
 
-    master=$(cat "$WORK/nginx/logs/nginx.pid" 2>/dev/null || true)
+    master=$(cat "$1" 2>/dev/null || true)
     [ -n "$master" ] && kill -0 "$master" 2>/dev/null \
-        || die "no nginx master in $WORK/nginx/logs/nginx.pid"
+        || die "no nginx master in $1"
     echo "nginx_master $master"
     while read -r pid args; do
         [ "$args" = "nginx: worker process" ] && echo "nginx_worker $pid"
     done < <(ps -o pid=,args= --ppid "$master")
+}
 
+
+# stack_processes: "<name> <pid>" for every process of the stack in
+# CHAT_WORK: nginx's master and workers, MariaDB, Redis, the MongoDB
+# server
+stack_processes() {
+    nginx_processes "$WORK/nginx/logs/nginx.pid"
     echo "mariadbd $(store_pid "$WORK/run/mariadb.pid" "$CHAT_MYSQL_PORT")"
     echo "redis $(store_pid "$WORK/run/redis.pid" "$CHAT_REDIS_PORT")"
     echo "mongo $(store_pid "$WORK/run/mongo.pid" "$CHAT_MONGO_PORT")"

@@ -281,16 +281,7 @@ declare -A TITLE=(
 # side_processes PIDFILE: "<name> <pid>" for an nginx master, its workers
 # and the stack's MariaDB and Redis
 side_processes() {
-    local master pid args
-
-    master=$(cat "$1" 2>/dev/null || true)
-    [ -n "$master" ] && kill -0 "$master" 2>/dev/null \
-        || die "no nginx master in $1"
-    echo "nginx_master $master"
-    while read -r pid args; do
-        [ "$args" = "nginx: worker process" ] && echo "nginx_worker $pid"
-    done < <(ps -o pid=,args= --ppid "$master")
-
+    nginx_processes "$1"
     echo "mariadbd $(store_pid "$WORK/run/mariadb.pid" "${MYSQL_ADDR##*:}")"
     echo "redis $(store_pid "$WORK/run/redis.pid" "${REDIS_ADDR##*:}")"
 }
